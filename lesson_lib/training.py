@@ -1,0 +1,300 @@
+"""One training loop for every model in the course: the 2-D MLP and the image U-Nets.
+
+Each step is Algorithm 1 of Ho et al. (2020):
+
+    x_0 ~ data,  t ~ Uniform{1..T},  eps ~ N(0, I)
+    take a gradient step on  || target - model( sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, t ) ||^2
+
+(:func:`lesson_lib.losses.l_simple`), plus what makes it work in practice:
+
+* AdamW with a linear learning-rate warm-up and gradient-norm clipping;
+* an EMA of the weights for sampling (:mod:`lesson_lib.ema`);
+* on CUDA: bfloat16 autocast, channels-last memory, optionally ``torch.compile``, and the
+  whole dataset on the GPU when it fits, so that loading never starves it;
+* label dropout for classifier-free guidance (Ho & Salimans, 2022): with probability
+  ``class_dropout`` a label is replaced by the model's null class;
+* random horizontal flips for datasets where they preserve meaning (CIFAR-10);
+* checkpoints written atomically that resume *exactly*: model, EMA, optimizer, step, every
+  random number generator state and the configuration. A loss that turns NaN or inf stops
+  training with a clear error, and is never written to disk, so the last good checkpoint
+  survives.
+
+All randomness of the loop (batches, t, eps, flips, label dropout) comes from one
+``torch.Generator``, saved in the checkpoint with the global RNG state (used by dropout).
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from .ema import EMA
+from .losses import l_simple
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of :class:`Trainer`. Defaults suit the 2-D models; see
+    :mod:`lesson_lib.train` for the image presets."""
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0          # linear learning-rate warm-up from 0 to lr
+    grad_clip: float = 1.0         # clip the global gradient norm to this (0 = off)
+    ema_decay: float = 0.995
+    class_dropout: float = 0.0     # P(label -> null class), for classifier-free guidance
+    hflip: bool = False            # random horizontal flips (images only)
+    seed: int = 0
+    log_every: int = 50            # also how often the loss is checked for NaN/inf
+    bf16: bool = None              # autocast to bfloat16; None = on CUDA only
+    channels_last: bool = None     # None = on CUDA for images only
+    compile: bool = False          # torch.compile the model (CUDA, PyTorch >= 2.2)
+
+    def __post_init__(self):
+        for name in ("batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {name}={getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got lr={self.lr}")
+        if not 0 <= self.class_dropout < 1:
+            raise ValueError(f"class_dropout must lie in [0, 1), got class_dropout={self.class_dropout}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing from that point on was saved."""
+
+
+def default_device():
+    """CUDA when present, otherwise the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def place_data(data, device, max_fraction=0.5):
+    """Move a dataset to ``device`` whole when it takes at most ``max_fraction`` of the free
+    GPU memory; otherwise keep it in pinned CPU memory and copy each batch (non-blocking)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return data.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if data.numel() * data.element_size() <= max_fraction * free:
+        return data.to(device)
+    return data.pin_memory()
+
+
+class Trainer:
+    """Trains ``model`` to denoise ``data`` under ``schedule``.
+
+    Args:
+        model: a network called as ``model(x_t, t)`` or ``model(x_t, t, y=labels)``, with
+            attributes ``prediction`` ("eps", "x0" or "v") and ``config`` (a dict).
+        schedule: a :class:`~lesson_lib.schedules.NoiseSchedule`.
+        data: a tensor of training examples, shape ``(N, ...)``: float, or uint8 images in
+            0..255 (converted per batch to [-1, 1], which keeps 4x less memory on the GPU).
+        config: a :class:`TrainConfig`.
+        labels: class labels ``(N,)`` for a class-conditional model.
+        device: where to train; defaults to CUDA when present.
+        checkpoint_path: where :meth:`save` writes and :meth:`resume` reads.
+
+    ``trainer.run(steps)`` trains; ``trainer.model`` holds the raw weights,
+    ``trainer.ema.model`` the averaged ones (sample from those), ``trainer.history`` the
+    logged ``(step, loss)`` pairs.
+    """
+
+    def __init__(self, model, schedule, data, config=None, labels=None, device=None,
+                 checkpoint_path=None):
+        self.config = config or TrainConfig()
+        cfg = self.config
+        self.device = torch.device(device) if device is not None else default_device()
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"labels must have one entry per example: data has {len(data)}, "
+                             f"labels has {len(labels)}")
+        if labels is None and cfg.class_dropout > 0:
+            raise ValueError("class_dropout > 0 needs class labels: pass labels=...")
+        self.num_classes = getattr(model, "num_classes", None)
+        if labels is not None and self.num_classes is None:
+            raise ValueError("labels were given but the model is unconditional; build it with num_classes=...")
+        if cfg.batch_size > len(data):
+            raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(data)} examples)")
+        self.is_image = data.ndim == 4
+        cuda = self.device.type == "cuda"
+        self.bf16 = cuda if cfg.bf16 is None else cfg.bf16
+        self.channels_last = (cuda and self.is_image) if cfg.channels_last is None else cfg.channels_last
+
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay,
+                                           **({"fused": True} if cuda else {}))
+        self.schedule = schedule.to(self.device)
+        self.data = place_data(data, self.device)
+        self.labels = None if labels is None else place_data(labels.long(), self.device)
+        self.generator = torch.Generator(self.data.device).manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.checkpoint_path = checkpoint_path
+        self.step = 0
+        self.history = []
+        self.examples_per_second = float("nan")
+
+    # --- one step ---------------------------------------------------------------------
+
+    def _batch(self):
+        g, B = self.generator, self.config.batch_size
+        idx = torch.randint(0, len(self.data), (B,), generator=g, device=self.data.device)
+        x0 = self.data[idx]
+        y = None if self.labels is None else self.labels[idx]
+        if self.config.hflip:
+            flip = torch.rand(B, generator=g, device=x0.device) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        if y is not None and self.config.class_dropout > 0:
+            drop = torch.rand(B, generator=g, device=y.device) < self.config.class_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        t = torch.randint(0, self.schedule.T, (B,), generator=g, device=x0.device)
+        eps = torch.randn(x0.shape, generator=g, device=x0.device)
+        to = dict(device=self.device, non_blocking=True)
+        x0 = x0.to(**to)
+        x0 = x0.float() / 127.5 - 1.0 if x0.dtype == torch.uint8 else x0.float()
+        if self.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            eps = eps.contiguous(memory_format=torch.channels_last)
+        return x0, (None if y is None else y.to(**to)), t.to(**to), eps.to(**to)
+
+    def train_step(self):
+        """One optimisation step; returns the loss as a (device) tensor, without syncing."""
+        cfg = self.config
+        x0, y, t, eps = self._batch()
+        if cfg.warmup_steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps)
+        kwargs = {} if y is None else {"y": y}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = l_simple(self.forward_model, self.schedule, x0, t, eps,
+                            prediction=self.model.prediction, **kwargs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return loss.detach()
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self, steps, progress=True, checkpoint_every=0, callback_every=0, callback=None):
+        """Train until ``self.step == steps`` (so a resumed run continues where it stopped).
+
+        Every ``log_every`` steps the mean loss is logged and checked; every
+        ``checkpoint_every`` steps (and at the end) a checkpoint is written when
+        ``checkpoint_path`` is set; every ``callback_every`` steps ``callback(trainer)``
+        runs (e.g. to save a grid of samples). Returns ``self.history``.
+        """
+        cfg = self.config
+        self.model.train()
+        self._running, self._count = 0.0, 0
+        self._tick, self._tick_step = time.perf_counter(), self.step
+        self._bar = tqdm(total=steps, initial=self.step, desc="training", disable=not progress,
+                         dynamic_ncols=True)
+        try:
+            while self.step < steps:
+                self._running = self._running + self.train_step()
+                self._count += 1
+                self._bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == steps:
+                    self._log()
+                if checkpoint_every and self.step % checkpoint_every == 0 and self.checkpoint_path:
+                    self._log()                            # never save an unchecked loss
+                    self.save()
+                if callback is not None and callback_every and self.step % callback_every == 0:
+                    callback(self)
+        finally:
+            self._bar.close()
+        if self.checkpoint_path and checkpoint_every:
+            self.save()
+        return self.history
+
+    def _log(self):
+        """Log the mean loss since the last log, and stop if it is NaN or infinite."""
+        if self._count == 0:
+            return
+        mean = (self._running / self._count).item()        # the one sync per log interval
+        if not math.isfinite(mean):
+            raise NonFiniteLossError(self._nan_message(mean))
+        now = time.perf_counter()
+        rate = (self.step - self._tick_step) * self.config.batch_size / max(now - self._tick, 1e-9)
+        self.history.append((self.step, mean))
+        self._bar.set_postfix(loss=f"{mean:.4f}", ex_per_s=f"{rate:,.0f}")
+        self.examples_per_second = rate
+        self._running, self._count, self._tick, self._tick_step = 0.0, 0, now, self.step
+
+    def _nan_message(self, value):
+        where = (f"the last good checkpoint, {self.checkpoint_path}, is intact"
+                 if self.checkpoint_path else "no checkpoint was being written")
+        return (f"the training loss became {value} in the {self.config.log_every} steps before "
+                f"step {self.step}; stopped without saving, and {where}. Try a lower lr "
+                f"(now {self.config.lr}), a longer warm-up, or grad_clip > 0")
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self):
+        rng = {"torch": torch.get_rng_state(), "loop": self.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "history": [list(h) for h in self.history],
+            "model_config": dict(self.model.config),
+            "train_config": dataclasses.asdict(self.config),
+            "betas": self.schedule.betas.cpu(),
+        }
+
+    def load_state_dict(self, state):
+        check_config(state["model_config"], dict(self.model.config), "model configuration")
+        check_config(_resumable(state["train_config"]), _resumable(dataclasses.asdict(self.config)),
+                     "training configuration")
+        if not torch.equal(state["betas"], self.schedule.betas.cpu()):
+            raise ValueError("this checkpoint was trained with a different noise schedule (betas differ); "
+                             "use the schedule it was trained with")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["loop"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = state["step"]
+        self.history = [tuple(h) for h in state["history"]]
+
+    def save(self, path=None):
+        """Write the full training state atomically to ``path`` (default ``checkpoint_path``)."""
+        path = path or self.checkpoint_path
+        if path is None:
+            raise ValueError("no checkpoint path: pass checkpoint_path= to Trainer or path= to save()")
+        save_checkpoint(self.state_dict(), path)
+
+    def resume(self, path=None):
+        """Load the state saved at ``path`` (default ``checkpoint_path``); True if one was found."""
+        path = path or self.checkpoint_path
+        if path is None or not os.path.exists(path):
+            return False
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        return True
+
+
+# Settings that may change between a run and its resumption without changing its result.
+_FREE_TO_CHANGE = ("log_every", "compile")
+
+
+def _resumable(train_config):
+    return {k: v for k, v in train_config.items() if k not in _FREE_TO_CHANGE}
