@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""Re-execute notebooks in place and store their outputs (what readers see on a static page).
+
+    python .ci/execute_notebooks.py notebooks/01_forward_process.ipynb [...]
+
+Runs each notebook top to bottom in a fresh kernel in its own folder with the CI profile
+(DDPM_PROFILE=ci unless set), exactly as `pytest --nbval notebooks/` will later, and writes
+the outputs back. Commit the result.
+"""
+import os
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+
+os.environ.setdefault("DDPM_PROFILE", "ci")
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    start = time.time()
+    NotebookClient(nb, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}}).execute()
+    nbformat.write(nb, path)
+    print(f"{path}: executed in {time.time() - start:.0f} s")
