@@ -26,6 +26,7 @@ def save_checkpoint(state, path):
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)               # mkstemp makes the file private; a checkpoint need not be
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -185,12 +185,13 @@ def to_device_if_fits(images, labels, device, max_fraction=0.5):
     non-blocking). Pass uint8 images (``as_uint8=True``) to need 4x less memory.
     """
     device = torch.device(device)
+    move = lambda x: None if x is None else x.to(device)  # noqa: E731
     if device.type != "cuda":
-        return images.to(device), labels.to(device)
+        return move(images), move(labels)
     free, _ = torch.cuda.mem_get_info(device)
-    needed = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+    needed = sum(x.numel() * x.element_size() for x in (images, labels) if x is not None)
     if needed <= max_fraction * free:
-        return images.to(device), labels.to(device)
+        return move(images), move(labels)
     return images, labels
 
 
@@ -215,8 +216,8 @@ class TensorLoader:
         if not 1 <= batch_size <= len(images):
             raise ValueError(f"batch_size must be between 1 and the number of images ({len(images)}), "
                              f"got {batch_size}")
-        if images.ndim != 4:
-            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if hflip and images.ndim != 4:
+            raise ValueError(f"hflip needs images of shape (N, C, H, W), got {tuple(images.shape)}")
         if labels is not None and labels.device != images.device:
             raise ValueError(f"images and labels must be on the same device, got {images.device} and "
                              f"{labels.device}; move both with to_device_if_fits(images, labels, device)")
@@ -227,6 +228,16 @@ class TensorLoader:
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = -1
         self._order, self._pos = None, len(images)
+
+    def state_dict(self):
+        """Everything needed to continue the exact same sequence of batches."""
+        return {"generator": self.generator.get_state(), "epoch": self.epoch, "pos": self._pos,
+                "order": None if self._order is None else self._order.cpu()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self.epoch, self._pos = state["epoch"], state["pos"]
+        self._order = None if state["order"] is None else state["order"].to(self.images.device)
 
     @property
     def steps_per_epoch(self):

@@ -10,7 +10,8 @@ Each step is Algorithm 1 of Ho et al. (2020):
 * AdamW with a linear learning-rate warm-up and gradient-norm clipping;
 * an EMA of the weights for sampling (:mod:`lesson_lib.ema`);
 * on CUDA: bfloat16 autocast, channels-last memory, optionally ``torch.compile``, and the
-  whole dataset on the GPU when it fits, so that loading never starves it;
+  whole dataset on the GPU when it fits (:class:`~lesson_lib.datasets.TensorLoader`), so
+  that loading never starves it;
 * label dropout for classifier-free guidance (Ho & Salimans, 2022): with probability
   ``class_dropout`` a label is replaced by the model's null class;
 * random horizontal flips for datasets where they preserve meaning (CIFAR-10);
@@ -19,8 +20,9 @@ Each step is Algorithm 1 of Ho et al. (2020):
   training with a clear error, and is never written to disk, so the last good checkpoint
   survives.
 
-All randomness of the loop (batches, t, eps, flips, label dropout) comes from one
-``torch.Generator``, saved in the checkpoint with the global RNG state (used by dropout).
+Every random number of the loop comes from a generator whose state the checkpoint saves:
+the loader's (batches, flips), the loop's (t, eps, label dropout) and the global one
+(dropout inside the model).
 """
 
 import dataclasses
@@ -32,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from .datasets import TensorLoader, to_device_if_fits
 from .ema import EMA
 from .losses import l_simple
 
@@ -74,18 +77,6 @@ def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def place_data(data, device, max_fraction=0.5):
-    """Move a dataset to ``device`` whole when it takes at most ``max_fraction`` of the free
-    GPU memory; otherwise keep it in pinned CPU memory and copy each batch (non-blocking)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return data.to(device)
-    free, _ = torch.cuda.mem_get_info(device)
-    if data.numel() * data.element_size() <= max_fraction * free:
-        return data.to(device)
-    return data.pin_memory()
-
-
 class Trainer:
     """Trains ``model`` to denoise ``data`` under ``schedule``.
 
@@ -121,6 +112,8 @@ class Trainer:
         if cfg.batch_size > len(data):
             raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(data)} examples)")
         self.is_image = data.ndim == 4
+        if cfg.hflip and not self.is_image:
+            raise ValueError("hflip=True needs images of shape (N, C, H, W)")
         cuda = self.device.type == "cuda"
         self.bf16 = cuda if cfg.bf16 is None else cfg.bf16
         self.channels_last = (cuda and self.is_image) if cfg.channels_last is None else cfg.channels_last
@@ -134,10 +127,12 @@ class Trainer:
                                            weight_decay=cfg.weight_decay,
                                            **({"fused": True} if cuda else {}))
         self.schedule = schedule.to(self.device)
-        self.data = place_data(data, self.device)
-        self.labels = None if labels is None else place_data(labels.long(), self.device)
-        self.generator = torch.Generator(self.data.device).manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        if labels is not None:
+            labels = labels.long()
+        data, labels = to_device_if_fits(data, labels, self.device)   # whole dataset on the GPU when it fits
+        self.loader = TensorLoader(data, labels, cfg.batch_size, self.device, hflip=cfg.hflip, seed=cfg.seed)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)    # t, eps, label dropout
+        torch.manual_seed(cfg.seed)                                             # dropout
         self.checkpoint_path = checkpoint_path
         self.step = 0
         self.history = []
@@ -146,25 +141,18 @@ class Trainer:
     # --- one step ---------------------------------------------------------------------
 
     def _batch(self):
+        """x_0 (and labels) from the loader; t, eps and label dropout from the loop's generator."""
         g, B = self.generator, self.config.batch_size
-        idx = torch.randint(0, len(self.data), (B,), generator=g, device=self.data.device)
-        x0 = self.data[idx]
-        y = None if self.labels is None else self.labels[idx]
-        if self.config.hflip:
-            flip = torch.rand(B, generator=g, device=x0.device) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0, y = next(self.loader)
         if y is not None and self.config.class_dropout > 0:
-            drop = torch.rand(B, generator=g, device=y.device) < self.config.class_dropout
+            drop = torch.rand(B, generator=g, device=self.device) < self.config.class_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        t = torch.randint(0, self.schedule.T, (B,), generator=g, device=x0.device)
-        eps = torch.randn(x0.shape, generator=g, device=x0.device)
-        to = dict(device=self.device, non_blocking=True)
-        x0 = x0.to(**to)
-        x0 = x0.float() / 127.5 - 1.0 if x0.dtype == torch.uint8 else x0.float()
+        t = torch.randint(0, self.schedule.T, (B,), generator=g, device=self.device)
+        eps = torch.randn(x0.shape, generator=g, device=self.device)
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             eps = eps.contiguous(memory_format=torch.channels_last)
-        return x0, (None if y is None else y.to(**to)), t.to(**to), eps.to(**to)
+        return x0, y, t, eps
 
     def train_step(self):
         """One optimisation step; returns the loss as a (device) tensor, without syncing."""
@@ -244,7 +232,8 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------
 
     def state_dict(self):
-        rng = {"torch": torch.get_rng_state(), "loop": self.generator.get_state()}
+        rng = {"torch": torch.get_rng_state(), "loop": self.generator.get_state(),
+               "loader": self.loader.state_dict()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
@@ -254,6 +243,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
             "history": [list(h) for h in self.history],
+            "model_class": type(self.model).__name__,
             "model_config": dict(self.model.config),
             "train_config": dataclasses.asdict(self.config),
             "betas": self.schedule.betas.cpu(),
@@ -271,6 +261,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["loop"])
+        self.loader.load_state_dict(state["rng"]["loader"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]

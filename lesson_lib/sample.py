@@ -1,0 +1,73 @@
+"""Sample from a trained model and write a PNG grid.
+
+    python -m lesson_lib.sample --checkpoint runs/mnist-cpu/checkpoint.pt --out samples.png
+    python -m lesson_lib.sample --pretrained mnist_cond --sampler ddim --steps 50 --out digits.png
+    python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --out threes.png
+
+Class-conditional models get one row per class unless ``--label`` picks one.
+"""
+
+import argparse
+import time
+
+import torch
+
+from .datasets import save_grid
+from .pretrained import load_model, load_pretrained
+from .sampling import ddim_sample, ddpm_sample
+
+
+def generate(model, schedule, n, sampler="ddim", steps=100, labels=None, device="cpu", seed=0,
+             progress=True):
+    """``n`` images from ``model``: DDPM (Algorithm 2, all T steps) or DDIM (``steps`` steps)."""
+    shape = (n, model.in_channels, model.image_size, model.image_size)
+    kwargs = dict(clip_x0=True, device=device, progress=progress,
+                  generator=torch.Generator(device).manual_seed(seed),
+                  model_kwargs=None if labels is None else {"y": labels.to(device)})
+    if sampler == "ddpm":
+        return ddpm_sample(model, schedule, shape, **kwargs)
+    if sampler == "ddim":
+        return ddim_sample(model, schedule, shape, steps=steps, **kwargs)
+    raise ValueError(f"sampler must be 'ddpm' or 'ddim', got sampler={sampler!r}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint written by python -m lesson_lib.train")
+    src.add_argument("--pretrained", help="a model shipped with the course, e.g. mnist_cond")
+    p.add_argument("--out", default="samples.png")
+    p.add_argument("--n", type=int, default=64, help="number of images (rounded to whole rows per class)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
+    p.add_argument("--steps", type=int, default=100, help="DDIM steps (DDPM always uses all T)")
+    p.add_argument("--label", type=int, help="sample only this class")
+    p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+
+    if args.pretrained:
+        model, schedule = load_pretrained(args.pretrained, device=args.device)
+    else:
+        model, schedule = load_model(args.checkpoint, ema=not args.raw, device=args.device)
+    k = model.num_classes
+    nrow = 8
+    labels = None
+    if k is not None and args.label is not None:
+        if not 0 <= args.label < k:
+            raise SystemExit(f"--label must lie in 0..{k - 1}, got {args.label}")
+        labels = torch.full((args.n,), args.label)
+    elif k is not None:
+        per_class = max(1, args.n // k)
+        labels = torch.arange(k).repeat_interleave(per_class)
+        nrow = per_class
+    n = args.n if labels is None else len(labels)
+    start = time.perf_counter()
+    x = generate(model, schedule, n, args.sampler, args.steps, labels, args.device, args.seed)
+    seconds = time.perf_counter() - start
+    save_grid(x, args.out, nrow=nrow)
+    print(f"wrote {n} samples to {args.out} ({args.sampler}, {n / seconds:.1f} samples/s on {args.device})")
+
+
+if __name__ == "__main__":
+    main()
