@@ -126,11 +126,12 @@ class NoiseSchedule:
         For "linear", beta_start and beta_end are scaled by 1000 / T (the convention of
         Nichol & Dhariwal's code), so that any T ends as close to pure noise as T = 1000
         does with the paper's 1e-4 and 0.02."""
+        _check_T(T)
         if name == "linear":
             return cls.linear(T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))
         if name == "cosine":
             return cls.cosine(T)
-        raise ValueError(f"schedule must be 'linear' or 'cosine', got schedule={name!r}")
+        raise ValueError(f"name must be 'linear' or 'cosine', got name={name!r}")
 
     def steps_until(self, fraction):
         """The first code index t at which sqrt(alpha-bar_t), the share of x_0 left in x_t,

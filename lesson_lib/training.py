@@ -137,6 +137,7 @@ class Trainer:
         self.step = 0
         self.history = []
         self.examples_per_second = float("nan")
+        self._tick_step = 0
 
     # --- one step ---------------------------------------------------------------------
 
@@ -198,7 +199,6 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == steps:
                     self._log()
                 if checkpoint_every and self.step % checkpoint_every == 0 and self.checkpoint_path:
-                    self._log()                            # never save an unchecked loss
                     self.save()
                 if callback is not None and callback_every and self.step % callback_every == 0:
                     callback(self)
@@ -225,8 +225,8 @@ class Trainer:
     def _nan_message(self, value):
         where = (f"the last good checkpoint, {self.checkpoint_path}, is intact"
                  if self.checkpoint_path else "no checkpoint was being written")
-        return (f"the training loss became {value} in the {self.config.log_every} steps before "
-                f"step {self.step}; stopped without saving, and {where}. Try a lower lr "
+        return (f"the training loss became {value} between steps {self._tick_step} and {self.step}; "
+                f"stopped without saving, and {where}. Try a lower lr "
                 f"(now {self.config.lr}), a longer warm-up, or grad_clip > 0")
 
     # --- checkpoints --------------------------------------------------------------------
@@ -268,10 +268,16 @@ class Trainer:
         self.history = [tuple(h) for h in state["history"]]
 
     def save(self, path=None):
-        """Write the full training state atomically to ``path`` (default ``checkpoint_path``)."""
+        """Write the full training state atomically to ``path`` (default ``checkpoint_path``).
+
+        Refuses (NonFiniteLossError) when any weight is NaN or infinite, so that a checkpoint
+        on disk is always a good one."""
         path = path or self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: pass checkpoint_path= to Trainer or path= to save()")
+        params = list(self.model.parameters()) + list(self.ema.model.parameters())
+        if not bool(torch.stack([p.detach().float().isfinite().all() for p in params]).all()):
+            raise NonFiniteLossError(self._nan_message("non-finite (NaN or inf weights)"))
         save_checkpoint(self.state_dict(), path)
 
     def resume(self, path=None):
