@@ -4,7 +4,7 @@
     python .ci/execute_notebooks.py notebooks/01_forward_process.ipynb [...]
 
 Runs each notebook top to bottom in a fresh kernel in its own folder with the CI profile
-(DDPM_PROFILE=ci unless set), exactly as `pytest --nbval notebooks/` will later, and writes
+(DDPM_PROFILE=ci and OMP_NUM_THREADS=1 unless set), exactly as `pytest --nbval notebooks/` will later, and writes
 the outputs back. Commit the result.
 """
 import os
@@ -15,6 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 os.environ.setdefault("DDPM_PROFILE", "ci")
+os.environ.setdefault("OMP_NUM_THREADS", "1")          # as notebooks/conftest.py does
 for path in sys.argv[1:]:
     nb = nbformat.read(path, as_version=4)
     start = time.time()
