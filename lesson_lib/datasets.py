@@ -21,7 +21,6 @@ without any worker processes: the data loader never starves the GPU.
 """
 
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -293,17 +292,8 @@ def save_grid(images, path, nrow=8, padding=2):
     """Save :func:`make_grid_image` as a PNG, atomically (temporary file, then ``os.replace``)."""
     from PIL import Image
 
+    from .checkpoint import atomic_write
+
     array = make_grid_image(images, nrow=nrow, padding=padding)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
     return path

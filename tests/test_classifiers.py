@@ -1,6 +1,5 @@
 """Tests for lesson_lib.classifiers: architectures, training loop, shipped weights, judging samples."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,10 +16,6 @@ from lesson_lib.classifiers import (CIFAR10Classifier, MNISTClassifier, class_ac
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets "
                                                      "(python shared/data/prepare.py DIR)")
-needs_datasets_module = pytest.mark.skipif(
-    importlib.util.find_spec("lesson_lib.datasets") is None,
-    reason="lesson_lib.datasets (load_mnist/load_cifar10) is not available yet")
-
 
 def mnist_test_images(n):
     data = np.load(os.path.join(DATA_DIR, "mnist.npz"))
@@ -115,7 +110,6 @@ def test_fit_classifier_rejects_bad_arguments():
 
 
 @needs_data
-@needs_datasets_module
 def test_training_command_smoke_run_cifar10(tmp_path):
     out = tmp_path / "cifar10_classifier.pt"
     sidecar = classifiers.main(["train", "--dataset", "cifar10", "--out", str(out), "--epochs", "1",

@@ -1,6 +1,5 @@
 """Tests for lesson_lib.fid: FID (Heusel et al., 2017) and KID (Binkowski et al., 2018)."""
 
-import importlib.util
 import os
 import warnings
 
@@ -17,10 +16,6 @@ from lesson_lib.fid import (InceptionExtractor, compute_metrics, extract_feature
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets "
                                                      "(python shared/data/prepare.py DIR)")
-needs_datasets_module = pytest.mark.skipif(
-    importlib.util.find_spec("lesson_lib.datasets") is None,
-    reason="lesson_lib.datasets (load_mnist/load_cifar10) is not available yet")
-
 
 def correlated_features(n, d, seed, shift=0.0):
     """n samples of a d-dim Gaussian with a random dense covariance A A^T / d."""
@@ -256,7 +251,6 @@ def test_compute_metrics_with_explicit_reference_and_extractor():
 
 
 @needs_data
-@needs_datasets_module
 def test_compute_metrics_defaults_and_real_floor_on_mnist():
     n = 200
     floor = real_floor("mnist", n, kid_num_subsets=20)
