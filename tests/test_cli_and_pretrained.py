@@ -1,0 +1,116 @@
+"""Profiles, the shipped pretrained model, and the train / sample / evaluate command lines."""
+import os
+import shutil
+
+import pytest
+import torch
+
+from lesson_lib import pretrained, profiles
+from lesson_lib.metrics import nearest_neighbours
+from lesson_lib.mlp import MLPDenoiser
+from lesson_lib.schedules import NoiseSchedule
+from lesson_lib.toy_data import swiss_roll
+from lesson_lib.training import TrainConfig, Trainer
+
+needs_data = pytest.mark.skipif(not os.environ.get("DDPM_DATA_DIR"),
+                                reason="set DDPM_DATA_DIR to a dataset mirror (python shared/data/prepare.py DIR)")
+
+
+def test_profile_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DDPM_PROFILE", "ci")
+    assert profiles.current_profile() == "ci"
+    assert profiles.current_profile("gpu") == "gpu"
+    monkeypatch.delenv("DDPM_PROFILE")
+    assert profiles.current_profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("DDPM_PROFILE", "laptop")
+    with pytest.raises(ValueError, match="DDPM_PROFILE"):
+        profiles.current_profile()
+
+
+def test_profiles_grow_from_ci_to_gpu():
+    for dataset in profiles.TRAINING:
+        steps = [profiles.training_settings(dataset, p)["steps"] for p in profiles.PROFILES]
+        assert steps == sorted(steps) and steps[0] < steps[-1]
+    with pytest.raises(ValueError, match="dataset"):
+        profiles.training_settings("imagenet", "ci")
+
+
+def test_shipped_model_loads_and_matches_its_card():
+    assert "mnist_cond" in pretrained.available()
+    card = pretrained.model_card("mnist_cond")
+    model, schedule = pretrained.load_pretrained("mnist_cond")
+    assert sum(p.numel() for p in model.parameters()) == card["parameters"]
+    assert model.num_classes == 10 and schedule.T == 1000
+    assert card["evaluation"]["fid"] < 2 * card["evaluation"]["fid_floor_train_vs_test"]
+    x = torch.randn(2, 1, 28, 28)
+    out = model(x, torch.tensor([10, 500]), y=torch.tensor([3, 10]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_a_corrupted_shipped_model_is_refused(tmp_path, monkeypatch):
+    shutil.copy(pretrained.PRETRAINED_DIR / "mnist_cond.json", tmp_path)
+    data = bytearray((pretrained.PRETRAINED_DIR / "mnist_cond.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (tmp_path / "mnist_cond.pt").write_bytes(bytes(data))
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(RuntimeError, match="corrupted or was replaced"):
+        pretrained.load_pretrained("mnist_cond")
+    with pytest.raises(FileNotFoundError, match="available"):
+        pretrained.load_pretrained("cifar10_cond_missing")
+
+
+def test_load_model_rebuilds_a_trained_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(MLPDenoiser(hidden=32), NoiseSchedule.linear(50), swiss_roll(256, seed=0),
+                      TrainConfig(batch_size=32, log_every=5), device="cpu", checkpoint_path=tmp_path / "c.pt")
+    trainer.run(10, progress=False)
+    trainer.save()
+    x, t = torch.randn(4, 2), torch.tensor([0, 1, 2, 49])
+    for ema, reference in [(True, trainer.ema.model), (False, trainer.model)]:
+        model, schedule = pretrained.load_model(tmp_path / "c.pt", ema=ema)
+        torch.testing.assert_close(model(x, t), reference.eval()(x, t))
+        assert torch.equal(schedule.betas, trainer.schedule.betas)
+
+
+def test_nearest_neighbours_is_brute_force():
+    g = torch.Generator().manual_seed(0)
+    data, queries = torch.randn(300, 1, 4, 4, generator=g), torch.randn(7, 1, 4, 4, generator=g)
+    queries[2] = data[123]
+    idx, dist = nearest_neighbours(queries, data, batch_size=64)
+    full = torch.cdist(queries.flatten(1), data.flatten(1))
+    assert torch.equal(idx, full.argmin(1)) and idx[2] == 123
+    torch.testing.assert_close(dist, full.min(1).values)
+
+
+def test_sample_command_writes_a_grid(tmp_path, capsys):
+    from lesson_lib import sample
+    out = tmp_path / "grid.png"
+    sample.main(["--pretrained", "mnist_cond", "--n", "10", "--steps", "2", "--out", str(out), "--device", "cpu"])
+    assert out.exists() and out.stat().st_size > 0
+    assert "wrote 10 samples" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sample.main(["--pretrained", "mnist_cond", "--label", "12", "--out", str(out), "--device", "cpu"])
+
+
+@needs_data
+def test_train_command_resumes_where_it_stopped(tmp_path, capsys):
+    from lesson_lib import train
+    args = ["--config", "mnist", "--profile", "ci", "--out", str(tmp_path), "--checkpoint-every", "2",
+            "--sample-every", "0", "--device", "cpu"]
+    train.main(args + ["--steps", "2"])
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "samples_step2.png").exists()
+    train.main(args + ["--steps", "4"])
+    assert "resumed from" in capsys.readouterr().out
+    model, _ = pretrained.load_model(tmp_path / "checkpoint.pt")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+@needs_data
+def test_evaluate_reports_metrics_next_to_the_floor():
+    from lesson_lib.evaluate import evaluate, format_table
+    model, schedule = pretrained.load_pretrained("mnist_cond")
+    r = evaluate(model, schedule, "mnist", n=20, steps=2, progress=False)
+    for key in ("fid", "fid_floor", "kid_mean", "kid_floor", "class_accuracy", "samples_per_s"):
+        assert key in r
+    table = format_table(r)
+    assert "FID" in table and "floor" in table and "n = 20" in table
