@@ -20,6 +20,8 @@ import dataclasses
 import importlib
 import pkgutil
 
+import torch
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:
@@ -103,6 +105,29 @@ def expect_close(actual, expected, what, rtol=1e-5, atol=1e-8, hint="", check_dt
             f"{what} is wrong at {int(bad.sum())} of {bad.numel()} entries; e.g. at index {index} "
             f"got {actual_.flatten()[worst].item():.6g}, expected {expected_.flatten()[worst].item():.6g}. "
             f"{hint}".strip())
+
+
+def expect_sgd_step(before, after, grads, previous_grads, lr, step):
+    """One plain SGD step: ``after == before - lr * grads`` for every parameter.
+
+    ``before`` is a copy of the model taken before the student's step, ``after`` the model
+    after it, ``grads`` the gradients of L_simple at ``before`` for the t and eps the step
+    used, ``previous_grads`` those of the previous step (or None): a step that matches
+    their sum forgot ``optimizer.zero_grad()``.
+    """
+    old, new = list(before.parameters()), list(after.parameters())
+    if all(torch.equal(p, q) for p, q in zip(old, new)):
+        raise AssertionError(f"training step {step} did not change the parameters: call "
+                             f"loss.backward() and then optimizer.step()")
+    if previous_grads is not None and all(
+            torch.allclose(q, p - lr * (g + h), rtol=1e-4, atol=1e-6)
+            for p, q, g, h in zip(old, new, grads, previous_grads)):
+        raise AssertionError("the second training step used the sum of both steps' gradients: "
+                             "call optimizer.zero_grad() before loss.backward()")
+    for (name, _), p, q, g in zip(before.named_parameters(), old, new, grads):
+        expect_close(q, (p - lr * g).detach(), f"parameter {name} after training step {step}",
+                     rtol=1e-4, atol=1e-6, hint="One step must be: zero the gradients, compute "
+                     "L_simple, loss.backward(), optimizer.step().")
 
 
 def _unravel(flat, shape):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lesson_lib import losses
-from lesson_lib.checks import check, expect_close
+from lesson_lib.checks import check, expect_close, expect_sgd_step
 from lesson_lib.schedules import NoiseSchedule
 
 EMA_HINT = "theta_ema <- decay * theta_ema + (1 - decay) * theta, for every parameter."
@@ -190,19 +190,7 @@ def training_step_updates_parameters(ns):
         grads = torch.autograd.grad(losses.l_simple(before, schedule, x0, t=t, eps=eps, y=seen),
                                     list(before.parameters()), allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(before.parameters(), grads)]
-        old, new = list(before.parameters()), list(model.model.parameters())
-        if all(torch.equal(p, q) for p, q in zip(old, new)):
-            raise AssertionError(f"training step {step} did not change the parameters: call "
-                                 f"loss.backward() and then optimizer.step()")
-        if previous_grads is not None and all(
-                torch.allclose(q, p - lr * (g + h), rtol=1e-4, atol=1e-6)
-                for p, q, g, h in zip(old, new, grads, previous_grads)):
-            raise AssertionError("the second training step used the sum of both steps' gradients: "
-                                 "call optimizer.zero_grad() before loss.backward()")
-        for (name, _), p, q, g in zip(before.named_parameters(), old, new, grads):
-            expect_close(q, (p - lr * g).detach(), f"parameter {name} after training step {step}",
-                         rtol=1e-4, atol=1e-6, hint="One step must be: zero the gradients, compute "
-                         "L_simple, loss.backward(), optimizer.step().")
+        expect_sgd_step(before, model.model, grads, previous_grads, lr, step)
         previous_grads = grads
 
 
