@@ -140,8 +140,9 @@ class AttentionBlock(nn.Module):
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x))                                   # (B, 3C, H, W)
         qkv = qkv.reshape(B, 3 * self.heads, C // self.heads, H * W)   # (B, 3*heads, d, HW)
-        q, k, v = qkv.transpose(-1, -2).chunk(3, dim=1)                # each (B, heads, HW, d)
-        out = F.scaled_dot_product_attention(q, k, v)                  # scale 1/sqrt(d)
+        q, k, v = qkv.transpose(-1, -2).contiguous().chunk(3, dim=1)   # each (B, heads, HW, d)
+        out = F.scaled_dot_product_attention(q, k, v)                  # scale 1/sqrt(d); contiguous
+        # inputs let PyTorch pick its fused (flash) kernels instead of the plain matmul path
         out = out.transpose(-1, -2).reshape(B, C, H, W)
         return x + self.proj(out)
 
