@@ -130,6 +130,23 @@ def expect_sgd_step(before, after, grads, previous_grads, lr, step):
                      "L_simple, loss.backward(), optimizer.step().")
 
 
+def expect_fresh_t_and_eps(t, eps, t2, eps2, T):
+    """The t and eps of two training steps: t uniform over 0..T-1, eps standard normal, and
+    both drawn afresh at every call."""
+    B = len(t)
+    counts = torch.bincount(t, minlength=T)
+    if counts.min() < 0.7 * B / T or counts.max() > 1.3 * B / T:
+        raise AssertionError(f"with T = {T} and a batch of {B}, each timestep should be drawn about "
+                             f"{B // T} times, but the counts are {counts.tolist()}: draw t uniformly "
+                             f"from 0..T-1 (torch.randint(0, T, ...))")
+    if abs(eps.mean().item()) > 0.05 or abs(eps.std().item() - 1) > 0.05:
+        raise AssertionError(f"the noise eps (recovered from x_t) has mean {eps.mean().item():.3f} and "
+                             f"std {eps.std().item():.3f}; it must be standard normal (torch.randn_like(x0))")
+    if torch.equal(t, t2) or torch.allclose(eps, eps2):
+        raise AssertionError("training_step drew the same t or eps on two calls; draw fresh ones every "
+                             "call (do not re-seed the generator inside training_step)")
+
+
 def _unravel(flat, shape):
     """The index into ``shape`` of the ``flat``-th entry (row-major), as an int or tuple."""
     index = []

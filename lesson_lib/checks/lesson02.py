@@ -12,7 +12,8 @@ import copy
 import torch
 
 from lesson_lib import losses, sampling
-from lesson_lib.checks import check, expect_close, expect_sgd_step, expect_tensor
+from lesson_lib.checks import (check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
+                               expect_tensor)
 from lesson_lib.schedules import NoiseSchedule
 
 INDEX_HINT = "Code index t is the paper's t+1: betas[t] is beta_{t+1}."
@@ -178,15 +179,5 @@ def training_step_draws_t_and_eps(ns):
     x0 = torch.randn(B, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     _, _, t, eps = _one_training_step(ns, model, optimizer, x0, schedule)
-    counts = torch.bincount(t, minlength=T)
-    if counts.min() < 0.7 * B / T or counts.max() > 1.3 * B / T:
-        raise AssertionError(f"with T = {T} and a batch of {B}, each timestep should be drawn about "
-                             f"{B // T} times, but the counts are {counts.tolist()}: draw t uniformly "
-                             f"from 0..T-1 (torch.randint(0, T, ...))")
-    if abs(eps.mean().item()) > 0.05 or abs(eps.std().item() - 1) > 0.05:
-        raise AssertionError(f"the noise eps (recovered from x_t) has mean {eps.mean().item():.3f} and "
-                             f"std {eps.std().item():.3f}; it must be standard normal (torch.randn_like(x0))")
     _, _, t2, eps2 = _one_training_step(ns, model, optimizer, x0, schedule)
-    if torch.equal(t, t2) or torch.allclose(eps, eps2):
-        raise AssertionError("training_step drew the same t or eps on two calls; draw fresh ones every "
-                             "call (do not re-seed the generator inside training_step)")
+    expect_fresh_t_and_eps(t, eps, t2, eps2, T)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lesson_lib import losses
-from lesson_lib.checks import check, expect_close, expect_sgd_step
+from lesson_lib.checks import check, expect_close, expect_fresh_t_and_eps, expect_sgd_step
 from lesson_lib.schedules import NoiseSchedule
 
 EMA_HINT = "theta_ema <- decay * theta_ema + (1 - decay) * theta, for every parameter."
@@ -233,15 +233,5 @@ def training_step_draws_t_and_eps(ns):
     model, schedule, x0, y = _setup(B=B, T=T, seed=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     _, t, eps, _ = _one_training_step(ns, model, optimizer, x0, y, schedule, p_uncond=0.1)
-    counts = torch.bincount(t, minlength=T)
-    if counts.min() < 0.7 * B / T or counts.max() > 1.3 * B / T:
-        raise AssertionError(f"with T = {T} and a batch of {B}, each timestep should be drawn about "
-                             f"{B // T} times, but the counts are {counts.tolist()}: draw t uniformly "
-                             f"from 0..T-1 (torch.randint(0, schedule.T, ...))")
-    if abs(eps.mean().item()) > 0.05 or abs(eps.std().item() - 1) > 0.05:
-        raise AssertionError(f"the noise eps (recovered from x_t) has mean {eps.mean().item():.3f} and "
-                             f"std {eps.std().item():.3f}; it must be standard normal (torch.randn_like(x0))")
     _, t2, eps2, _ = _one_training_step(ns, model, optimizer, x0, y, schedule, p_uncond=0.1)
-    if torch.equal(t, t2) or torch.allclose(eps, eps2):
-        raise AssertionError("training_step drew the same t or eps on two calls; draw fresh ones every "
-                             "call (do not re-seed the generator inside training_step)")
+    expect_fresh_t_and_eps(t, eps, t2, eps2, T)
