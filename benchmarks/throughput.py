@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
 """Training and sampling throughput (images/s) of each U-Net preset, beside an equal-size
-U-Net from the diffusers library run in the same process.
+U-Net from the diffusers library (its "twin") run in the same process.
 
-    python benchmarks/throughput.py [--device cpu|cuda] [--batch-size 32] [--seconds 5]
+    python benchmarks/throughput.py [--device cpu|cuda] [--batch-size 32] [--seconds 3] [--rounds 3]
 
 Training = one full optimisation step (forward, L_simple, backward, AdamW); on CUDA with
 bf16 autocast and channels-last, as lesson_lib.training does. Sampling = one denoiser
 evaluation per image and step (images/s per sampling step), in inference mode.
-diffusers is a benchmark-only dependency: `pip install diffusers` (skipped if missing).
-Figures are recorded in docs/benchmarks.md with the hardware they came from.
+
+Shared machines are noisy, and a slow minute would favour whichever model ran in it. So the
+preset and its twin take turns: each round measures both, for --seconds each, and the table
+reports the median over --rounds rounds and the ratio of the medians (ours / twin; >= 1
+means the course model is at least as fast).
+
+diffusers is a benchmark-only dependency: `pip install -e ".[bench]"` (twins are skipped
+when it is missing). Figures are recorded in docs/benchmarks.md with the hardware.
 """
 import argparse
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from lesson_lib.unet import PRESETS, count_parameters, unet_preset
+from lesson_lib.unet import PRESETS, count_parameters, num_groups, unet_preset
 
 
 def _timed(fn, seconds, sync):
@@ -34,7 +41,7 @@ def _timed(fn, seconds, sync):
 
 
 def measure(model, shape, device, batch_size, seconds, call):
-    """Steps/s of training and of inference for ``model`` on batches of ``shape``; returns images/s."""
+    """Training and sampling speed of ``model`` on batches of ``shape``, in images/s."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     model = model.to(device)
@@ -67,48 +74,98 @@ def measure(model, shape, device, batch_size, seconds, call):
             "train_img_per_s": round(train, 1), "sample_img_per_s": round(sample, 1)}
 
 
+def diffusers_twin(name):
+    """diffusers' ``UNet2DModel`` with the shape of preset ``name``: the same channel widths,
+    ResNet blocks per level, attention resolutions (one head, and in the middle block),
+    dropout, time-embedding width (4 x base channels) and down/upsampling by convolution.
+
+    The parameter counts are identical (tests/test_benchmarks.py). The one difference: diffusers
+    uses one GroupNorm group count everywhere, ours adapts it to each width
+    (:func:`lesson_lib.unet.num_groups`); the twin takes ours at the base width.
+    """
+    from diffusers import UNet2DModel
+    cfg = PRESETS[name]
+    resolutions = [cfg["image_size"] // 2 ** i for i in range(len(cfg["channel_mults"]))]
+    attention = [r in cfg["attention_resolutions"] for r in resolutions]
+    return UNet2DModel(
+        sample_size=cfg["image_size"], in_channels=cfg["in_channels"], out_channels=cfg["in_channels"],
+        layers_per_block=cfg["num_res_blocks"], dropout=cfg["dropout"],
+        block_out_channels=tuple(cfg["base_channels"] * m for m in cfg["channel_mults"]),
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+        attention_head_dim=None, norm_num_groups=num_groups(cfg["base_channels"]))
+
+
 def measure_preset(name, device, batch_size, seconds):
     model = unet_preset(name)
     shape = (model.in_channels, model.image_size, model.image_size)
     return measure(model, shape, device, batch_size, seconds, lambda m, x, t: m(x, t))
 
 
-def diffusers_unet_like_cifar10():
-    """diffusers' UNet2DModel with the shape of the "cifar10" preset: 64 base channels,
-    multipliers (1, 2, 2, 2), two ResNet blocks per level, attention at 16x16, dropout 0.1."""
-    from diffusers import UNet2DModel
-    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-                       block_out_channels=(64, 128, 128, 128), dropout=0.1,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-                       attention_head_dim=None, norm_num_groups=32)
-
-
-def measure_diffusers(device, batch_size, seconds):
-    model = diffusers_unet_like_cifar10()
-    return measure(model, (3, 32, 32), device, batch_size, seconds,
+def measure_twin(name, device, batch_size, seconds):
+    cfg = PRESETS[name]
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    return measure(diffusers_twin(name), shape, device, batch_size, seconds,
                    lambda m, x, t: m(x, t, return_dict=False)[0])
+
+
+def compare(name, device, batch_size, seconds, rounds):
+    """Median figures of preset ``name`` and of its diffusers twin, measured in alternation.
+
+    Returns ``{"ours": {...}, "twin": {...} or None, "train_ratio": r, "sample_ratio": r}``
+    (ratios are ours / twin; None without diffusers).
+    """
+    try:
+        diffusers_twin(name)
+        have_twin = True
+    except ImportError:
+        have_twin = False
+    runs = {"ours": [], "twin": []}
+    for _ in range(rounds):
+        runs["ours"].append(measure_preset(name, device, batch_size, seconds))
+        if have_twin:
+            runs["twin"].append(measure_twin(name, device, batch_size, seconds))
+
+    def median(rows):
+        if not rows:
+            return None
+        keys = ("train_img_per_s", "sample_img_per_s")
+        return {**rows[0], **{k: round(statistics.median(r[k] for r in rows), 1) for k in keys}}
+
+    ours, twin = median(runs["ours"]), median(runs["twin"])
+    result = {"ours": ours, "twin": twin, "rounds": rounds, "train_ratio": None, "sample_ratio": None}
+    if twin:
+        result["train_ratio"] = round(ours["train_img_per_s"] / twin["train_img_per_s"], 2)
+        result["sample_ratio"] = round(ours["sample_img_per_s"] / twin["sample_img_per_s"], 2)
+    return result
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=3.0, help="per figure, per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     args = p.parse_args()
-    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch_size}")
-    print(f"{'model':<26} {'params':>8} {'train img/s':>12} {'sample img/s':>13}")
-    rows = [(name, lambda name=name: measure_preset(name, args.device, args.batch_size, args.seconds))
-            for name in PRESETS]
-    rows.append(("diffusers (cifar10 shape)", lambda: measure_diffusers(args.device, args.batch_size, args.seconds)))
-    for name, run in rows:
-        try:
-            r = run()
-        except ImportError as e:
-            print(f"{name:<26} skipped: {e}")
-            continue
-        print(f"{name:<26} {r['params_M']:>7.2f}M {r['train_img_per_s']:>12,.1f} {r['sample_img_per_s']:>13,.1f}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device_name = (torch.cuda.get_device_name(0) if args.device == "cuda"
+                   else f"CPU, {torch.get_num_threads()} threads")
+    print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch_size}; "
+          f"median of {args.rounds} alternating rounds")
+    print(f"{'model':<22} {'params':>8} {'train img/s':>12} {'sample img/s':>13}")
+    for name in args.presets:
+        r = compare(name, args.device, args.batch_size, args.seconds, args.rounds)
+        for label, row in ((name, r["ours"]), ("  diffusers twin", r["twin"])):
+            if row is None:
+                print(f"{label:<22} skipped: diffusers is not installed (pip install -e '.[bench]')")
+                continue
+            print(f"{label:<22} {row['params_M']:>7.2f}M {row['train_img_per_s']:>12,.1f} "
+                  f"{row['sample_img_per_s']:>13,.1f}")
+        if r["twin"]:
+            print(f"{'  ours / twin':<22} {'':>8} {r['train_ratio']:>11.2f}x {r['sample_ratio']:>12.2f}x")
 
 
 if __name__ == "__main__":
