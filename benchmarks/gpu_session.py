@@ -1,49 +1,89 @@
 #!/usr/bin/env python3
-"""One prepared GPU session: throughput of every U-Net preset, then a class-conditional
-MNIST model trained against the clock, with samples judged by the course's MNIST classifier.
+"""One prepared GPU session: throughput of every U-Net preset beside its diffusers twin,
+then a class-conditional model trained against the clock and judged while it trains by the
+course's classifier, saved as a shippable model with its model card, and evaluated (FID and
+KID against the real-data floor, class accuracy, samples/s).
 
-    python benchmarks/gpu_session.py --data DIR --out OUT [--train-seconds 120]
+    python benchmarks/gpu_session.py --dataset mnist --data DIR --out OUT --train-seconds 150
+    python benchmarks/gpu_session.py --dataset cifar10 --data DIR --out OUT --train-seconds 420 --skip-throughput
 
-DIR holds mnist.npz (the offline mirror layout). Everything measured goes to OUT as it
-happens (results.json is rewritten after each step), so a run cut short still reports.
-Results from one run are recorded in docs/benchmarks.md.
+DIR is a dataset mirror holding mnist.npz or cifar10.npz. Everything measured goes to OUT as
+it happens, so a run cut short still reports:
+
+    results.json                    rewritten after every measurement
+    DATASET_samples_NNNs.png        10 samples per class at each snapshot (wall-clock seconds)
+    DATASET_cond.pt, DATASET_cond.json   fp16 EMA weights and their model card: copy both into
+                                    lesson_lib/pretrained/ to ship the model
+
+Snapshots come at 15 s and then each time the elapsed time doubles: the class accuracy of
+100 samples (DDIM, 50 steps) under the course classifier says when the samples become
+recognisable. Figures from a run are recorded in docs/benchmarks.md.
 """
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
-import time
-
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import measure_diffusers, measure_preset  # noqa: E402
+from throughput import compare  # noqa: E402
 
-from lesson_lib import checkpoint
 from lesson_lib.classifiers import class_accuracy, load_classifier
-from lesson_lib.datasets import load_mnist, save_grid
+from lesson_lib.datasets import load_dataset, save_grid
 from lesson_lib.fid import compute_metrics, real_floor
+from lesson_lib.pretrained import export_model
 from lesson_lib.sampling import ddim_sample
 from lesson_lib.schedules import NoiseSchedule
 from lesson_lib.training import TrainConfig, Trainer
 from lesson_lib.unet import PRESETS, count_parameters, unet_preset
 
+# Settings for a run of a few minutes. MNIST's are the gpu profile's (lesson_lib.profiles).
+# CIFAR-10's profile is a 100,000-step run (EMA 0.9999, 5,000 warm-up steps); in minutes a
+# shorter EMA horizon and warm-up, and a larger batch that keeps the GPU busy, suit better.
+SESSION = {
+    "mnist": dict(preset="mnist", batch_size=256, lr=1e-3, warmup_steps=200, ema_decay=0.999, hflip=False),
+    "cifar10": dict(preset="cifar10", batch_size=256, lr=3e-4, warmup_steps=500, ema_decay=0.9995, hflip=True),
+}
+DESCRIPTION = {
+    "mnist": "Class-conditional DDPM on MNIST (U-Net preset 'mnist', 10 classes + a learned null class, "
+             "label dropout 0.1, so it also serves classifier-free guidance). EMA weights stored in float16.",
+    "cifar10": "Class-conditional DDPM on CIFAR-10 (U-Net preset 'cifar10', 10 classes + a learned null "
+               "class, label dropout 0.1, so it also serves classifier-free guidance; random horizontal "
+               "flips). EMA weights stored in float16.",
+}
+
+
+def sample_per_class(model, schedule, shape, per_class, steps, device, batch=500):
+    """``per_class`` DDIM samples of each of the 10 classes, in batches; returns ``(x, y)``."""
+    y = torch.arange(10, device=device).repeat(per_class)
+    x = torch.cat([ddim_sample(model, schedule, (len(y[i:i + batch]), *shape), steps=steps, clip_x0=True,
+                               model_kwargs={"y": y[i:i + batch]}, device=device, progress=False)
+                   for i in range(0, len(y), batch)])
+    return x, y
+
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(SESSION), default="mnist")
+    p.add_argument("--data", required=True, help="dataset mirror directory")
     p.add_argument("--out", required=True)
     p.add_argument("--train-seconds", type=float, default=120)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--bench-seconds", type=float, default=2.0)
-    p.add_argument("--n-eval", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--n-eval", type=int, default=2000, help="samples for the final FID/KID (a multiple of 10)")
+    p.add_argument("--batch-size", type=int, help="default: the SESSION table's")
+    p.add_argument("--base-channels", type=int, help="override the preset's width (e.g. tiny CPU rehearsals)")
     p.add_argument("--chunk", type=int, default=100, help="steps between clock checks")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    dev = args.device
-    results = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "torch": torch.__version__}
+    dev, name = args.device, f"{args.dataset}_cond"
+    results = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "torch": torch.__version__,
+               "command": " ".join(["python benchmarks/gpu_session.py"] + sys.argv[1:])}
 
     def save():
         with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -54,83 +94,96 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    # 1. Throughput of each preset (and of an equal-size diffusers U-Net when installed).
-    results["throughput"] = {}
-    for name in PRESETS:
-        try:
-            results["throughput"][name] = measure_preset(name, dev, batch_size=128 if dev == "cuda" else 8, seconds=args.bench_seconds)
-        except Exception as e:                                    # keep going; report it
-            results["throughput"][name] = {"error": repr(e)}
-        print(name, results["throughput"][name], flush=True)
-        save()
-    try:
-        results["throughput"]["diffusers"] = measure_diffusers(dev, batch_size=128 if dev == "cuda" else 8, seconds=args.bench_seconds)
-    except Exception as e:
-        results["throughput"]["diffusers"] = {"error": repr(e)}
-    print("diffusers", results["throughput"]["diffusers"], flush=True)
-    save()
+    # 1. Throughput of each preset beside its diffusers twin (when diffusers is installed).
+    if not args.skip_throughput:
+        results["throughput"] = {}
+        for preset in PRESETS:
+            try:
+                results["throughput"][preset] = compare(preset, dev, batch_size=128 if dev == "cuda" else 8,
+                                                        seconds=args.bench_seconds, rounds=2)
+            except Exception as e:                                # keep going; report it
+                results["throughput"][preset] = {"error": repr(e)}
+            print(preset, results["throughput"][preset], flush=True)
+            save()
 
-    # 2. A class-conditional MNIST model, trained for a fixed wall-clock budget.
-    images, labels = load_mnist("train", data_dir=args.data, as_uint8=True)
-    test_images, test_labels = load_mnist("test", data_dir=args.data)
+    # 2. A class-conditional model, trained for a fixed wall-clock budget.
+    s = SESSION[args.dataset]
+    images, labels, classes = load_dataset(args.dataset, "train", data_dir=args.data, as_uint8=True)
+    shape = tuple(images.shape[1:])
     schedule = NoiseSchedule.linear(1000)
-    model = unet_preset("mnist", num_classes=10)
-    config = TrainConfig(batch_size=args.batch_size, lr=1e-3, warmup_steps=200, ema_decay=0.999,
-                         class_dropout=0.1, log_every=min(100, args.chunk))
+    overrides = {} if args.base_channels is None else {"base_channels": args.base_channels}
+    model = unet_preset(s["preset"], num_classes=len(classes), **overrides)
+    config = TrainConfig(batch_size=args.batch_size or s["batch_size"], lr=s["lr"], warmup_steps=s["warmup_steps"],
+                         ema_decay=s["ema_decay"], class_dropout=0.1, hflip=s["hflip"],
+                         log_every=min(100, args.chunk))
     trainer = Trainer(model, schedule, images, config, labels=labels, device=dev)
-    classifier = load_classifier("mnist", device=dev)
-    y_eval = torch.arange(10, device=dev).repeat_interleave(10)
-    snapshots, start = [], time.perf_counter()
-    next_eval = 15.0
+    classifier = load_classifier(args.dataset, device=dev)
+    snapshots, start, next_eval = [], time.perf_counter(), 15.0
     while True:
         trainer.run(trainer.step + args.chunk, progress=False)
         sync()
         elapsed = time.perf_counter() - start
         if elapsed >= next_eval or elapsed >= args.train_seconds:
-            x = ddim_sample(trainer.ema.model, schedule, (100, 1, 28, 28), steps=50, clip_x0=True,
-                            model_kwargs={"y": y_eval}, device=dev, progress=False)
-            acc = class_accuracy(x, y_eval, "mnist", classifier=classifier)
+            x, y = sample_per_class(trainer.ema.model, schedule, shape, per_class=10, steps=50, device=dev)
+            acc = class_accuracy(x, y, args.dataset, classifier=classifier)
             snapshots.append({"seconds": round(elapsed, 1), "step": trainer.step,
                               "images_seen": trainer.step * config.batch_size,
                               "loss": trainer.history[-1][1], "class_accuracy": acc["accuracy"]})
             print(snapshots[-1], flush=True)
-            save_grid(x, os.path.join(args.out, "mnist_samples.png"), nrow=10)
-            results["mnist_training"] = snapshots
+            order = torch.argsort(y.cpu(), stable=True)          # one row per class
+            save_grid(x[order], os.path.join(args.out, f"{args.dataset}_samples_{round(elapsed):04d}s.png"), nrow=10)
+            results["training"] = snapshots
+            results["examples_per_second"] = trainer.examples_per_second
             save()
             next_eval = elapsed * 2
         if elapsed >= args.train_seconds:
             break
-    results["mnist_examples_per_second"] = trainer.examples_per_second
+    wall_time = round(time.perf_counter() - start, 1)
 
-    # 3. The shipped checkpoint: EMA weights in fp16, config, schedule and a model card.
-    ema = {k: (v.half() if v.is_floating_point() else v) for k, v in trainer.ema.model.state_dict().items()}
-    checkpoint.save_checkpoint({"ema": ema, "model_config": dict(model.config),
-                                "betas": schedule.betas, "step": trainer.step,
-                                "train_config": vars(config) if not hasattr(config, "__dataclass_fields__")
-                                else {k: getattr(config, k) for k in config.__dataclass_fields__},
-                                "history": [list(h) for h in trainer.history],
-                                "wall_time_s": round(time.perf_counter() - start, 1),
-                                "hardware": results["device"]},
-                               os.path.join(args.out, "mnist_cond.pt"))
+    # 3. The shippable model: fp16 EMA weights (lesson_lib.pretrained.export_model).
+    path = export_model(trainer, os.path.join(args.out, f"{name}.pt"))
 
-    # 4. Quality: FID on the course classifier's features, class accuracy, samples/s.
+    # 4. Quality: FID/KID on the course classifier's features beside the real-data floor,
+    #    class accuracy, and sampling speed.
     n = args.n_eval
-    y = torch.arange(10, device=dev).repeat(n // 10)
     sync()
     t0 = time.perf_counter()
-    x = torch.cat([ddim_sample(trainer.ema.model, schedule, (min(500, n), 1, 28, 28), steps=100, clip_x0=True,
-                               model_kwargs={"y": y[i:i + min(500, n)]}, device=dev, progress=False)
-                   for i in range(0, n, min(500, n))])
+    x, y = sample_per_class(trainer.ema.model, schedule, shape, per_class=n // 10, steps=100, device=dev)
     sync()
-    results["mnist_sampling_ddim100_per_second"] = n / (time.perf_counter() - t0)
-    results["mnist_quality"] = {
-        "n": n,
-        "metrics": compute_metrics(x, dataset="mnist", data_dir=args.data, device=dev),
-        "floor": real_floor("mnist", n, data_dir=args.data, device=dev),
-        "class_accuracy": class_accuracy(x, y, "mnist", classifier=classifier),
-    }
-    print(results["mnist_quality"], flush=True)
+    samples_per_second = len(x) / (time.perf_counter() - t0)
+    metrics = compute_metrics(x, dataset=args.dataset, data_dir=args.data, device=dev)
+    floor = real_floor(args.dataset, len(x), data_dir=args.data, device=dev)
+    acc = class_accuracy(x, y, args.dataset, classifier=classifier)
+    results["quality"] = {"n": len(x), "metrics": metrics, "floor": floor, "class_accuracy": acc,
+                          "samples_per_second_ddim100": samples_per_second}
+    print(results["quality"], flush=True)
     save()
+
+    # 5. The model card, in the format of lesson_lib/pretrained/*.json.
+    card = {
+        "name": name, "dataset": args.dataset, "file": f"{name}.pt",
+        "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+        "description": DESCRIPTION[args.dataset],
+        "model_config": dict(model.config), "parameters": count_parameters(model),
+        "schedule": "linear, T=1000, beta 1e-4 -> 0.02", "prediction": model.prediction,
+        "train_config": dataclasses.asdict(config),
+        "steps": trainer.step, "examples_seen": trainer.step * config.batch_size, "wall_time_s": wall_time,
+        "hardware": f"{results['device']}" + (" (one GPU), bf16 autocast, channels-last, eager mode"
+                                              if dev == "cuda" else ""),
+        "torch": torch.__version__, "command": results["command"],
+        "evaluation": {
+            "sampler": "DDIM, 100 steps, eta=0, x0 clipped to [-1, 1], conditional on the class (no guidance)",
+            "n": len(x), "fid": round(metrics["fid"], 3), "kid": round(metrics["kid_mean"], 5),
+            "fid_floor_train_vs_test": round(floor["fid"], 3), "kid_floor": round(floor["kid_mean"], 5),
+            "class_accuracy": round(acc["accuracy"], 3), "mean_confidence": round(acc["mean_confidence"], 3),
+            "feature_network": metrics["feature_network"], "samples_per_second": round(samples_per_second, 1),
+        },
+        "training_curve": snapshots,
+    }
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump(card, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path} and its model card", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ student without a GPU can still see what a well-trained model does; :func:`load_
 checks each file against the hash on its card before loading it.
 """
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .mlp import MLPDenoiser
 from .schedules import NoiseSchedule
 from .unet import UNet
@@ -40,6 +41,28 @@ def model_from_state(state, ema=True, device="cpu"):
 def load_model(path, ema=True, device="cpu"):
     """``model, schedule = load_model("runs/mnist/checkpoint.pt")``: the EMA weights unless ``ema=False``."""
     return model_from_state(load_checkpoint(path), ema=ema, device=device)
+
+
+def export_model(trainer, path, dtype=torch.float16):
+    """Save a trained model for sampling and sharing: its EMA weights in ``dtype`` (fp16 by
+    default, half the size of float32) with everything :func:`load_model` needs (the model's
+    class and config, the betas) and its provenance (step, training config, loss history).
+
+    Unlike :meth:`Trainer.save <lesson_lib.training.Trainer.save>` it keeps no raw weights,
+    optimizer or RNG state, so it cannot resume training; it is what the shipped models are.
+    Written atomically. Returns ``path``.
+    """
+    ema = trainer.ema.state_dict()
+    weights = {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()
+               for k, v in ema["model"].items()}
+    save_checkpoint({"model_class": type(trainer.model).__name__,
+                     "model_config": dict(trainer.model.config),
+                     "betas": trainer.schedule.betas.cpu(),
+                     "ema": {**ema, "model": weights},
+                     "step": trainer.step,
+                     "train_config": dataclasses.asdict(trainer.config),
+                     "history": [list(h) for h in trainer.history]}, path)
+    return path
 
 
 def available():

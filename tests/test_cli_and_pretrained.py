@@ -47,6 +47,29 @@ def test_shipped_model_loads_and_matches_its_card():
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def test_export_model_keeps_only_what_sampling_needs(tmp_path):
+    """export_model writes the shipped format: fp16 EMA weights that load_model rebuilds."""
+    torch.manual_seed(0)
+    model = MLPDenoiser(hidden=32, num_blocks=1)
+    trainer = Trainer(model, NoiseSchedule.linear(50), swiss_roll(256),
+                      TrainConfig(batch_size=64, ema_decay=0.9), checkpoint_path=str(tmp_path / "full.pt"))
+    trainer.run(20, progress=False, checkpoint_every=20)
+    path = pretrained.export_model(trainer, str(tmp_path / "shared.pt"))
+    state = torch.load(path, weights_only=True)
+    assert "optimizer" not in state and "model" not in state and state["step"] == 20
+    assert all(v.dtype == torch.float16 for v in state["ema"]["model"].values() if v.is_floating_point())
+    assert os.path.getsize(path) < os.path.getsize(tmp_path / "full.pt") / 3
+    loaded, schedule = pretrained.load_model(path)
+    assert torch.equal(schedule.betas, trainer.schedule.betas)
+    x, t = torch.randn(8, 2), torch.randint(0, 50, (8,))
+    with torch.no_grad():
+        expected = trainer.ema.model(x, t)
+        torch.testing.assert_close(loaded(x, t), expected, rtol=1e-2, atol=1e-2)   # fp16 weights
+        assert not torch.equal(loaded(x, t), model.eval()(x, t))                    # EMA, not raw
+    with pytest.raises(ValueError, match="only EMA weights"):
+        pretrained.load_model(path, ema=False)
+
+
 def test_a_corrupted_shipped_model_is_refused(tmp_path, monkeypatch):
     shutil.copy(pretrained.PRETRAINED_DIR / "mnist_cond.json", tmp_path)
     data = bytearray((pretrained.PRETRAINED_DIR / "mnist_cond.pt").read_bytes())
