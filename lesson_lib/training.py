@@ -212,7 +212,7 @@ class Trainer:
         """Log the mean loss since the last log, and stop if it is NaN or infinite."""
         if self._count == 0:
             return
-        mean = (self._running / self._count).item()        # the one sync per log interval
+        mean = (self._running / self._count).item()        # read back once per log interval, not per step
         if not math.isfinite(mean):
             raise NonFiniteLossError(self._nan_message(mean))
         now = time.perf_counter()
