@@ -5,7 +5,8 @@ configuration, the noise schedule's betas, and the raw and EMA weights;
 :func:`load_model` rebuilds the network from it. The course also ships small pretrained
 models (``lesson_lib/pretrained/NAME.pt`` with a model card ``NAME.json``) so that a
 student without a GPU can still see what a well-trained model does; :func:`load_pretrained`
-checks each file against the hash on its card before loading it.
+checks each file against the hash on its card before loading it. :func:`export_model` writes
+that compact format (fp16 EMA weights, no optimizer) from a trainer, to share your own model.
 """
 
 import dataclasses
