@@ -4,19 +4,18 @@ Every end-to-end grading starts at least one worker process, which imports torch
 2 s), so hostile behaviours that do not interfere with each other share one notebook.
 """
 
-import functools
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from lesson_lib import grader
+from grading_helpers import definitions, expect_rejected
 from lesson_lib.checks import available_lessons, load_checks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,17 +52,6 @@ def write_notebook(path, *sources, lesson="01"):
 
 def by_name(report):
     return {result["name"]: result for result in report["checks"]}
-
-
-@functools.lru_cache(maxsize=None)
-def solution_namespace(lesson):
-    """The solution notebook's definitions, run in this process (trusted code); copy it
-    with dict() before changing it."""
-    path = next(p for p in SOLUTIONS if p.name.startswith(f"{lesson}_"))
-    submission = grader.read_definitions(nbformat.read(str(path), as_version=4))
-    namespace = types.ModuleType("submission").__dict__
-    assert grader._exec_definitions(submission["cells"], namespace) == []
-    return namespace
 
 
 # --- reading the definitions, choosing the lesson (no worker) ------------------------------
@@ -114,7 +102,7 @@ def test_checks_are_registered_with_points_and_docstrings(lesson):
 
 @pytest.mark.parametrize("lesson", available_lessons())
 def test_every_check_passes_on_the_solution(lesson):
-    namespace = dict(solution_namespace(lesson))
+    namespace = definitions("solutions", lesson)
     for check in load_checks(lesson):
         check.fn(namespace)
 
@@ -228,21 +216,12 @@ BUGS = [  # (lesson, check, a wrong implementation that the check must reject)
 
 @pytest.mark.parametrize("lesson, check_name, source", BUGS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BUGS)])
 def test_checks_reject_common_bugs(lesson, check_name, source):
-    namespace = dict(solution_namespace(lesson))
-    exec(textwrap.dedent(source), namespace)
-    check = next(c for c in load_checks(lesson) if c.name == check_name)
-    with pytest.raises(Exception) as failure:
-        check.fn(namespace)
-    assert str(failure.value)
+    expect_rejected(lesson, check_name, source, error=Exception)
 
 
 def test_no_zero_grad_gets_a_specific_hint():
-    namespace = dict(solution_namespace("02"))
-    exec(textwrap.dedent(next(src for _, name, src in BUGS if name == "training_step_updates_parameters")),
-         namespace)
-    check = next(c for c in load_checks("02") if c.name == "training_step_updates_parameters")
-    with pytest.raises(AssertionError, match="zero_grad"):
-        check.fn(namespace)
+    source = next(src for _, name, src in BUGS if name == "training_step_updates_parameters")
+    expect_rejected("02", "training_step_updates_parameters", source).match("zero_grad")
 
 
 # --- end to end: solutions, untouched exercises -------------------------------------------

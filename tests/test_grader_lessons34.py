@@ -8,32 +8,13 @@ of these notebooks (full marks, zero) is done for every solution and exercise by
 tests/test_grader.py.
 """
 
-import textwrap
-import types
-from pathlib import Path
 
-import nbformat
 import pytest
 
-from lesson_lib import grader
+from grading_helpers import definitions, expect_rejected
 from lesson_lib.checks import load_checks
 
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = {"03": "03_unet.ipynb", "04": "04_training_images.ipynb"}
-
-_CACHE = {}
-
-
-def definitions(folder, lesson):
-    """The definitions of ``folder/<lesson's notebook>`` as the grader runs them (a fresh dict)."""
-    key = (folder, lesson)
-    if key not in _CACHE:
-        nb = nbformat.read(str(REPO / folder / NOTEBOOKS[lesson]), as_version=4)
-        assert nb.metadata["lesson_lib"]["lesson"] == lesson
-        namespace = types.ModuleType("submission").__dict__
-        assert grader._exec_definitions(grader.read_definitions(nb)["cells"], namespace) == []
-        _CACHE[key] = namespace
-    return dict(_CACHE[key])
 
 
 @pytest.mark.parametrize("lesson", sorted(NOTEBOOKS))
@@ -191,17 +172,9 @@ BUGS = [  # (lesson, check, a wrong implementation that the check must reject)
 
 @pytest.mark.parametrize("lesson, check_name, source", BUGS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BUGS)])
 def test_checks_reject_common_bugs(lesson, check_name, source):
-    namespace = definitions("solutions", lesson)
-    exec(textwrap.dedent(source), namespace)
-    check = next(c for c in load_checks(lesson) if c.name == check_name)
-    with pytest.raises(AssertionError) as failure:
-        check.fn(namespace)
-    assert str(failure.value)
+    expect_rejected(lesson, check_name, source)
 
 
 def test_ema_without_no_grad_gets_a_specific_hint():
-    namespace = definitions("solutions", "04")
-    exec(textwrap.dedent(next(src for _, name, src in BUGS if "no torch.no_grad" in src)), namespace)
-    check = next(c for c in load_checks("04") if c.name == "ema_update_is_in_place")
-    with pytest.raises(AssertionError, match="torch.no_grad"):
-        check.fn(namespace)
+    source = next(src for _, name, src in BUGS if "no torch.no_grad" in src)
+    expect_rejected("04", "ema_update_is_in_place", source).match("torch.no_grad")

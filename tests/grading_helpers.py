@@ -1,0 +1,41 @@
+"""Shared by the grader tests: a notebook's definitions as the grader runs them, and a
+check that must reject a wrong implementation."""
+import textwrap
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lesson_lib import grader
+from lesson_lib.checks import load_checks
+
+REPO = Path(__file__).resolve().parent.parent
+_CACHE = {}
+
+
+def definitions(folder, lesson):
+    """The definitions of lesson ``lesson``'s notebook in ``folder`` ("solutions" or
+    "exercises"), run in this process (trusted code) as the grader runs them; a fresh dict."""
+    key = (folder, lesson)
+    if key not in _CACHE:
+        path = next((REPO / folder).glob(f"{lesson}_*.ipynb"))
+        nb = nbformat.read(str(path), as_version=4)
+        assert nb.metadata["lesson_lib"]["lesson"] == lesson
+        namespace = types.ModuleType("submission").__dict__
+        assert grader._exec_definitions(grader.read_definitions(nb)["cells"], namespace) == []
+        _CACHE[key] = namespace
+    return dict(_CACHE[key])
+
+
+def expect_rejected(lesson, check_name, source, error=AssertionError):
+    """Run ``source`` (a wrong implementation) over the solution's definitions and expect the
+    check ``check_name`` to fail with ``error`` and a non-empty message; returns pytest's
+    ExceptionInfo so a caller can look at the message."""
+    namespace = definitions("solutions", lesson)
+    exec(textwrap.dedent(source), namespace)
+    check = next(c for c in load_checks(lesson) if c.name == check_name)
+    with pytest.raises(error) as failure:
+        check.fn(namespace)
+    assert str(failure.value)
+    return failure
