@@ -11,7 +11,7 @@ DIR is a dataset mirror holding mnist.npz or cifar10.npz. Everything measured go
 it happens, so a run cut short still reports:
 
     results.json                    rewritten after every measurement
-    DATASET_samples_NNNs.png        10 samples per class at each snapshot (wall-clock seconds)
+    DATASET_samples_NNNNs.png       10 samples per class at each snapshot (wall-clock seconds)
     DATASET_cond.pt, DATASET_cond.json   fp16 EMA weights and their model card: copy both into
                                     lesson_lib/pretrained/ to ship the model
 
@@ -34,49 +34,47 @@ from throughput import compare  # noqa: E402
 
 from lesson_lib.classifiers import class_accuracy, load_classifier
 from lesson_lib.datasets import load_dataset, save_grid
-from lesson_lib.fid import compute_metrics, real_floor
+from lesson_lib.evaluate import evaluate
 from lesson_lib.pretrained import export_model
-from lesson_lib.sampling import ddim_sample
+from lesson_lib.profiles import CLASS_DROPOUT, training_settings
+from lesson_lib.sample import generate
 from lesson_lib.schedules import NoiseSchedule
 from lesson_lib.training import TrainConfig, Trainer
 from lesson_lib.unet import PRESETS, count_parameters, unet_preset
 
-# Settings for a run of a few minutes. MNIST's are the gpu profile's (lesson_lib.profiles).
-# CIFAR-10's profile is a 100,000-step run (EMA 0.9999, 5,000 warm-up steps); in minutes a
-# shorter EMA horizon and warm-up, and a larger batch that keeps the GPU busy, suit better.
-SESSION = {
-    "mnist": dict(preset="mnist", batch_size=256, lr=1e-3, warmup_steps=200, ema_decay=0.999, hflip=False),
-    "cifar10": dict(preset="cifar10", batch_size=256, lr=3e-4, warmup_steps=500, ema_decay=0.9995, hflip=True),
-}
-DESCRIPTION = {
-    "mnist": "Class-conditional DDPM on MNIST (U-Net preset 'mnist', 10 classes + a learned null class, "
-             "label dropout 0.1, so it also serves classifier-free guidance). EMA weights stored in float16.",
-    "cifar10": "Class-conditional DDPM on CIFAR-10 (U-Net preset 'cifar10', 10 classes + a learned null "
-               "class, label dropout 0.1, so it also serves classifier-free guidance; random horizontal "
-               "flips). EMA weights stored in float16.",
-}
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 
 
-def sample_per_class(model, schedule, shape, per_class, steps, device, batch=500):
-    """``per_class`` DDIM samples of each of the 10 classes, in batches; returns ``(x, y)``."""
-    y = torch.arange(10, device=device).repeat(per_class)
-    x = torch.cat([ddim_sample(model, schedule, (len(y[i:i + batch]), *shape), steps=steps, clip_x0=True,
-                               model_kwargs={"y": y[i:i + batch]}, device=device, progress=False)
-                   for i in range(0, len(y), batch)])
-    return x, y
+def session_settings(dataset):
+    """The gpu profile's settings (lesson_lib.profiles), fitted to a run of a few minutes.
+
+    MNIST's are used as they are. CIFAR-10's profile is a 100,000-step run (EMA 0.9999,
+    5,000 warm-up steps, batch 128); in minutes a shorter EMA horizon and warm-up, and a
+    larger batch that keeps the GPU busy, suit better.
+    """
+    s = training_settings(dataset, "gpu")
+    if dataset == "cifar10":
+        s.update(batch_size=256, lr=3e-4, warmup_steps=500, ema_decay=0.9995)
+    return s
+
+
+def description(dataset, preset, hflip):
+    return (f"Class-conditional DDPM on {DATASETS[dataset]} (U-Net preset {preset!r}, 10 classes + a learned "
+            f"null class, label dropout {CLASS_DROPOUT}, so it also serves classifier-free guidance"
+            f"{'; random horizontal flips' if hflip else ''}). EMA weights stored in float16.")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(SESSION), default="mnist")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     p.add_argument("--data", required=True, help="dataset mirror directory")
     p.add_argument("--out", required=True)
     p.add_argument("--train-seconds", type=float, default=120)
     p.add_argument("--device", default="cuda")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--bench-seconds", type=float, default=2.0)
-    p.add_argument("--n-eval", type=int, default=2000, help="samples for the final FID/KID (a multiple of 10)")
-    p.add_argument("--batch-size", type=int, help="default: the SESSION table's")
+    p.add_argument("--n-eval", type=int, default=2000, help="samples for the final FID/KID")
+    p.add_argument("--batch-size", type=int, help="default: session_settings(dataset)'s")
     p.add_argument("--base-channels", type=int, help="override the preset's width (e.g. tiny CPU rehearsals)")
     p.add_argument("--chunk", type=int, default=100, help="steps between clock checks")
     args = p.parse_args()
@@ -107,31 +105,30 @@ def main():
             save()
 
     # 2. A class-conditional model, trained for a fixed wall-clock budget.
-    s = SESSION[args.dataset]
+    s = session_settings(args.dataset)
     images, labels, classes = load_dataset(args.dataset, "train", data_dir=args.data, as_uint8=True)
-    shape = tuple(images.shape[1:])
     schedule = NoiseSchedule.linear(1000)
     overrides = {} if args.base_channels is None else {"base_channels": args.base_channels}
-    model = unet_preset(s["preset"], num_classes=len(classes), **overrides)
+    model = unet_preset(s["preset"], num_classes=len(classes), **{**s["unet"], **overrides})
     config = TrainConfig(batch_size=args.batch_size or s["batch_size"], lr=s["lr"], warmup_steps=s["warmup_steps"],
-                         ema_decay=s["ema_decay"], class_dropout=0.1, hflip=s["hflip"],
+                         ema_decay=s["ema_decay"], class_dropout=CLASS_DROPOUT, hflip=s.get("hflip", False),
                          log_every=min(100, args.chunk))
     trainer = Trainer(model, schedule, images, config, labels=labels, device=dev)
     classifier = load_classifier(args.dataset, device=dev)
+    y = torch.arange(len(classes)).repeat_interleave(10)                 # one row of 10 per class
     snapshots, start, next_eval = [], time.perf_counter(), 15.0
     while True:
         trainer.run(trainer.step + args.chunk, progress=False)
         sync()
         elapsed = time.perf_counter() - start
         if elapsed >= next_eval or elapsed >= args.train_seconds:
-            x, y = sample_per_class(trainer.ema.model, schedule, shape, per_class=10, steps=50, device=dev)
+            x = generate(trainer.ema.model, schedule, len(y), "ddim", 50, y, dev, progress=False)
             acc = class_accuracy(x, y, args.dataset, classifier=classifier)
             snapshots.append({"seconds": round(elapsed, 1), "step": trainer.step,
                               "images_seen": trainer.step * config.batch_size,
                               "loss": trainer.history[-1][1], "class_accuracy": acc["accuracy"]})
             print(snapshots[-1], flush=True)
-            order = torch.argsort(y.cpu(), stable=True)          # one row per class
-            save_grid(x[order], os.path.join(args.out, f"{args.dataset}_samples_{round(elapsed):04d}s.png"), nrow=10)
+            save_grid(x, os.path.join(args.out, f"{args.dataset}_samples_{round(elapsed):04d}s.png"), nrow=10)
             results["training"] = snapshots
             results["examples_per_second"] = trainer.examples_per_second
             save()
@@ -143,27 +140,19 @@ def main():
     # 3. The shippable model: fp16 EMA weights (lesson_lib.pretrained.export_model).
     path = export_model(trainer, os.path.join(args.out, f"{name}.pt"))
 
-    # 4. Quality: FID/KID on the course classifier's features beside the real-data floor,
-    #    class accuracy, and sampling speed.
-    n = args.n_eval
-    sync()
-    t0 = time.perf_counter()
-    x, y = sample_per_class(trainer.ema.model, schedule, shape, per_class=n // 10, steps=100, device=dev)
-    sync()
-    samples_per_second = len(x) / (time.perf_counter() - t0)
-    metrics = compute_metrics(x, dataset=args.dataset, data_dir=args.data, device=dev)
-    floor = real_floor(args.dataset, len(x), data_dir=args.data, device=dev)
-    acc = class_accuracy(x, y, args.dataset, classifier=classifier)
-    results["quality"] = {"n": len(x), "metrics": metrics, "floor": floor, "class_accuracy": acc,
-                          "samples_per_second_ddim100": samples_per_second}
-    print(results["quality"], flush=True)
+    # 4. Quality, as `python -m lesson_lib.evaluate` measures it: FID/KID on the course
+    #    classifier's features beside the real-data floor, class accuracy, samples/s.
+    q = evaluate(trainer.ema.model, schedule, args.dataset, n=args.n_eval, sampler="ddim", steps=100,
+                 device=dev, data_dir=args.data, batch_size=500, progress=False)
+    results["quality"] = q
+    print(q, flush=True)
     save()
 
     # 5. The model card, in the format of lesson_lib/pretrained/*.json.
     card = {
         "name": name, "dataset": args.dataset, "file": f"{name}.pt",
         "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
-        "description": DESCRIPTION[args.dataset],
+        "description": description(args.dataset, s["preset"], config.hflip),
         "model_config": dict(model.config), "parameters": count_parameters(model),
         "schedule": "linear, T=1000, beta 1e-4 -> 0.02", "prediction": model.prediction,
         "train_config": dataclasses.asdict(config),
@@ -173,10 +162,10 @@ def main():
         "torch": torch.__version__, "command": results["command"],
         "evaluation": {
             "sampler": "DDIM, 100 steps, eta=0, x0 clipped to [-1, 1], conditional on the class (no guidance)",
-            "n": len(x), "fid": round(metrics["fid"], 3), "kid": round(metrics["kid_mean"], 5),
-            "fid_floor_train_vs_test": round(floor["fid"], 3), "kid_floor": round(floor["kid_mean"], 5),
-            "class_accuracy": round(acc["accuracy"], 3), "mean_confidence": round(acc["mean_confidence"], 3),
-            "feature_network": metrics["feature_network"], "samples_per_second": round(samples_per_second, 1),
+            "n": q["n"], "fid": round(q["fid"], 3), "kid": round(q["kid_mean"], 5),
+            "fid_floor_train_vs_test": round(q["fid_floor"], 3), "kid_floor": round(q["kid_floor"], 5),
+            "class_accuracy": round(q["class_accuracy"], 3), "mean_confidence": round(q["confidence"], 3),
+            "feature_network": q["feature_network"], "samples_per_second": round(q["samples_per_s"], 1),
         },
         "training_curve": snapshots,
     }

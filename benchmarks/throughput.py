@@ -17,6 +17,7 @@ diffusers is a benchmark-only dependency: `pip install -e ".[bench]"` (twins are
 when it is missing). Figures are recorded in docs/benchmarks.md with the hardware.
 """
 import argparse
+import importlib.util
 import statistics
 import time
 
@@ -115,11 +116,7 @@ def compare(name, device, batch_size, seconds, rounds):
     Returns ``{"ours": {...}, "twin": {...} or None, "train_ratio": r, "sample_ratio": r}``
     (ratios are ours / twin; None without diffusers).
     """
-    try:
-        diffusers_twin(name)
-        have_twin = True
-    except ImportError:
-        have_twin = False
+    have_twin = importlib.util.find_spec("diffusers") is not None
     runs = {"ours": [], "twin": []}
     for _ in range(rounds):
         runs["ours"].append(measure_preset(name, device, batch_size, seconds))
