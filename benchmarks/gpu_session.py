@@ -13,7 +13,7 @@ it happens, so a run cut short still reports:
     results.json                    rewritten after every measurement
     DATASET_samples_NNNNs.png       10 samples per class at each snapshot (wall-clock seconds)
     DATASET_cond.pt, DATASET_cond.json   fp16 EMA weights and their model card: copy both into
-                                    lesson_lib/pretrained/ to ship the model
+                                    lesson_lib/weights/ to ship the model
 
 Snapshots come at 15 s and then each time the elapsed time doubles: the class accuracy of
 100 samples (DDIM, 50 steps) under the course classifier says when the samples become
@@ -32,21 +32,21 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from throughput import compare  # noqa: E402
 
-from lesson_lib.classifiers import class_accuracy, load_classifier
-from lesson_lib.datasets import load_dataset, save_grid
+from lesson_lib.evaluation.judges import class_accuracy, load_classifier
+from lesson_lib.data.images import load_dataset, save_grid
 from lesson_lib.evaluate import evaluate
 from lesson_lib.pretrained import export_model
-from lesson_lib.profiles import CLASS_DROPOUT, training_settings
+from lesson_lib.training.profiles import CLASS_DROPOUT, training_settings
 from lesson_lib.sample import generate
-from lesson_lib.schedules import NoiseSchedule
-from lesson_lib.training import TrainConfig, Trainer
-from lesson_lib.unet import PRESETS, count_parameters, unet_preset
+from lesson_lib.diffusion.schedules import NoiseSchedule
+from lesson_lib.training.trainer import TrainConfig, Trainer
+from lesson_lib.models.unet import PRESETS, count_parameters, unet_preset
 
 DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 
 
 def session_settings(dataset):
-    """The gpu profile's settings (lesson_lib.profiles), fitted to a run of a few minutes.
+    """The gpu profile's settings (lesson_lib.training.profiles), fitted to a run of a few minutes.
 
     MNIST's are used as they are. CIFAR-10's profile is a 100,000-step run (EMA 0.9999,
     5,000 warm-up steps, batch 128); in minutes a shorter EMA horizon and warm-up, and a
@@ -148,7 +148,7 @@ def main():
     print(q, flush=True)
     save()
 
-    # 5. The model card, in the format of lesson_lib/pretrained/*.json.
+    # 5. The model card, in the format of lesson_lib/weights/*.json.
     card = {
         "name": name, "dataset": args.dataset, "file": f"{name}.pt",
         "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),

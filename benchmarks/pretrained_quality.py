@@ -6,7 +6,7 @@ real-data floor at the same n, and samples/s on this machine.
     python benchmarks/pretrained_quality.py [--n 1000] [--steps 100] [--device cpu]
 
 Needs the datasets (DDPM_DATA_DIR or a download). Recorded figures: docs/benchmarks.md and
-each model card (lesson_lib/pretrained/NAME.json).
+each model card (lesson_lib/weights/NAME.json).
 """
 import argparse
 

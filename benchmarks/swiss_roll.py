@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from lesson_lib.metrics import sample_quality_2d
-from lesson_lib.mlp import MLPDenoiser
-from lesson_lib.sampling import ddpm_sample
-from lesson_lib.schedules import NoiseSchedule
-from lesson_lib.toy_data import swiss_roll
-from lesson_lib.training import TrainConfig, Trainer
+from lesson_lib.evaluation.metrics import sample_quality_2d
+from lesson_lib.models.mlp import MLPDenoiser
+from lesson_lib.diffusion.sampling import ddpm_sample
+from lesson_lib.diffusion.schedules import NoiseSchedule
+from lesson_lib.data.toy import swiss_roll
+from lesson_lib.training.trainer import TrainConfig, Trainer
 
 # The configuration lesson 2 trains (kept here and in the notebook; change both together).
 LESSON2 = dict(T=100, hidden=128, num_blocks=3, steps=6000,

@@ -5,7 +5,7 @@ U-Net from the diffusers library (its "twin") run in the same process.
     python benchmarks/throughput.py [--device cpu|cuda] [--batch-size 32] [--seconds 3] [--rounds 3]
 
 Training = one full optimisation step (forward, L_simple, backward, AdamW); on CUDA with
-bf16 autocast and channels-last, as lesson_lib.training does. Sampling = one denoiser
+bf16 autocast and channels-last, as lesson_lib.training.trainer does. Sampling = one denoiser
 evaluation per image and step (images/s per sampling step), in inference mode.
 
 Shared machines are noisy, and a slow minute would favour whichever model ran in it. So the
@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lesson_lib.unet import PRESETS, count_parameters, num_groups, unet_preset
+from lesson_lib.models.unet import PRESETS, count_parameters, num_groups, unet_preset
 
 
 def _timed(fn, seconds, sync):
@@ -82,7 +82,7 @@ def diffusers_twin(name):
 
     The parameter counts are identical (tests/test_benchmarks.py). The one difference: diffusers
     uses one GroupNorm group count everywhere, ours adapts it to each width
-    (:func:`lesson_lib.unet.num_groups`); the twin takes ours at the base width.
+    (:func:`lesson_lib.models.unet.num_groups`); the twin takes ours at the base width.
     """
     from diffusers import UNet2DModel
     cfg = PRESETS[name]

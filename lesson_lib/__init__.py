@@ -1,32 +1,37 @@
 """lesson_lib: the small, tested PyTorch library behind the DDPM course.
 
-One module per idea, read in this order:
+One idea per module, grouped by layer; read them in this order:
 
-    schedules    the noise schedules beta_1..beta_T and every quantity derived from them
-    forward      the forward process q(x_t | x_0), the chain, the posterior, eps/x0/v conversions
-    losses       L_simple, the training objective of Ho et al. (2020)
-    sampling     the reverse process: DDPM ancestral sampling (Algorithm 2) and DDIM
-    toy_data     2-D datasets: swiss roll, moons, 8 gaussians, checkerboard
-    embeddings   the sinusoidal time embedding
-    mlp          a small MLP denoiser for 2-D data
-    unet         the U-Net denoiser for images, and its presets
-    datasets     MNIST, CIFAR-10 and image folders as tensors in [-1, 1]; batches on the GPU
-    ema          the exponential moving average of the weights
-    checkpoint   atomic, resumable checkpoints
-    training     one training loop for every model
-    profiles     the same training at three sizes: ci, cpu, gpu
-    metrics      sample quality for 2-D data; nearest neighbours (memorisation)
-    fid          FID and KID on a feature network
-    classifiers  the course's own MNIST and CIFAR-10 classifiers (FID features, class accuracy)
-    pretrained   loading checkpoints and the models shipped with the course
-    plotting     small matplotlib helpers for the lessons
+    diffusion/    the maths of the course (imports only models.base and files)
+        schedules    the noise schedules beta_1..beta_T and every quantity derived from them
+        forward      the forward process q(x_t | x_0), the chain, the posterior, eps/x0/v conversions
+        losses       L_simple, and the training-objective interface of the Trainer
+        denoiser     any network as one prediction (x0_hat, eps_hat): precision, checks, clipping
+        steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)
+        timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
+        sampling     the one sampling loop; DDPM (Algorithm 2) and DDIM as presets of it
+    models/       the networks (never import diffusion/, training/, evaluation/ or course/)
+        base         what every network shares: config, from_config, prediction, num_classes
+        embeddings   the sinusoidal time embedding
+        mlp          a small MLP denoiser for 2-D data
+        unet         the U-Net denoiser for images, and its presets
+        classifiers  the course's MNIST and CIFAR-10 classifiers
+    data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches)
+    training/     trainer (one loop for every model), ema, checkpoint, profiles (ci, cpu, gpu),
+                  classifier_fit (the classifiers' recipe)
+    evaluation/   metrics (2-D quality, nearest neighbours), fid (FID and KID), judges (class accuracy)
+    pretrained    the one format of every shipped model, and its verifying loader
+    files         atomic writes and sha256, used by every layer
+    course/       plotting, assignments, checks and the grader (instructor tooling)
 
 Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
-instructors, ``.assignments`` (exercises from solutions) and ``.grader`` (with ``checks/``).
+instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and
+``python -m lesson_lib.course.grader``. docs/architecture.md explains the layout and the data
+flow schedule -> forward -> model -> denoiser -> step -> loop.
 
 Index convention used everywhere: a code timestep ``t`` in ``{0, ..., T-1}`` is the
 paper's timestep ``t + 1``. So ``betas[0]`` is the paper's beta_1 and ``alpha_bars[T-1]``
-is the paper's alpha-bar_T.
+is the paper's alpha-bar_T; a step's target ``s = -1`` is the data x_0.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

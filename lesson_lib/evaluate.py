@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from .classifiers import class_accuracy
-from .fid import compute_metrics, real_floor
+from .evaluation.judges import class_accuracy
+from .evaluation.fid import compute_metrics, real_floor
 from .pretrained import load_model, load_pretrained, model_card
 from .sample import generate
 

@@ -1,32 +1,100 @@
-"""Loading trained models: your own checkpoints, and the ones shipped with the course.
+"""Shipped models: one file format and one verifying loader for everything the course ships.
 
-A checkpoint written by :class:`~lesson_lib.training.Trainer` holds the model's class and
-configuration, the noise schedule's betas, and the raw and EMA weights;
-:func:`load_model` rebuilds the network from it. The course also ships small pretrained
-models (``lesson_lib/pretrained/NAME.pt`` with a model card ``NAME.json``) so that a
-student without a GPU can still see what a well-trained model does; :func:`load_pretrained`
-checks each file against the hash on its card before loading it. :func:`export_model` writes
-that compact format (fp16 EMA weights, no optimizer) from a trainer, to share your own model.
+Every shipped model, a diffusion model or a classifier, is two files in ``lesson_lib/weights/``:
+
+* ``NAME.pt``: a torch file that loads with ``weights_only=True`` (tensors, numbers, strings,
+  lists and dicts; never pickled code);
+* ``NAME.json``: its model card: ``kind`` ("diffusion" or "classifier"), ``file``, the file's
+  ``sha256``, how it was trained (command, hardware, wall time) and what it scores.
+
+:func:`load_artifact` is the one loader: it reads the card, refuses a ``.pt`` whose sha256 differs
+from the card's, and loads it safely. :func:`load_pretrained` rebuilds a diffusion model from it,
+:func:`lesson_lib.evaluation.judges.load_classifier` a classifier. :func:`save_artifact` writes
+both files atomically.
+
+A training checkpoint written by :class:`~lesson_lib.training.trainer.Trainer` holds the model's
+class and configuration, the noise schedule's betas, and the raw and EMA weights;
+:func:`load_model` rebuilds the network (and its ``prediction``) from it, and
+:func:`export_model` writes the compact shipped form (fp16 EMA weights, no optimizer).
 """
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .mlp import MLPDenoiser
-from .schedules import NoiseSchedule
-from .unet import UNet
+from .diffusion.schedules import NoiseSchedule
+from .files import atomic_write, sha256_of
+from .models import MODEL_CLASSES
+from .training.checkpoint import load_checkpoint, save_checkpoint
 
-MODEL_CLASSES = {"UNet": UNet, "MLPDenoiser": MLPDenoiser}
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+KINDS = ("diffusion", "classifier")
 
+
+# --- the one format ------------------------------------------------------------------------
+
+def save_artifact(state, path, card):
+    """Write ``state`` to ``path`` (.pt) and ``card`` plus the file's sha256 to the .json beside
+    it, both atomically. Returns the card as written."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"the weights file must end in .pt, got path={str(path)!r}")
+    save_checkpoint(state, path)
+    card = dict(card, file=path.name, sha256=sha256_of(path))
+    text = json.dumps(card, indent=2) + "\n"
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
+    return card
+
+
+def model_card(name, weights_dir=None, hint=None):
+    """The model card (a dict) of the shipped model ``name``."""
+    weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    path = weights_dir / f"{name}.json"
+    if not path.exists() or not (weights_dir / f"{name}.pt").exists():
+        raise FileNotFoundError(f"no shipped model named {name!r} in {weights_dir} (need {name}.pt "
+                                f"and {name}.json); available: {available(None, weights_dir)}"
+                                + (f"; {hint}" if hint else ""))
+    return json.loads(path.read_text())
+
+
+def load_artifact(name, weights_dir=None, hint="reinstall lesson_lib"):
+    """``state, card = load_artifact(name)``: the verified contents of ``NAME.pt`` and its card.
+
+    The file's sha256 must match the card; otherwise it was corrupted or replaced, and we refuse
+    to load it (``hint`` says how to get a good copy)."""
+    weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    card = model_card(name, weights_dir, hint)
+    path = weights_dir / card["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"the card {name}.json names {card['file']}, which is missing from "
+                                f"{weights_dir}; {hint}")
+    digest = sha256_of(path)
+    if digest != card.get("sha256"):
+        raise RuntimeError(f"{path} does not match its model card (sha256 {digest[:12]}... != "
+                           f"{str(card.get('sha256'))[:12]}...): the file is corrupted or was "
+                           f"replaced; {hint}")
+    return torch.load(path, map_location="cpu", weights_only=True), card
+
+
+def available(kind="diffusion", weights_dir=None):
+    """Names of the shipped models of ``kind`` ("diffusion", "classifier" or None for all)."""
+    weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    names = []
+    for path in sorted(weights_dir.glob("*.json")):
+        if kind is None or json.loads(path.read_text()).get("kind") == kind:
+            names.append(path.stem)
+    return names
+
+
+# --- diffusion models ----------------------------------------------------------------------
 
 def model_from_state(state, ema=True, device="cpu"):
-    """Rebuild ``(model, schedule)`` from a loaded checkpoint dict (EMA weights by default)."""
+    """Rebuild ``(model, schedule)`` from a loaded checkpoint dict (EMA weights by default).
+
+    The model comes back with the ``prediction`` it was trained with (it is part of its
+    config), so every sampler reads it from the model."""
     cls = MODEL_CLASSES.get(state.get("model_class", "UNet"))
     if cls is None:
         raise ValueError(f"unknown model class {state['model_class']!r} in the checkpoint; "
@@ -47,11 +115,13 @@ def load_model(path, ema=True, device="cpu"):
 def export_model(trainer, path, dtype=torch.float16):
     """Save a trained model for sampling and sharing: its EMA weights in ``dtype`` (fp16 by
     default, half the size of float32) with everything :func:`load_model` needs (the model's
-    class and config, the betas) and its provenance (step, training config, loss history).
+    class and config, the betas) and its provenance (step, training and objective config,
+    loss history).
 
-    Unlike :meth:`Trainer.save <lesson_lib.training.Trainer.save>` it keeps no raw weights,
-    optimizer or RNG state, so it cannot resume training; it is what the shipped models are.
-    Written atomically. Returns ``path``.
+    Unlike :meth:`Trainer.save <lesson_lib.training.trainer.Trainer.save>` it keeps no raw
+    weights, optimizer or RNG state, so it cannot resume training; it is what the shipped
+    models are (write the card with :func:`save_artifact`, or pass this file to it). Written
+    atomically. Returns ``path``.
     """
     ema = trainer.ema.state_dict()
     weights = {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()
@@ -62,34 +132,18 @@ def export_model(trainer, path, dtype=torch.float16):
                      "ema": {**ema, "model": weights},
                      "step": trainer.step,
                      "train_config": dataclasses.asdict(trainer.config),
+                     "objective": trainer.objective.config(),
                      "history": [list(h) for h in trainer.history]}, path)
     return path
 
 
-def available():
-    """Names of the pretrained models shipped with the package."""
-    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
-
-
-def model_card(name):
-    """The model card (a dict) of a shipped pretrained model."""
-    path = PRETRAINED_DIR / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no pretrained model named {name!r}; available: {available()}")
-    return json.loads(path.read_text())
-
-
 def load_pretrained(name="mnist_cond", device="cpu"):
-    """Load a shipped model: ``model, schedule = load_pretrained("mnist_cond")``.
+    """Load a shipped diffusion model: ``model, schedule = load_pretrained("mnist_cond")``.
 
-    The file's sha256 must match its model card; otherwise the file was corrupted or
-    replaced, and we refuse to load it.
-    """
+    Verified against the sha256 on its card by :func:`load_artifact`."""
     card = model_card(name)
-    path = PRETRAINED_DIR / card["file"]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != card["sha256"]:
-        raise RuntimeError(f"{path} does not match its model card (sha256 {digest[:12]}... != "
-                           f"{card['sha256'][:12]}...): the file is corrupted or was replaced; "
-                           f"reinstall lesson_lib")
-    return load_model(path, ema=True, device=device)
+    if card.get("kind") != "diffusion":
+        raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not a diffusion model; "
+                         f"diffusion models: {available('diffusion')}")
+    state, _ = load_artifact(name)
+    return model_from_state(state, ema=True, device=device)

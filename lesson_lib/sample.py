@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from .datasets import save_grid
+from .data.images import save_grid
 from .pretrained import load_model, load_pretrained
-from .sampling import ddim_sample, ddpm_sample
+from .diffusion.sampling import ddim_sample, ddpm_sample
 
 
 def generate(model, schedule, n, sampler="ddim", steps=100, labels=None, device="cpu", seed=0,

@@ -7,7 +7,7 @@
 The run folder holds ``checkpoint.pt`` (written atomically every ``--checkpoint-every``
 steps and at the end) and ``samples_stepN.png`` grids. Running the same command again
 resumes from the checkpoint exactly where it stopped; a checkpoint from other settings is
-refused with the list of differences. Settings come from :mod:`lesson_lib.profiles`.
+refused with the list of differences. Settings come from :mod:`lesson_lib.training.profiles`.
 """
 
 import argparse
@@ -15,12 +15,12 @@ import os
 
 import torch
 
-from .datasets import load_dataset, save_grid
-from .profiles import CLASS_DROPOUT, PROFILES, current_profile, training_settings
-from .sampling import ddim_sample
-from .schedules import NoiseSchedule
-from .training import TrainConfig, Trainer
-from .unet import unet_preset
+from .data.images import load_dataset, save_grid
+from .training.profiles import CLASS_DROPOUT, PROFILES, current_profile, training_settings
+from .diffusion.sampling import ddim_sample
+from .diffusion.schedules import NoiseSchedule
+from .training.trainer import TrainConfig, Trainer
+from .models.unet import unet_preset
 
 
 def build(dataset, profile=None, data_dir=None, steps=None, checkpoint_path=None, device=None,

@@ -1,7 +1,7 @@
 """pytest configuration for `pytest --nbval notebooks/`.
 
 The notebooks' stored outputs were produced with the small CI profile (see
-lesson_lib/profiles.py), so checking them runs the same profile unless DDPM_PROFILE is
+lesson_lib/training/profiles.py), so checking them runs the same profile unless DDPM_PROFILE is
 already set, with one CPU thread. The kernel that nbval starts inherits this environment.
 """
 import os

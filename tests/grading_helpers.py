@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lesson_lib import grader
-from lesson_lib.checks import load_checks
+from lesson_lib.course import grader
+from lesson_lib.course.checks import load_checks
 
 REPO = Path(__file__).resolve().parent.parent
 _CACHE = {}

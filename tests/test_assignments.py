@@ -1,4 +1,4 @@
-"""Tests of the exercise generator (lesson_lib/assignments.py)."""
+"""Tests of the exercise generator (lesson_lib/course/assignments.py)."""
 
 import ast
 import json
@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lesson_lib import assignments
-from lesson_lib.assignments import BEGIN, END, STUB, RegionError
+from lesson_lib.course import assignments
+from lesson_lib.course.assignments import BEGIN, END, STUB, RegionError
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
@@ -21,7 +21,7 @@ EXERCISES = REPO / "exercises"
 
 def run_cli(*args, cwd=REPO):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "lesson_lib.assignments", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "lesson_lib.course.assignments", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
 
 
@@ -148,7 +148,7 @@ def test_check_names_drifted_files_and_the_fix(tmp_path):
     assert done.returncode == 1
     assert f"{first} is out of date" in done.stderr
     assert "99_stale.ipynb has no solution notebook" in done.stderr
-    assert f"python -m lesson_lib.assignments generate --solutions {solutions} --exercises {exercises}" in done.stderr
+    assert f"python -m lesson_lib.course.assignments generate --solutions {solutions} --exercises {exercises}" in done.stderr
     first.unlink()
     assert any("is missing" in problem for problem in assignments.check(solutions, exercises))
     (exercises / "99_stale.ipynb").unlink()

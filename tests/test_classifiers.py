@@ -1,4 +1,4 @@
-"""Tests for lesson_lib.classifiers: architectures, training loop, shipped weights, judging samples."""
+"""Tests for the course classifiers (models.classifiers, training.classifier_fit, evaluation.judges): architectures, training loop, shipped weights, judging samples."""
 
 import json
 import os
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lesson_lib import classifiers
-from lesson_lib.classifiers import (CIFAR10Classifier, MNISTClassifier, class_accuracy, classify,
-                                    fit_classifier, load_classifier, random_crop_flip,
-                                    save_classifier, sha256_of)
+from lesson_lib import pretrained
+from lesson_lib.evaluation.judges import class_accuracy, classify, load_classifier
+from lesson_lib.files import sha256_of
+from lesson_lib.models.classifiers import CIFAR10Classifier, MNISTClassifier, build_classifier
+from lesson_lib.training import classifier_fit
+from lesson_lib.training.classifier_fit import fit_classifier, random_crop_flip, save_classifier
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets "
@@ -63,7 +65,7 @@ def test_classifiers_reject_bad_input():
     with pytest.raises(TypeError, match="127.5"):
         CIFAR10Classifier()(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="dataset"):
-        classifiers.build_classifier("imagenet")
+        build_classifier("imagenet")
 
 
 def test_random_crop_flip_gives_a_crop_of_the_padded_image_or_its_mirror():
@@ -112,7 +114,7 @@ def test_fit_classifier_rejects_bad_arguments():
 @needs_data
 def test_training_command_smoke_run_cifar10(tmp_path):
     out = tmp_path / "cifar10_classifier.pt"
-    sidecar = classifiers.main(["train", "--dataset", "cifar10", "--out", str(out), "--epochs", "1",
+    sidecar = classifier_fit.main(["train", "--dataset", "cifar10", "--out", str(out), "--epochs", "1",
                                 "--limit", "32", "--batch-size", "16", "--device", "cpu",
                                 "--data-dir", DATA_DIR])
     saved = json.loads(out.with_suffix(".json").read_text())
@@ -126,7 +128,7 @@ def test_training_command_smoke_run_cifar10(tmp_path):
 # ----------------------------------------------------------------------------- shipped weights
 
 def test_shipped_mnist_weights_are_small_fp16_and_documented():
-    path = classifiers.WEIGHTS_DIR / "mnist_classifier.pt"
+    path = pretrained.WEIGHTS_DIR / "mnist_classifier.pt"
     info = json.loads(path.with_suffix(".json").read_text())
     assert path.stat().st_size < 2_000_000
     assert info["sha256"] == sha256_of(path)
@@ -145,18 +147,18 @@ def test_load_classifier_returns_float32_eval_model(mnist_classifier):
 
 def test_corrupted_weights_raise_a_clear_error(tmp_path):
     for suffix in (".pt", ".json"):
-        shutil.copy(classifiers.WEIGHTS_DIR / f"mnist_classifier{suffix}", tmp_path)
+        shutil.copy(pretrained.WEIGHTS_DIR / f"mnist_classifier{suffix}", tmp_path)
     load_classifier("mnist", weights_dir=tmp_path)            # the intact copy loads
     path = tmp_path / "mnist_classifier.pt"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="corrupted or were replaced.*lesson_lib.classifiers train"):
+    with pytest.raises(RuntimeError, match="corrupted or was replaced.*lesson_lib.training.classifier_fit train"):
         load_classifier("mnist", weights_dir=tmp_path)
 
 
 def test_missing_weights_name_the_training_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m lesson_lib.classifiers train --dataset cifar10"):
+    with pytest.raises(FileNotFoundError, match="python -m lesson_lib.training.classifier_fit train --dataset cifar10"):
         load_classifier("cifar10", weights_dir=tmp_path)
 
 

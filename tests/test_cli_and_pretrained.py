@@ -5,12 +5,13 @@ import shutil
 import pytest
 import torch
 
-from lesson_lib import pretrained, profiles
-from lesson_lib.metrics import nearest_neighbours
-from lesson_lib.mlp import MLPDenoiser
-from lesson_lib.schedules import NoiseSchedule
-from lesson_lib.toy_data import swiss_roll
-from lesson_lib.training import TrainConfig, Trainer
+from lesson_lib import pretrained
+from lesson_lib.training import profiles
+from lesson_lib.evaluation.metrics import nearest_neighbours
+from lesson_lib.models.mlp import MLPDenoiser
+from lesson_lib.diffusion.schedules import NoiseSchedule
+from lesson_lib.data.toy import swiss_roll
+from lesson_lib.training.trainer import TrainConfig, Trainer
 
 needs_data = pytest.mark.skipif(not os.environ.get("DDPM_DATA_DIR"),
                                 reason="set DDPM_DATA_DIR to a dataset mirror (python shared/data/prepare.py DIR)")
@@ -71,11 +72,11 @@ def test_export_model_keeps_only_what_sampling_needs(tmp_path):
 
 
 def test_a_corrupted_shipped_model_is_refused(tmp_path, monkeypatch):
-    shutil.copy(pretrained.PRETRAINED_DIR / "mnist_cond.json", tmp_path)
-    data = bytearray((pretrained.PRETRAINED_DIR / "mnist_cond.pt").read_bytes())
+    shutil.copy(pretrained.WEIGHTS_DIR / "mnist_cond.json", tmp_path)
+    data = bytearray((pretrained.WEIGHTS_DIR / "mnist_cond.pt").read_bytes())
     data[-100] ^= 0xFF
     (tmp_path / "mnist_cond.pt").write_bytes(bytes(data))
-    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(RuntimeError, match="corrupted or was replaced"):
         pretrained.load_pretrained("mnist_cond")
     with pytest.raises(FileNotFoundError, match="available"):

@@ -7,10 +7,10 @@ import torch
 import torchvision
 from PIL import Image
 
-from lesson_lib import datasets
-from lesson_lib.datasets import (CIFAR10_CLASSES, MNIST_CLASSES, TensorLoader, float_to_uint8, load_cifar10,
-                                 load_dataset, load_image_folder, load_mnist, make_grid_image, save_grid,
-                                 to_device_if_fits, uint8_to_float)
+from lesson_lib.data import images as datasets
+from lesson_lib.data.images import (CIFAR10_CLASSES, MNIST_CLASSES, float_to_uint8, load_cifar10, load_dataset,
+                                    load_image_folder, load_mnist, make_grid_image, save_grid, uint8_to_float)
+from lesson_lib.data.loader import TensorLoader, to_device_if_fits
 
 REAL_MIRROR = os.environ.get("DDPM_DATA_DIR")
 needs_mirror = pytest.mark.skipif(not REAL_MIRROR, reason="set DDPM_DATA_DIR to a mirror with mnist.npz/cifar10.npz "

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import lesson_lib.checkpoint as checkpoint_module
-from lesson_lib.checkpoint import check_config, load_checkpoint, save_checkpoint
-from lesson_lib.ema import EMA
+import lesson_lib.training.checkpoint as checkpoint_module
+from lesson_lib.training.checkpoint import check_config, load_checkpoint, save_checkpoint
+from lesson_lib.training.ema import EMA
 
 
 def small_net(seed=0):

@@ -1,4 +1,4 @@
-"""Tests for lesson_lib.fid: FID (Heusel et al., 2017) and KID (Binkowski et al., 2018)."""
+"""Tests for lesson_lib.evaluation.fid: FID (Heusel et al., 2017) and KID (Binkowski et al., 2018)."""
 
 import os
 import warnings
@@ -8,10 +8,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from lesson_lib import fid
-from lesson_lib.fid import (InceptionExtractor, compute_metrics, extract_features,
-                            feature_statistics, fid_from_features, frechet_distance,
-                            inception_extractor, kid, mmd2, polynomial_kernel, real_floor)
+from lesson_lib.evaluation import fid
+from lesson_lib.evaluation.fid import (InceptionExtractor, compute_metrics, extract_features,
+                                       feature_statistics, fid_from_features, frechet_distance,
+                                       inception_extractor, kid, mmd2, polynomial_kernel, real_floor)
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets "
@@ -56,7 +56,7 @@ def load_npz_images(name, split):
 
 def mnist_feature_network():
     try:
-        from lesson_lib.classifiers import load_classifier
+        from lesson_lib.evaluation.judges import load_classifier
         return load_classifier("mnist")
     except FileNotFoundError:
         return RandomConvNet()

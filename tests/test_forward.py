@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lesson_lib.forward import (eps_from_v, eps_from_x0, q_posterior, q_sample, q_sample_chain, q_step,
-                                to_x0_eps, v_from_x0_eps, x0_from_eps, x0_from_v)
-from lesson_lib.schedules import NoiseSchedule
+from lesson_lib.diffusion.forward import (eps_from_v, eps_from_x0, q_posterior, q_sample, q_sample_chain, q_step,
+                                          to_x0_eps, v_from_x0_eps, x0_from_eps, x0_from_v)
+from lesson_lib.diffusion.schedules import NoiseSchedule
 
 
 @pytest.fixture(scope="module")

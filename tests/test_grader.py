@@ -1,4 +1,4 @@
-"""Tests of the autograder (lesson_lib/grader.py) and of the lesson checks it runs.
+"""Tests of the autograder (lesson_lib/course/grader.py) and of the lesson checks it runs.
 
 Every end-to-end grading starts at least one worker process, which imports torch (about
 2 s), so hostile behaviours that do not interfere with each other share one notebook.
@@ -14,9 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lesson_lib import grader
+from lesson_lib.course import grader
 from grading_helpers import definitions, expect_rejected
-from lesson_lib.checks import available_lessons, load_checks
+from lesson_lib.course.checks import available_lessons, load_checks
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
@@ -251,7 +251,7 @@ def test_solutions_and_exercises_are_paired():
 def test_syntax_error_and_imported_reference(tmp_path):
     path = write_notebook(tmp_path / "sub.ipynb",
                           "def linear_betas(T:\n    return None",
-                          "from lesson_lib.schedules import cosine_beta_schedule as cosine_betas",
+                          "from lesson_lib.diffusion.schedules import cosine_beta_schedule as cosine_betas",
                           ALPHA_BARS_OK)
     report = grader.grade(path)
     results = by_name(report)
@@ -260,7 +260,7 @@ def test_syntax_error_and_imported_reference(tmp_path):
     assert "cell 1 could not be parsed" in linear["reason"]
     assert any("cell 1 could not be parsed" in note for note in report["notes"])
     cosine = results["cosine_betas_matches_reference"]
-    assert cosine["status"] == "missing" and "imported from lesson_lib.schedules" in cosine["reason"]
+    assert cosine["status"] == "missing" and "imported from lesson_lib.diffusion.schedules" in cosine["reason"]
     assert results["alpha_bars_are_cumulative_product"]["status"] == "passed"
     assert results["q_sample_matches_equation_4"]["reason"].startswith("function q_sample not defined")
     assert report["total"] == 1
@@ -421,7 +421,7 @@ def test_command_line_prints_a_table_and_writes_json(tmp_path):
     path = write_notebook(tmp_path / "alice.ipynb", LINEAR_OK)
     out = tmp_path / "alice.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "lesson_lib.grader", str(path), "--lesson", "01",
+    done = subprocess.run([sys.executable, "-m", "lesson_lib.course.grader", str(path), "--lesson", "01",
                            "--json", str(out), "--timeout", "20"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

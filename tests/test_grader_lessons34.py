@@ -12,7 +12,7 @@ tests/test_grader.py.
 import pytest
 
 from grading_helpers import definitions, expect_rejected
-from lesson_lib.checks import load_checks
+from lesson_lib.course.checks import load_checks
 
 NOTEBOOKS = {"03": "03_unet.ipynb", "04": "04_training_images.ipynb"}
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lesson_lib.forward import q_sample, v_from_x0_eps
-from lesson_lib.losses import l_simple
-from lesson_lib.schedules import NoiseSchedule
+from lesson_lib.diffusion.forward import q_sample, v_from_x0_eps
+from lesson_lib.diffusion.losses import l_simple
+from lesson_lib.diffusion.schedules import NoiseSchedule
 
 
 @pytest.fixture(scope="module")

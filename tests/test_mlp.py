@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lesson_lib.embeddings import sinusoidal_embedding
-from lesson_lib.mlp import MLPDenoiser
+from lesson_lib.models.embeddings import sinusoidal_embedding
+from lesson_lib.models.mlp import MLPDenoiser
 
 
 @pytest.fixture

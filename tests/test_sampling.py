@@ -16,9 +16,9 @@ import math
 import pytest
 import torch
 
-from lesson_lib.forward import q_posterior
-from lesson_lib.sampling import ddim_sample, ddim_timesteps, ddpm_sample, p_mean_variance, p_sample_step
-from lesson_lib.schedules import NoiseSchedule
+from lesson_lib.diffusion.forward import q_posterior
+from lesson_lib.diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample, p_mean_variance, p_sample_step
+from lesson_lib.diffusion.schedules import NoiseSchedule
 
 MU, S = 1.5, 0.5
 

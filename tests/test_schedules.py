@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lesson_lib.schedules import (NoiseSchedule, check_timesteps, cosine_beta_schedule, extract,
-                                  linear_beta_schedule)
+from lesson_lib.diffusion.forward import q_posterior, q_sample, q_step
+from lesson_lib.diffusion.losses import l_simple
+from lesson_lib.diffusion.sampling import sample
+from lesson_lib.diffusion.schedules import (NoiseSchedule, check_timesteps, cosine_beta_schedule, extract,
+                                            linear_beta_schedule)
+from lesson_lib.diffusion.steps import ddim_step
 
 TENSORS = ("betas", "alphas", "alpha_bars", "alpha_bars_prev", "sqrt_alpha_bars",
            "sqrt_one_minus_alpha_bars", "snr", "posterior_variance", "posterior_log_variance",
@@ -180,11 +184,20 @@ def test_extract_follows_device_of_x():
 
 
 @pytest.mark.parametrize("bad", [[0, 10], [-1, 3], [11]])
-def test_extract_t_out_of_range(bad):
+def test_t_out_of_range_is_caught_where_it_enters(bad):
+    # Checked once by the public entry points, not by extract (which every step calls: reading
+    # t's values there made the host wait for the GPU several times per sampling step).
     s = NoiseSchedule.linear(10)
     t = torch.tensor(bad)
+    x = torch.zeros(len(bad), 2)
+    for call in (lambda: q_sample(s, x, t), lambda: q_step(s, x, t), lambda: q_posterior(s, x, x, t),
+                 lambda: l_simple(lambda x_t, t: x_t, s, x, t)):
+        with pytest.raises(ValueError, match=r"t must lie in 0\.\.9"):
+            call()
+    with pytest.raises(ValueError, match=r"timesteps must lie in 0\.\.9"):
+        sample(lambda x_t, t: None, s, x, bad, ddim_step)
     with pytest.raises(ValueError, match=r"t must lie in 0\.\.9"):
-        extract(s.betas, t, torch.zeros(len(bad), 2))
+        check_timesteps(t, 10)
 
 
 def test_extract_t_type_and_shape_errors():

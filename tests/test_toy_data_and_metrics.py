@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lesson_lib.metrics import sample_quality_2d, sliced_wasserstein
-from lesson_lib.toy_data import DATASETS, checkerboard, eight_gaussians, make_2d, swiss_roll
+from lesson_lib.evaluation.metrics import sample_quality_2d, sliced_wasserstein
+from lesson_lib.data.toy import DATASETS, checkerboard, eight_gaussians, make_2d, swiss_roll
 
 
 # --- datasets ------------------------------------------------------------------------------

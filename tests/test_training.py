@@ -10,12 +10,12 @@ import shutil
 import pytest
 import torch
 
-from lesson_lib.checkpoint import load_checkpoint, save_checkpoint
-from lesson_lib.losses import l_simple
-from lesson_lib.mlp import MLPDenoiser
-from lesson_lib.schedules import NoiseSchedule
-from lesson_lib.toy_data import swiss_roll
-from lesson_lib.training import NonFiniteLossError, TrainConfig, Trainer
+from lesson_lib.training.checkpoint import load_checkpoint, save_checkpoint
+from lesson_lib.diffusion.losses import l_simple
+from lesson_lib.models.mlp import MLPDenoiser
+from lesson_lib.diffusion.schedules import NoiseSchedule
+from lesson_lib.data.toy import swiss_roll
+from lesson_lib.training.trainer import NonFiniteLossError, TrainConfig, Trainer
 
 SCHEDULE = NoiseSchedule.from_name("linear", 50)
 DATA = swiss_roll(2000, seed=0)

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lesson_lib.embeddings import sinusoidal_embedding
-from lesson_lib.unet import (PRESETS, AttentionBlock, ResBlock, TimeEmbedding, UNet, count_parameters, num_groups,
-                             parameter_table, shape_table, unet_preset)
+from lesson_lib.models.embeddings import sinusoidal_embedding
+from lesson_lib.models.unet import (PRESETS, AttentionBlock, ResBlock, TimeEmbedding, UNet, count_parameters, num_groups,
+                                    parameter_table, shape_table, unet_preset)
 
 TINY = dict(base_channels=8, num_res_blocks=1, dropout=0.0)
 

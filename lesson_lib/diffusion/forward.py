@@ -11,12 +11,13 @@ Equations from Ho et al. (2020), "Denoising Diffusion Probabilistic Models":
 and the v-parameterization of Salimans & Ho (2022), Sec. 4:
   v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0.
 
-Code timestep ``t`` in ``{0, ..., T-1}`` is the paper's ``t + 1`` (see :mod:`lesson_lib.schedules`).
-Every function takes the :class:`~lesson_lib.schedules.NoiseSchedule` first.
+Code timestep ``t`` in ``{0, ..., T-1}`` is the paper's ``t + 1`` (see :mod:`lesson_lib.diffusion.schedules`).
+Every function takes the :class:`~lesson_lib.diffusion.schedules.NoiseSchedule` first.
 """
 
 import torch
 
+from ..models.base import PREDICTIONS, check_prediction  # noqa: F401  (one vocabulary, in one place)
 from .schedules import check_timesteps, extract
 
 
@@ -37,6 +38,7 @@ def q_sample(schedule, x0, t, eps=None):
     ``t`` is a long tensor of shape ``(B,)``, one timestep per example. Pass ``eps`` to
     fix the noise (as training does, to use it as the regression target).
     """
+    check_timesteps(t, schedule.T)
     if eps is None:
         eps = torch.randn_like(x0)
     _check_same_shape(x0, eps, "x0", "eps")
@@ -49,6 +51,7 @@ def q_step(schedule, x_prev, t, eps=None):
 
         x_t = sqrt(1 - beta_t) * x_{t-1} + sqrt(beta_t) * eps.
     """
+    check_timesteps(t, schedule.T)
     if eps is None:
         eps = torch.randn_like(x_prev)
     _check_same_shape(x_prev, eps, "x_prev", "eps")
@@ -80,6 +83,7 @@ def q_posterior(schedule, x0, x_t, t):
     Returns ``(mean, variance, log_variance)``; ``variance`` is beta-tilde_t and
     ``log_variance`` its log, clipped at t = 0 where beta-tilde is exactly 0.
     """
+    check_timesteps(t, schedule.T)
     _check_same_shape(x0, x_t, "x0", "x_t")
     mean = extract(schedule.posterior_mean_coef_x0, t, x_t) * x0 + \
         extract(schedule.posterior_mean_coef_xt, t, x_t) * x_t
@@ -117,14 +121,6 @@ def eps_from_v(schedule, x_t, t, v):
     """eps = sqrt(1 - alpha-bar_t) x_t + sqrt(alpha-bar_t) v."""
     return extract(schedule.sqrt_one_minus_alpha_bars, t, x_t) * x_t + \
         extract(schedule.sqrt_alpha_bars, t, x_t) * v
-
-
-PREDICTIONS = ("eps", "x0", "v")
-
-
-def check_prediction(prediction):
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got prediction={prediction!r}")
 
 
 def to_x0_eps(schedule, x_t, t, output, prediction="eps"):

@@ -2,8 +2,8 @@
 
 The student writes the sinusoidal time embedding, the forward pass of a ResBlock and of a
 self-attention block, and scaled dot-product attention itself. The two blocks come with their
-``__init__`` given, with the same submodule names as :class:`lesson_lib.unet.ResBlock` and
-:class:`lesson_lib.unet.AttentionBlock`, so each check copies the weights of a reference block
+``__init__`` given, with the same submodule names as :class:`lesson_lib.models.unet.ResBlock` and
+:class:`lesson_lib.models.unet.AttentionBlock`, so each check copies the weights of a reference block
 into the student's block and compares the outputs. The reference blocks start with some layers
 at zero (zero initialisation), so the weights are perturbed first: otherwise a forward pass that
 forgets those layers would pass. Total: 10 points.
@@ -13,9 +13,9 @@ import math
 
 import torch
 
-from lesson_lib import unet
-from lesson_lib.checks import check, expect_close, expect_tensor
-from lesson_lib.embeddings import sinusoidal_embedding
+from lesson_lib.models import unet
+from lesson_lib.course.checks import check, expect_close, expect_tensor
+from lesson_lib.models.embeddings import sinusoidal_embedding
 
 EMBEDDING_HINT = ("omega_i = max_period^(-i / (dim/2)) for i = 0..dim/2-1; the embedding is "
                   "[sin(t omega_0), ..., sin(t omega_{dim/2-1}), cos(t omega_0), ..., cos(t omega_{dim/2-1})], "

@@ -11,7 +11,7 @@ profile    for
 
 The profile is chosen automatically (``gpu`` when CUDA is present, else ``cpu``) and the
 environment variable ``DDPM_PROFILE`` overrides it. Only sizes and step counts differ:
-every profile runs the same :class:`~lesson_lib.training.Trainer`.
+every profile runs the same :class:`~lesson_lib.training.trainer.Trainer`.
 """
 
 import os

@@ -3,7 +3,7 @@
 ``reverse_step`` is compared with lesson_lib's reverse process (Algorithm 2 of Ho et al.,
 sigma_t^2 = beta_t) for a fixed toy "network". ``training_step`` draws its own t and eps, so
 the checks record what the model was called with, recover eps from x_t by inverting Eq. 4,
-and compare the loss and the SGD update with :func:`lesson_lib.losses.l_simple` for that same
+and compare the loss and the SGD update with :func:`lesson_lib.diffusion.losses.l_simple` for that same
 t and eps. Total: 10 points.
 """
 
@@ -11,10 +11,10 @@ import copy
 
 import torch
 
-from lesson_lib import losses, sampling
-from lesson_lib.checks import (check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
-                               expect_tensor)
-from lesson_lib.schedules import NoiseSchedule
+from lesson_lib.diffusion import losses, sampling
+from lesson_lib.course.checks import (check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
+                                      expect_tensor)
+from lesson_lib.diffusion.schedules import NoiseSchedule
 
 INDEX_HINT = "Code index t is the paper's t+1: betas[t] is beta_{t+1}."
 ALGORITHM_2 = ("Algorithm 2: x_{t-1} = (x_t - beta_t / sqrt(1 - alpha-bar_t) * eps_model(x_t, t)) "

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .base import Model, check_prediction
 from .embeddings import sinusoidal_embedding
 
 
@@ -75,7 +76,7 @@ def zero_init(module):
 class TimeEmbedding(nn.Module):
     """t -> sinusoidal_embedding(t, ch) -> Linear(ch, 4ch) -> SiLU -> Linear(4ch, 4ch).
 
-    The sinusoid is computed in float32 (:func:`lesson_lib.embeddings.sinusoidal_embedding`)
+    The sinusoid is computed in float32 (:func:`lesson_lib.models.embeddings.sinusoidal_embedding`)
     and cast to the weights' dtype, so the module also works for a model cast to bf16/fp16.
     """
 
@@ -194,10 +195,7 @@ class MiddleBlock(nn.Module):
         return self.res2(self.attn(self.res1(x, emb)), emb)
 
 
-PREDICTIONS = ("eps", "x0", "v")
-
-
-class UNet(nn.Module):
+class UNet(Model):
     """The DDPM U-Net: ``model(x_t, t, y=None)`` returns a tensor shaped like ``x_t``.
 
     Args:
@@ -306,16 +304,10 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be None (unconditional) or >= 1, got {num_classes}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        check_prediction(prediction)
         if any(base_channels * m % attention_heads for m in channel_mults):
             raise ValueError(f"attention_heads={attention_heads} must divide every level's channel count "
                              f"{[base_channels * m for m in channel_mults]}")
-
-    @classmethod
-    def from_config(cls, config):
-        """Build a UNet from ``model.config`` (e.g. one stored in a checkpoint)."""
-        return cls(**config)
 
     def embed(self, t, y=None):
         """The vector added inside every ResBlock: time embedding (+ class embedding)."""

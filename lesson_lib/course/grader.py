@@ -2,7 +2,7 @@
 
 Usage (for instructors)::
 
-    python -m lesson_lib.grader SUBMISSION.ipynb [--lesson 01] [--json OUT.json]
+    python -m lesson_lib.course.grader SUBMISSION.ipynb [--lesson 01] [--json OUT.json]
                                 [--timeout 30] [--memory-mb 4096]
 
 How a submission is graded:
@@ -11,8 +11,8 @@ How a submission is graded:
    with ``!`` or ``%`` are skipped) and only top-level imports, function and class
    definitions and constant assignments such as ``T = 1000`` are kept. Training loops,
    plots and self-checks are never run. A cell with a syntax error is reported as a note.
-2. Run the lesson's checks (:mod:`lesson_lib.checks.lesson01`, ...) in a separate worker
-   process (``python -m lesson_lib.grader --worker``) with a wall-clock limit per check,
+2. Run the lesson's checks (:mod:`lesson_lib.course.checks.lesson01`, ...) in a separate worker
+   process (``python -m lesson_lib.course.grader --worker``) with a wall-clock limit per check,
    limits on memory and on the size of files it writes, its output capped, and a fresh
    temporary directory as its working directory. Results come back one JSON line per event
    over a pipe, so a worker that dies or hangs loses only the check it was running: it is
@@ -45,7 +45,7 @@ import types
 import warnings
 from pathlib import Path
 
-from lesson_lib.checks import available_lessons, load_checks
+from lesson_lib.course.checks import available_lessons, load_checks
 
 STARTUP_SECONDS = 120     # time allowed to start a worker and import torch (trusted code)
 MIN_SETUP_SECONDS = 30    # at least this long to run the notebook's imports and definitions
@@ -251,7 +251,7 @@ def _run_worker(job_path, base, number, timeout):
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "lesson_lib.grader", "--worker", job_path, str(write_fd)],
+                [sys.executable, "-m", "lesson_lib.course.grader", "--worker", job_path, str(write_fd)],
                 cwd=workdir, env=_worker_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(write_fd,), start_new_session=True)
     finally:
@@ -614,7 +614,7 @@ def main(argv=None):
         _worker(argv[1], int(argv[2]))
         return 0
     parser = argparse.ArgumentParser(
-        prog="python -m lesson_lib.grader",
+        prog="python -m lesson_lib.course.grader",
         description="Grade an exercise notebook: run the lesson's checks against the functions it "
                     "defines, in a separate process with time and memory limits.")
     parser.add_argument("submission", help="the student's .ipynb file")

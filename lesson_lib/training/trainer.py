@@ -1,19 +1,22 @@
-"""One training loop for every model in the course: the 2-D MLP and the image U-Nets.
+"""One training loop for every model in the course: the 2-D MLP, the image U-Nets, and
+whatever a later lesson trains (a noisy classifier, a distilled student, a learned variance).
 
-Each step is Algorithm 1 of Ho et al. (2020):
+What is minimised is the *objective*, an argument (see :mod:`lesson_lib.diffusion.losses`).
+By default it is L_simple, so each step is Algorithm 1 of Ho et al. (2020):
 
     x_0 ~ data,  t ~ Uniform{1..T},  eps ~ N(0, I)
     take a gradient step on  || target - model( sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, t ) ||^2
 
-(:func:`lesson_lib.losses.l_simple`), plus what makes it work in practice:
+(:class:`lesson_lib.diffusion.losses.LSimple`). The loop adds what makes any objective work in
+practice:
 
 * AdamW with a linear learning-rate warm-up and gradient-norm clipping;
-* an EMA of the weights for sampling (:mod:`lesson_lib.ema`);
+* an EMA of the weights for sampling (:mod:`lesson_lib.training.ema`);
 * on CUDA: bfloat16 autocast, channels-last memory, optionally ``torch.compile``, and the
-  whole dataset on the GPU when it fits (:class:`~lesson_lib.datasets.TensorLoader`), so
+  whole dataset on the GPU when it fits (:class:`~lesson_lib.data.images.TensorLoader`), so
   that loading never starves it;
-* label dropout for classifier-free guidance (Ho & Salimans, 2022): with probability
-  ``class_dropout`` a label is replaced by the model's null class;
+* label dropout for classifier-free guidance (Ho & Salimans, 2022), in the default
+  objective: with probability ``class_dropout`` a label is replaced by the model's null class;
 * random horizontal flips for datasets where they preserve meaning (CIFAR-10);
 * checkpoints written atomically that resume *exactly*: model, EMA, optimizer, step, every
   random number generator state and the configuration. A loss that turns NaN or inf stops
@@ -21,7 +24,7 @@ Each step is Algorithm 1 of Ho et al. (2020):
   survives.
 
 Every random number of the loop comes from a generator whose state the checkpoint saves:
-the loader's (batches, flips), the loop's (t, eps, label dropout) and the global one
+the loader's (batches, flips), the objective's (t, eps, label dropout) and the global one
 (dropout inside the model).
 """
 
@@ -34,9 +37,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import check_config, load_checkpoint, save_checkpoint
-from .datasets import TensorLoader, to_device_if_fits
+from ..data.loader import TensorLoader, to_device_if_fits
 from .ema import EMA
-from .losses import l_simple
+from ..diffusion.losses import LSimple
 
 
 @dataclasses.dataclass
@@ -50,7 +53,7 @@ class TrainConfig:
     warmup_steps: int = 0          # linear learning-rate warm-up from 0 to lr
     grad_clip: float = 1.0         # clip the global gradient norm to this (0 = off)
     ema_decay: float = 0.995
-    class_dropout: float = 0.0     # P(label -> null class), for classifier-free guidance
+    class_dropout: float = 0.0     # P(label -> null class), for classifier-free guidance (default objective)
     hflip: bool = False            # random horizontal flips (images only)
     seed: int = 0
     log_every: int = 50            # also how often the loss is checked for NaN/inf
@@ -78,18 +81,22 @@ def default_device():
 
 
 class Trainer:
-    """Trains ``model`` to denoise ``data`` under ``schedule``.
+    """Trains ``model`` on ``data`` under ``schedule`` by minimising ``objective``.
 
     Args:
-        model: a network called as ``model(x_t, t)`` or ``model(x_t, t, y=labels)``, with
-            attributes ``prediction`` ("eps", "x0" or "v") and ``config`` (a dict).
-        schedule: a :class:`~lesson_lib.schedules.NoiseSchedule`.
+        model: a :class:`~lesson_lib.models.base.Model`, called by the objective (for
+            L_simple as ``model(x_t, t)`` or ``model(x_t, t, y=labels)``), with attributes
+            ``prediction`` and ``config`` (a dict).
+        schedule: a :class:`~lesson_lib.diffusion.schedules.NoiseSchedule`.
         data: a tensor of training examples, shape ``(N, ...)``: float, or uint8 images in
             0..255 (converted per batch to [-1, 1], which keeps 4x less memory on the GPU).
         config: a :class:`TrainConfig`.
         labels: class labels ``(N,)`` for a class-conditional model.
         device: where to train; defaults to CUDA when present.
         checkpoint_path: where :meth:`save` writes and :meth:`resume` reads.
+        objective: what to minimise, ``objective(model, schedule, x0, y, generator) -> loss``
+            with a ``config()`` (see :mod:`lesson_lib.diffusion.losses`); default
+            ``LSimple(config.class_dropout)``. Its config is saved in checkpoints.
 
     ``trainer.run(steps)`` trains; ``trainer.model`` holds the raw weights,
     ``trainer.ema.model`` the averaged ones (sample from those), ``trainer.history`` the
@@ -97,9 +104,13 @@ class Trainer:
     """
 
     def __init__(self, model, schedule, data, config=None, labels=None, device=None,
-                 checkpoint_path=None):
+                 checkpoint_path=None, objective=None):
         self.config = config or TrainConfig()
         cfg = self.config
+        if objective is not None and cfg.class_dropout:
+            raise ValueError("class_dropout is a setting of the default objective; with objective= "
+                             "given, set it on the objective (e.g. LSimple(class_dropout=0.1))")
+        self.objective = objective if objective is not None else LSimple(cfg.class_dropout)
         self.device = torch.device(device) if device is not None else default_device()
         if labels is not None and len(labels) != len(data):
             raise ValueError(f"labels must have one entry per example: data has {len(data)}, "
@@ -131,7 +142,7 @@ class Trainer:
             labels = labels.long()
         data, labels = to_device_if_fits(data, labels, self.device)   # whole dataset on the GPU when it fits
         self.loader = TensorLoader(data, labels, cfg.batch_size, self.device, hflip=cfg.hflip, seed=cfg.seed)
-        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)    # t, eps, label dropout
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)    # the objective's draws
         torch.manual_seed(cfg.seed)                                             # dropout
         self.checkpoint_path = checkpoint_path
         self.step = 0
@@ -142,30 +153,21 @@ class Trainer:
     # --- one step ---------------------------------------------------------------------
 
     def _batch(self):
-        """x_0 (and labels) from the loader; t, eps and label dropout from the loop's generator."""
-        g, B = self.generator, self.config.batch_size
+        """x_0 (and labels) from the loader, channels-last when the model is."""
         x0, y = next(self.loader)
-        if y is not None and self.config.class_dropout > 0:
-            drop = torch.rand(B, generator=g, device=self.device) < self.config.class_dropout
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        t = torch.randint(0, self.schedule.T, (B,), generator=g, device=self.device)
-        eps = torch.randn(x0.shape, generator=g, device=self.device)
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-            eps = eps.contiguous(memory_format=torch.channels_last)
-        return x0, y, t, eps
+        return x0, y
 
     def train_step(self):
         """One optimisation step; returns the loss as a (device) tensor, without syncing."""
         cfg = self.config
-        x0, y, t, eps = self._batch()
+        x0, y = self._batch()
         if cfg.warmup_steps:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps)
-        kwargs = {} if y is None else {"y": y}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = l_simple(self.forward_model, self.schedule, x0, t, eps,
-                            prediction=self.model.prediction, **kwargs)
+            loss = self.objective(self.forward_model, self.schedule, x0, y, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -246,6 +248,7 @@ class Trainer:
             "model_class": type(self.model).__name__,
             "model_config": dict(self.model.config),
             "train_config": dataclasses.asdict(self.config),
+            "objective": self.objective.config(),
             "betas": self.schedule.betas.cpu(),
         }
 
@@ -253,6 +256,8 @@ class Trainer:
         check_config(state["model_config"], dict(self.model.config), "model configuration")
         check_config(_resumable(state["train_config"]), _resumable(dataclasses.asdict(self.config)),
                      "training configuration")
+        check_config(state.get("objective", LSimple(state["train_config"].get("class_dropout", 0.0)).config()),
+                     self.objective.config(), "training objective")
         if not torch.equal(state["betas"], self.schedule.betas.cpu()):
             raise ValueError("this checkpoint was trained with a different noise schedule (betas differ); "
                              "use the schedule it was trained with")

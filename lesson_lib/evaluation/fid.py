@@ -265,13 +265,13 @@ def _check_dataset(dataset):
 def _load_extractor(dataset, extractor, device):
     if extractor is not None:
         return extractor
-    from .classifiers import load_classifier  # lazily: fid.py itself needs no weights
+    from .judges import load_classifier  # lazily: fid.py itself needs no weights
 
     return load_classifier(dataset, device=device or "cpu")
 
 
 def _load_images(dataset, split, data_dir):
-    from . import datasets  # lazily: only the default reference sets need the data
+    from ..data import images as datasets  # lazily: only the default reference sets need the data
 
     loader = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}[dataset]
     images, _ = loader(split, data_dir=data_dir, as_uint8=True)

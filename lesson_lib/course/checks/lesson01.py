@@ -7,9 +7,9 @@ check, so the inputs are the same for every submission. Total: 10 points.
 
 import torch
 
-from lesson_lib import forward
-from lesson_lib.checks import check, expect_close, expect_tensor
-from lesson_lib.schedules import NoiseSchedule, cosine_beta_schedule, linear_beta_schedule
+from lesson_lib.diffusion import forward
+from lesson_lib.course.checks import check, expect_close, expect_tensor
+from lesson_lib.diffusion.schedules import NoiseSchedule, cosine_beta_schedule, linear_beta_schedule
 
 INDEX_HINT = "Code index t is the paper's t+1: alpha_bars[t] is alpha-bar_{t+1}."
 

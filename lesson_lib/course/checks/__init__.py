@@ -1,6 +1,6 @@
 """Automatic checks for the exercise notebooks, one module per lesson.
 
-``lesson_lib/checks/lesson01.py`` holds the checks for the lesson-1 exercises, and so on.
+``lesson_lib/course/checks/lesson01.py`` holds the checks for the lesson-1 exercises, and so on.
 A check is a plain function that receives the student's namespace (a dict of the
 functions their notebook defines) and raises ``AssertionError`` with a helpful message
 when something is wrong. The :func:`check` decorator registers it with its points and
@@ -11,7 +11,7 @@ the names of the functions it needs::
         \"\"\"linear_betas(T) equals the linear schedule of Ho et al. (2020).\"\"\"
         expect_close(ns["linear_betas"](1000), linear_beta_schedule(1000), "linear_betas(1000)")
 
-The grader (:mod:`lesson_lib.grader`) gives 0 points, without calling the check, when a
+The grader (:mod:`lesson_lib.course.grader`) gives 0 points, without calling the check, when a
 function in ``uses`` is missing, and runs every check in a separate, resource-limited
 process. This module itself does not import torch, so that listing the lessons is cheap.
 """

@@ -1,7 +1,7 @@
 """A small MLP denoiser for 2-D data.
 
 The network eps_theta(x_t, t) must know the noise level, so the timestep enters through
-the sinusoidal embedding (see :mod:`lesson_lib.embeddings`) followed by a small MLP, and is
+the sinusoidal embedding (see :mod:`lesson_lib.models.embeddings`) followed by a small MLP, and is
 added to the hidden state of every residual block (the same pattern as the U-Net's ResNet
 blocks, without convolutions).
 """
@@ -9,6 +9,7 @@ blocks, without convolutions).
 import torch
 from torch import nn
 
+from .base import Model, check_prediction
 from .embeddings import sinusoidal_embedding
 
 
@@ -25,7 +26,7 @@ class ResidualMLPBlock(nn.Module):
         return h + self.fc2(nn.functional.silu(self.fc1(self.norm(h)) + emb))
 
 
-class MLPDenoiser(nn.Module):
+class MLPDenoiser(Model):
     """eps_theta(x_t, t) for points in ``dim`` dimensions.
 
     Args:
@@ -40,16 +41,14 @@ class MLPDenoiser(nn.Module):
         super().__init__()
         self.config = dict(dim=dim, hidden=hidden, num_blocks=num_blocks, time_dim=time_dim,
                            prediction=prediction)
+        check_prediction(prediction)
         self.prediction = prediction
+        self.in_channels = dim
         self.time_dim = time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(ResidualMLPBlock(hidden) for _ in range(num_blocks))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def forward(self, x, t, y=None):
         if y is not None:

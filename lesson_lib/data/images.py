@@ -174,101 +174,6 @@ def load_dataset(name, split="train", data_dir=None, download=True, as_uint8=Fal
 
 
 # ---------------------------------------------------------------------------------------------
-# Batches on the device
-
-def to_device_if_fits(images, labels, device, max_fraction=0.5):
-    """Move the whole dataset to ``device`` if it takes at most ``max_fraction`` of the free memory.
-
-    On CUDA the free memory comes from ``torch.cuda.mem_get_info``; when the data does not fit
-    it stays on the CPU and :class:`TensorLoader` copies one batch at a time (pinned,
-    non-blocking). Pass uint8 images (``as_uint8=True``) to need 4x less memory.
-    """
-    device = torch.device(device)
-    move = lambda x: None if x is None else x.to(device)  # noqa: E731
-    if device.type != "cuda":
-        return move(images), move(labels)
-    free, _ = torch.cuda.mem_get_info(device)
-    needed = sum(x.numel() * x.element_size() for x in (images, labels) if x is not None)
-    if needed <= max_fraction * free:
-        return move(images), move(labels)
-    return images, labels
-
-
-class TensorLoader:
-    """An endless iterator of random batches ``(x, y)`` from tensors, e.g. on the GPU.
-
-    Each epoch visits every example once in a fresh random order; the last incomplete batch
-    of an epoch is dropped so every batch has exactly ``batch_size`` examples (convenient for
-    torch.compile). Batches come out on ``device`` (default: where ``images`` live) as float32
-    in [-1, 1]: uint8 images are converted per batch, which lets the dataset sit on the GPU at
-    a quarter of the float32 size. ``hflip=True`` flips each example left-right with
-    probability 1/2 (DDPM's CIFAR-10 augmentation), on the device. ``y`` is None when no
-    labels were given. Randomness comes from a CPU generator seeded with ``seed``.
-
-        loader = TensorLoader(*to_device_if_fits(images, labels, "cuda"), batch_size=128, device="cuda")
-        x0, y = next(loader)
-    """
-
-    def __init__(self, images, labels=None, batch_size=128, device=None, hflip=False, seed=0):
-        if labels is not None and len(labels) != len(images):
-            raise ValueError(f"images and labels must have the same length, got {len(images)} and {len(labels)}")
-        if not 1 <= batch_size <= len(images):
-            raise ValueError(f"batch_size must be between 1 and the number of images ({len(images)}), "
-                             f"got {batch_size}")
-        if hflip and images.ndim != 4:
-            raise ValueError(f"hflip needs images of shape (N, C, H, W), got {tuple(images.shape)}")
-        if labels is not None and labels.device != images.device:
-            raise ValueError(f"images and labels must be on the same device, got {images.device} and "
-                             f"{labels.device}; move both with to_device_if_fits(images, labels, device)")
-        self.images, self.labels = images, labels
-        self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else images.device
-        self.hflip = hflip
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = -1
-        self._order, self._pos = None, len(images)
-
-    def state_dict(self):
-        """Everything needed to continue the exact same sequence of batches."""
-        return {"generator": self.generator.get_state(), "epoch": self.epoch, "pos": self._pos,
-                "order": None if self._order is None else self._order.cpu()}
-
-    def load_state_dict(self, state):
-        self.generator.set_state(state["generator"])
-        self.epoch, self._pos = state["epoch"], state["pos"]
-        self._order = None if state["order"] is None else state["order"].to(self.images.device)
-
-    @property
-    def steps_per_epoch(self):
-        return len(self.images) // self.batch_size
-
-    def __iter__(self):
-        return self
-
-    def _to_device(self, batch):
-        if batch.device == self.device:
-            return batch
-        if self.device.type == "cuda" and batch.device.type == "cpu":
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=True)
-
-    def __next__(self):
-        if self._pos + self.batch_size > len(self.images):
-            self.epoch += 1
-            self._order = torch.randperm(len(self.images), generator=self.generator).to(self.images.device)
-            self._pos = 0
-        idx = self._order[self._pos:self._pos + self.batch_size]
-        self._pos += self.batch_size
-        x = self._to_device(self.images[idx])
-        x = uint8_to_float(x) if x.dtype == torch.uint8 else x.float()
-        if self.hflip:
-            flip = self._to_device(torch.rand(self.batch_size, generator=self.generator) < 0.5)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        y = None if self.labels is None else self._to_device(self.labels[idx])
-        return x, y
-
-
-# ---------------------------------------------------------------------------------------------
 # Looking at images
 
 def make_grid_image(images, nrow=8, padding=2):
@@ -292,7 +197,7 @@ def save_grid(images, path, nrow=8, padding=2):
     """Save :func:`make_grid_image` as a PNG, atomically (temporary file, then ``os.replace``)."""
     from PIL import Image
 
-    from .checkpoint import atomic_write
+    from ..files import atomic_write
 
     array = make_grid_image(images, nrow=nrow, padding=padding)
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))

@@ -19,8 +19,8 @@ and with all outputs and execution counts cleared; ``check`` fails (exit code 1)
 exercise notebook differs from what ``generate`` would write. The output is byte-for-byte
 reproducible, so ``check`` can run in CI::
 
-    python -m lesson_lib.assignments generate [--solutions DIR] [--exercises DIR]
-    python -m lesson_lib.assignments check    [--solutions DIR] [--exercises DIR]
+    python -m lesson_lib.course.assignments generate [--solutions DIR] [--exercises DIR]
+    python -m lesson_lib.course.assignments check    [--solutions DIR] [--exercises DIR]
 """
 
 import argparse
@@ -92,7 +92,7 @@ def make_exercise(nb, solution_name):
         cell.execution_count = None
         cell.metadata.pop("execution", None)  # timings recorded by nbclient
     notice = nbformat.v4.new_markdown_cell(
-        f"*Generated from `{solution_name}` by `python -m lesson_lib.assignments generate`. "
+        f"*Generated from `{solution_name}` by `python -m lesson_lib.course.assignments generate`. "
         f"Course maintainers: edit the solution notebook, not this file.*")
     if nb.get("nbformat_minor", 0) >= 5:
         notice["id"] = NOTICE_ID
@@ -162,7 +162,7 @@ def check(solutions_dir="solutions", exercises_dir="exercises"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m lesson_lib.assignments",
+        prog="python -m lesson_lib.course.assignments",
         description="Build exercises/*.ipynb from solutions/*.ipynb by replacing every "
                     f"'{BEGIN}' ... '{END}' region with a NotImplementedError stub.")
     parser.add_argument("command", choices=["generate", "check"],
@@ -170,7 +170,7 @@ def main(argv=None):
     parser.add_argument("--solutions", default="solutions", help="folder of solution notebooks (default: solutions)")
     parser.add_argument("--exercises", default="exercises", help="folder of exercise notebooks (default: exercises)")
     args = parser.parse_args(argv)
-    fix = "python -m lesson_lib.assignments generate"
+    fix = "python -m lesson_lib.course.assignments generate"
     if (args.solutions, args.exercises) != ("solutions", "exercises"):
         fix += f" --solutions {args.solutions} --exercises {args.exercises}"
     try:

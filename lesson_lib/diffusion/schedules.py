@@ -72,6 +72,9 @@ class NoiseSchedule:
     ``alphas``                    alpha_t = 1 - beta_t
     ``alpha_bars``                alpha-bar_t = prod_{s<=t} alpha_s  (Ho et al., Eq. 4)
     ``alpha_bars_prev``           alpha-bar_{t-1}, with alpha-bar_0 = 1
+    ``alpha_bars_with_0``         alpha-bar_0 = 1 followed by ``alpha_bars`` (length T + 1):
+                                  entry k is the paper's alpha-bar_k, so the level of code
+                                  index s is entry s + 1, and s = -1 is the data itself
     ``sqrt_alpha_bars``           sqrt(alpha-bar_t), the signal scale of x_t
     ``sqrt_one_minus_alpha_bars`` sqrt(1 - alpha-bar_t), the noise scale of x_t
     ``snr``                       alpha-bar_t / (1 - alpha-bar_t), signal-to-noise ratio
@@ -97,6 +100,7 @@ class NoiseSchedule:
         self.alphas = 1.0 - betas
         self.alpha_bars = torch.cumprod(self.alphas, dim=0)
         self.alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars[:-1]])
+        self.alpha_bars_with_0 = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars])
         self.sqrt_alpha_bars = self.alpha_bars.sqrt()
         self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
         self.snr = self.alpha_bars / (1.0 - self.alpha_bars)
@@ -158,13 +162,22 @@ class NoiseSchedule:
                 f"beta_T={self.betas[-1].item():.3g}, alpha_bar_T={self.alpha_bars[-1].item():.3g})")
 
 
-def check_timesteps(t, T, name="t"):
-    """Raise a clear error unless ``t`` is an integer tensor with every entry in 0..T-1."""
+def _check_timestep_type(t, name="t"):
+    """Type and dtype only: free, since it reads no values."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of integer timesteps, got {type(t).__name__}; "
                         f"wrap it: torch.tensor([{t!r}])")
     if t.dtype.is_floating_point or t.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer timesteps (torch.long), got dtype {t.dtype}")
+
+
+def check_timesteps(t, T, name="t"):
+    """Raise a clear error unless ``t`` is an integer tensor with every entry in 0..T-1.
+
+    Reading the smallest and largest entry makes the host wait for the device (on CUDA), so
+    this runs once where timesteps enter the library (``q_sample``, ``l_simple``, a sampler's
+    timestep list), never inside :func:`extract`, which every step calls several times."""
+    _check_timestep_type(t, name)
     if t.numel() and (t.min() < 0 or t.max() >= T):
         raise ValueError(f"{name} must lie in 0..{T - 1} (code index t is the paper's t+1), "
                          f"got values from {int(t.min())} to {int(t.max())}")
@@ -177,8 +190,12 @@ def extract(values, t, x):
     and ``x`` a batch of shape ``(B, ...)``. Returns a tensor of shape ``(B, 1, ..., 1)`` in
     the dtype and on the device of ``x``. Gathering happens in the schedule's precision
     (float64) before the cast.
+
+    It checks types and shapes only, which costs nothing; the values of ``t`` are checked once
+    by the public function that received them (:func:`check_timesteps`), not here in the hot
+    path.
     """
-    check_timesteps(t, values.numel())
+    _check_timestep_type(t)
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(f"t must have shape (batch,) = ({x.shape[0]},) to match x, "
                          f"got t of shape {tuple(t.shape)}")

@@ -4,7 +4,7 @@
 al., 2020, Appendix B), computed here in float64. ``training_step`` trains a class-conditional
 model with label dropout (Ho & Salimans, 2022): it draws its own t, eps and dropout mask, so
 the checks record what the model was called with, recover eps from x_t by inverting Eq. 4,
-and compare the loss and the SGD update with :func:`lesson_lib.losses.l_simple` for that same
+and compare the loss and the SGD update with :func:`lesson_lib.diffusion.losses.l_simple` for that same
 t, eps and labels. The dropout rate is checked statistically on a large batch (the bounds are
 five standard deviations wide). Total: 10 points.
 """
@@ -14,9 +14,9 @@ import copy
 import torch
 from torch import nn
 
-from lesson_lib import losses
-from lesson_lib.checks import check, expect_close, expect_fresh_t_and_eps, expect_sgd_step
-from lesson_lib.schedules import NoiseSchedule
+from lesson_lib.diffusion import losses
+from lesson_lib.course.checks import check, expect_close, expect_fresh_t_and_eps, expect_sgd_step
+from lesson_lib.diffusion.schedules import NoiseSchedule
 
 EMA_HINT = "theta_ema <- decay * theta_ema + (1 - decay) * theta, for every parameter."
 LOSS_HINT = ("the loss is mean((eps - model(x_t, t, y=labels))^2) over every entry, with "

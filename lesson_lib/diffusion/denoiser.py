@@ -1,0 +1,88 @@
+"""The denoiser: any network, whatever it predicts, as one prediction of (x_0, eps).
+
+A network can be trained to predict the noise eps (Ho et al., 2020), the data x_0, or the
+velocity v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0 (Salimans & Ho, 2022). Given
+x_t, each determines the other two (Eq. 4 of Ho et al.), so every sampler and every loss that
+needs the network's opinion asks a :class:`Denoiser` and gets a :class:`Prediction` back:
+
+    denoise = Denoiser(model, schedule, clip_x0=True)
+    pred = denoise(x_t, t, y=labels)          # pred.x0, pred.eps
+
+This is the only place that runs the network for sampling, so it is the only place that
+handles mixed precision, checks the output's shape, converts eps/x0/v and clips x0_hat.
+Guidance and conditioning wrap a denoiser in another callable with the same signature
+(``(x_t, t, **cond) -> Prediction``); the sampling loop never changes.
+"""
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from ..models.base import check_prediction
+from .forward import eps_from_x0, to_x0_eps
+
+
+class Prediction(NamedTuple):
+    """What a denoiser says about x_t: its estimates of x_0 and of eps (consistent with each
+    other through Eq. 4), and, for a model with a learned variance, log Sigma (else None)."""
+
+    x0: torch.Tensor
+    eps: torch.Tensor
+    log_variance: Optional[torch.Tensor] = None
+
+
+def model_prediction(model, prediction=None):
+    """What ``model`` predicts: ``prediction`` when given, else the model's own ``prediction``
+    attribute (set when it was built and stored in its checkpoint), else "eps" for a plain
+    function. A ``prediction`` that contradicts the model's is an error: sampling an x0 or v
+    model as an eps model gives noise, not images."""
+    own = getattr(model, "prediction", None)
+    if prediction is not None:
+        check_prediction(prediction)
+    if prediction is None:
+        prediction = own or "eps"
+    elif own is not None and own != prediction:
+        raise ValueError(f"prediction={prediction!r} contradicts the model, which was built with "
+                         f"prediction={own!r}; leave prediction= out to use the model's own")
+    check_prediction(prediction)
+    return prediction
+
+
+def clip(x0_hat, clip_x0):
+    """Clip to [-1, 1] for ``clip_x0=True`` (images in [-1, 1]), to [-c, c] for a number c."""
+    bound = 1.0 if clip_x0 is True else float(clip_x0)
+    return x0_hat.clamp(-bound, bound)
+
+
+class Denoiser:
+    """``Denoiser(model, schedule)(x_t, t, **cond) -> Prediction``.
+
+    Args:
+        model: a callable ``model(x_t, t, **cond)`` returning an eps, x0 or v prediction of the
+            shape of ``x_t``.
+        schedule: the :class:`~lesson_lib.diffusion.schedules.NoiseSchedule` it was trained with.
+        prediction: what the output means; read from ``model.prediction`` when left out.
+        clip_x0: clip x0_hat to [-1, 1] (True) or [-c, c] (a number); eps_hat is then derived
+            again from the clipped x0_hat, so the pair stays consistent (as DDIM needs).
+        autocast: run the network under bfloat16 autocast (outputs come back in the dtype of x_t).
+    """
+
+    def __init__(self, model, schedule, prediction=None, clip_x0=False, autocast=False):
+        self.model = model
+        self.schedule = schedule
+        self.prediction = model_prediction(model, prediction)
+        self.clip_x0 = clip_x0
+        self.autocast = autocast
+
+    def __call__(self, x_t, t, **cond):
+        with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            output = self.model(x_t, t, **cond)
+        if output.shape != x_t.shape:
+            raise ValueError(f"the model returned shape {tuple(output.shape)} for x_t of shape "
+                             f"{tuple(x_t.shape)}; it must predict a tensor of the same shape")
+        output = output.to(x_t.dtype)
+        x0_hat, eps_hat = to_x0_eps(self.schedule, x_t, t, output, self.prediction)
+        if self.clip_x0:
+            x0_hat = clip(x0_hat, self.clip_x0)
+            eps_hat = eps_from_x0(self.schedule, x_t, t, x0_hat)
+        return Prediction(x0_hat, eps_hat)

@@ -1,0 +1,229 @@
+"""The reverse process: one loop that turns noise into data, whatever the step.
+
+    x = x_T
+    for t, s in consecutive pairs of the timestep list (s = -1 after the last):
+        pred = denoise(x, t)                        # x0_hat and eps_hat  (denoiser.py)
+        x = step(schedule, x, t, s, pred, noise)    # DDPM, DDIM, ...     (steps.py)
+
+:func:`sample` is that loop. The two samplers of the course are presets of it:
+
+* :func:`ddpm_sample`, Algorithm 2 of Ho et al. (2020): every timestep, ancestral steps with
+  sigma_t^2 = beta_t or beta-tilde_t. Ho et al. found both give similar sample quality: beta_t
+  is the right choice when x_0 ~ N(0, I), beta-tilde_t when x_0 is a single point (Sec. 3.2).
+* :func:`ddim_sample`, Song et al. (2021), Eq. 12: ``steps`` timesteps, deterministic for
+  eta = 0; eta = 1 on every step is DDPM with beta-tilde.
+
+Every sampler accepts any callable ``model(x_t, t, **model_kwargs)`` that returns an eps, x0 or
+v prediction; what it predicts is read from ``model.prediction`` (or given as ``prediction=``).
+A ``callback`` sees every step (x_t, x0_hat and x_s), so a lesson can draw x0_hat along the
+chain without a second loop. Guidance wraps the denoiser; fewer steps change the timestep list
+(:mod:`lesson_lib.diffusion.timesteps`); neither touches the loop.
+"""
+
+import contextlib
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from .denoiser import Denoiser, Prediction
+from .schedules import check_timesteps, extract
+from .steps import VARIANCES, ddim_step, ddpm_step
+from .timesteps import all_steps, spaced
+
+
+class StepRecord(NamedTuple):
+    """What a ``callback`` receives at each step: the step's index ``i``, the timesteps ``t``
+    and ``s`` (ints; s = -1 is the data), the state x_t, the denoiser's ``pred`` at x_t, and
+    the new state x_s."""
+
+    i: int
+    t: int
+    s: int
+    x_t: torch.Tensor
+    pred: Prediction
+    x_s: torch.Tensor
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Put an ``nn.Module`` in eval mode (no dropout) for the block, then restore its mode."""
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
+
+def _check_model_device(model, x):
+    try:
+        device = next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return
+    if device != x.device:
+        raise ValueError(f"the model is on {device} but x is on {x.device}; pass device={str(device)!r} "
+                         f"to the sampler or move the model with model.to(...)")
+
+
+def _check_timestep_list(timesteps, T):
+    ts = [int(t) for t in timesteps]
+    if not ts:
+        raise ValueError("timesteps must hold at least one timestep")
+    check_timesteps(torch.tensor(ts), T, "timesteps")
+    return ts
+
+
+@torch.no_grad()
+def sample(denoise, schedule, x_T, timesteps, step, *, stochastic=True, cond=None, generator=None,
+           callback=None, progress=True, desc="sampling"):
+    """Run ``step`` along ``timesteps`` from ``x_T``; returns the final state.
+
+    Args:
+        denoise: ``denoise(x_t, t, **cond) -> Prediction``, e.g. a :class:`Denoiser` (or a
+            guidance wrapper around one).
+        schedule: the noise schedule, on the device of ``x_T``.
+        timesteps: the code timesteps to visit, in order (see :mod:`.timesteps`); the step from
+            the last one goes to s = -1, the data.
+        step: ``step(schedule, x_t, t, s, pred, noise) -> x_s`` (see :mod:`.steps`).
+        stochastic: draw fresh N(0, I) noise (from ``generator``) for every step but the last;
+            False passes ``noise=None`` (deterministic steps such as DDIM with eta = 0).
+        callback: called with a :class:`StepRecord` after every step.
+    """
+    ts = _check_timestep_list(timesteps, schedule.T)
+    x, B, cond = x_T, x_T.shape[0], cond or {}
+    for i, t in enumerate(tqdm(ts, desc=desc, disable=not progress)):
+        s = ts[i + 1] if i + 1 < len(ts) else -1
+        t_batch = torch.full((B,), t, device=x.device, dtype=torch.long)
+        s_batch = torch.full((B,), s, device=x.device, dtype=torch.long)
+        pred = denoise(x, t_batch, **cond)
+        noise = None
+        if stochastic and s >= 0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_s = step(schedule, x, t_batch, s_batch, pred, noise)
+        if callback is not None:
+            callback(StepRecord(i, t, s, x, pred, x_s))
+        x = x_s
+    return x
+
+
+def _start(shape, x_T, device, generator):
+    if x_T is not None:
+        return x_T
+    if shape is None:
+        raise ValueError("give either shape=(batch, ...) or a starting noise tensor x_T")
+    return torch.randn(tuple(shape), generator=generator, device=device)
+
+
+def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
+         model_kwargs, timesteps, step, stochastic, keep, return_trajectory, progress, desc):
+    """The shared set-up of the presets: start, checks, denoiser, eval mode, trajectory."""
+    x = _start(shape, x_T, device, generator)
+    _check_model_device(model, x)
+    schedule = schedule.to(x.device)
+    autocast = x.device.type == "cuda" if autocast is None else autocast
+    denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
+    trajectory = [x]
+    record = (lambda r: trajectory.append(r.x_s) if keep(r) else None) if return_trajectory else None
+    with evaluating(model):
+        x = sample(denoise, schedule, x, timesteps, step, stochastic=stochastic, cond=model_kwargs,
+                   generator=generator, callback=record, progress=progress, desc=desc)
+    return (x, torch.stack(trajectory)) if return_trajectory else x
+
+
+def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, variance="beta",
+                clip_x0=False, model_kwargs=None, device="cpu", generator=None,
+                return_trajectory=False, trajectory_stride=1, progress=True, autocast=None,
+                timesteps=None):
+    """Algorithm 2 of Ho et al. (2020): ancestral sampling from x_T ~ N(0, I) to x_0.
+
+    Args:
+        model: a callable ``model(x_t, t, **model_kwargs)``; an ``nn.Module`` is put in eval
+            mode while sampling.
+        schedule: the :class:`~lesson_lib.diffusion.schedules.NoiseSchedule` the model was trained with.
+        shape: the batch shape, e.g. ``(16, 1, 28, 28)``; or pass ``x_T`` yourself.
+        prediction: what the model predicts; read from ``model.prediction`` when left out.
+        variance: sigma_t^2 = beta_t ("beta") or beta-tilde_t ("beta_tilde").
+        clip_x0: clip the x_0 estimate to [-1, 1] at each step (True, for images in
+            [-1, 1]) or to [-c, c] for a number c (e.g. the range of 2-D data).
+        return_trajectory: also return the states x_T, ..., x_0 (every
+            ``trajectory_stride``-th step, always including both ends), stacked on dim 0.
+        autocast: run the network in bfloat16 autocast; defaults to True on CUDA.
+        timesteps: every step by default; a shorter list (see :mod:`.timesteps`) gives strided
+            DDPM, each step using the respaced chain's beta_{t->s}.
+
+    Returns x_0, or ``(x_0, trajectory)``.
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+    timesteps = all_steps(schedule.T) if timesteps is None else timesteps
+    step = functools.partial(ddpm_step, variance=variance)
+    return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
+                model_kwargs, timesteps, step, True, lambda r: r.t % trajectory_stride == 0,
+                return_trajectory, progress, "DDPM sampling")
+
+
+def ddim_timesteps(T, steps, spacing="linspace"):
+    """``steps`` code timesteps spread over 0..T-1, in descending order, as a long tensor
+    (see :func:`lesson_lib.diffusion.timesteps.spaced`)."""
+    return torch.tensor(spaced(T, steps, spacing), dtype=torch.long)
+
+
+def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, prediction=None,
+                clip_x0=False, model_kwargs=None, device="cpu", generator=None,
+                return_trajectory=False, progress=True, autocast=None, spacing="linspace"):
+    """DDIM sampling (Song et al., 2021, Eq. 12) on ``steps`` timesteps (``spacing`` as in
+    :mod:`lesson_lib.diffusion.timesteps`); see :func:`~lesson_lib.diffusion.steps.ddim_step`.
+
+    From x_t to the previous chosen timestep s:
+
+        x_s = sqrt(alpha-bar_s) x0_hat + sqrt(1 - alpha-bar_s - sigma^2) eps_hat + sigma z,
+        sigma = eta * sqrt((1 - alpha-bar_s) / (1 - alpha-bar_t)) * sqrt(1 - alpha-bar_t / alpha-bar_s).
+
+    ``eta = 0`` is deterministic; ``eta = 1`` with ``steps = T`` is DDPM with sigma^2 = beta-tilde.
+    ``return_trajectory`` returns every state x_T, ..., x_0 as well.
+    """
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a non-negative number (0 = deterministic, 1 = DDPM-like), got eta={eta!r}")
+    timesteps = spaced(schedule.T, steps, spacing)
+    step = functools.partial(ddim_step, eta=eta)
+    return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
+                model_kwargs, timesteps, step, eta > 0, lambda r: True, return_trajectory,
+                progress, "DDIM sampling")
+
+
+# --- single steps, for lessons and exercises that take one step by hand -------------------
+
+def p_mean_variance(model, schedule, x_t, t, prediction=None, variance="beta",
+                    clip_x0=False, model_kwargs=None, autocast=False):
+    """The reverse-step distribution p_theta(x_{t-1} | x_t) = N(mean, variance I).
+
+    The network's output is turned into an estimate x0_hat of x_0 (optionally clipped to
+    [-1, 1] as for images, or to [-c, c] for ``clip_x0=c``) and plugged into the posterior mean
+    mu-tilde_t(x_t, x0_hat) (Ho et al., Eqs. 7 and 11). ``variance`` picks sigma_t^2 = beta_t
+    ("beta") or beta-tilde_t ("beta_tilde"). Returns ``(mean, variance, x0_hat)``.
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+    check_timesteps(t, schedule.T)
+    pred = Denoiser(model, schedule, prediction, clip_x0, autocast)(x_t, t, **(model_kwargs or {}))
+    mean = ddpm_step(schedule, x_t, t, t - 1, pred)
+    var = extract(schedule.betas if variance == "beta" else schedule.posterior_variance, t, x_t)
+    return mean, var, pred.x0
+
+
+def p_sample_step(model, schedule, x_t, t, prediction=None, variance="beta", clip_x0=False,
+                  model_kwargs=None, generator=None, autocast=False):
+    """One ancestral step x_t -> x_{t-1} (Algorithm 2, line 4). ``t`` is a Python int;
+    at t = 0 (the paper's t = 1) no noise is added and the mean is returned."""
+    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    mean, var, _ = p_mean_variance(model, schedule, x_t, t_batch, prediction, variance,
+                                   clip_x0, model_kwargs, autocast)
+    if t == 0:
+        return mean
+    z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+    return mean + var.sqrt() * z

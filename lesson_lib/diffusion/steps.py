@@ -1,0 +1,89 @@
+"""One step of the reverse process, from timestep t to an earlier timestep s.
+
+Each step is a pure function ``step(schedule, x_t, t, s, pred, noise) -> x_s``: ``t`` and ``s``
+are long tensors of shape (B,) (code indices; ``s = -1`` means the data x_0), ``pred`` is the
+denoiser's :class:`~lesson_lib.diffusion.denoiser.Prediction` at (x_t, t), and ``noise`` is a
+standard normal tensor (None where the step is deterministic). The sampling loop
+(:mod:`lesson_lib.diffusion.sampling`) calls them; so can a loss (progressive distillation
+takes two DDIM steps of a teacher inside its target).
+
+Everything is computed from alpha-bar at the two ends, alpha-bar_t and alpha-bar_s (the
+schedule's ``alpha_bars_with_0``, where s = -1 gives alpha-bar = 1), in float64, and cast to
+the dtype of x_t at the end. So the same functions take one step of the original chain
+(s = t - 1) or one step of a respaced chain (any s < t).
+"""
+
+import torch
+
+VARIANCES = ("beta", "beta_tilde")
+
+
+def _levels(schedule, t, s):
+    """alpha-bar_t and alpha-bar_s as float64 tensors of shape (B,)."""
+    alpha_bars = schedule.alpha_bars_with_0
+    return alpha_bars[t + 1], alpha_bars[s + 1]
+
+
+def _bcast(values, x):
+    """(B,) float64 -> (B, 1, ..., 1) in the dtype and on the device of ``x``."""
+    return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def ddpm_step(schedule, x_t, t, s, pred, noise=None, variance="beta"):
+    """Ancestral sampling, Algorithm 2 of Ho et al. (2020), line 4, from t to any s < t.
+
+    x_s is drawn from the posterior q(x_s | x_t, x0_hat) of the chain that jumps from s to t
+    in one step, whose variance is beta_{t->s} = 1 - alpha-bar_t / alpha-bar_s (Nichol &
+    Dhariwal 2021, Sec. 4; for s = t - 1 it is beta_t itself):
+
+        mean     = sqrt(alpha-bar_s) beta_{t->s} / (1 - alpha-bar_t) * x0_hat
+                   + sqrt(alpha-bar_t / alpha-bar_s) (1 - alpha-bar_s) / (1 - alpha-bar_t) * x_t
+        sigma^2  = beta_{t->s}                                            (variance="beta")
+                or beta-tilde_{t->s} = (1 - alpha-bar_s) / (1 - alpha-bar_t) beta_{t->s}
+                                                                          ("beta_tilde")
+        x_s      = mean + sigma * noise
+
+    (Ho et al., Eqs. 6-7 and 11). At the last step (s = -1) the mean is x0_hat itself and no
+    noise is added. ``pred.log_variance``, when the model learned its variance, replaces sigma^2.
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+    a_t, a_s = _levels(schedule, t, s)
+    beta = 1 - a_t / a_s
+    coef_x0 = a_s.sqrt() * beta / (1 - a_t)
+    coef_xt = (a_t / a_s).sqrt() * (1 - a_s) / (1 - a_t)
+    mean = _bcast(coef_x0, x_t) * pred.x0 + _bcast(coef_xt, x_t) * x_t
+    if noise is None:
+        return mean
+    if pred.log_variance is not None:
+        std = (0.5 * pred.log_variance).exp()
+    else:
+        var = beta if variance == "beta" else (1 - a_s) / (1 - a_t) * beta
+        std = _bcast(var, x_t).sqrt()
+    return mean + std * noise
+
+
+def ddim_sigma(schedule, t, s, eta):
+    """The noise scale of a DDIM step (Song et al., 2021, Eq. 16):
+
+        sigma = eta * sqrt((1 - alpha-bar_s) / (1 - alpha-bar_t)) * sqrt(1 - alpha-bar_t / alpha-bar_s).
+
+    eta = 1 gives sigma^2 = beta-tilde_{t->s}, DDPM's posterior variance; eta = 0 gives 0."""
+    a_t, a_s = _levels(schedule, t, s)
+    return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
+
+
+def ddim_step(schedule, x_t, t, s, pred, noise=None, eta=0.0):
+    """A DDIM step (Song et al., 2021, Eq. 12) from t to s:
+
+        x_s = sqrt(alpha-bar_s) x0_hat + sqrt(1 - alpha-bar_s - sigma^2) eps_hat + sigma noise
+
+    with sigma from :func:`ddim_sigma`. eta = 0 is deterministic; with s > t (and eta = 0) the
+    same formula runs the deterministic map backwards: DDIM inversion. The last step (s = -1)
+    returns x0_hat."""
+    a_t, a_s = _levels(schedule, t, s)
+    sigma = ddim_sigma(schedule, t, s, eta) if eta else torch.zeros_like(a_t)
+    x_s = _bcast(a_s.sqrt(), x_t) * pred.x0 + _bcast((1 - a_s - sigma ** 2).clamp(min=0).sqrt(), x_t) * pred.eps
+    if noise is not None and eta:
+        x_s = x_s + _bcast(sigma, x_t) * noise
+    return x_s

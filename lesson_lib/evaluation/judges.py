@@ -1,0 +1,76 @@
+"""Judging samples with the course's own classifiers: class accuracy and confidence.
+
+A sample "of class 3" from a class-conditional model should be classified as a 3, with high
+confidence (:func:`class_accuracy`). The classifiers (:mod:`lesson_lib.models.classifiers`)
+ship trained in ``lesson_lib/weights/``; :func:`load_classifier` checks their hash.
+"""
+
+import torch
+
+from ..models.classifiers import _check_dataset, build_classifier
+from ..pretrained import load_artifact
+
+
+def train_command(dataset):
+    """The documented shell command that trains (and ships) the classifier for ``dataset``."""
+    return (f"python -m lesson_lib.training.classifier_fit train --dataset {dataset} "
+            f"--out lesson_lib/weights/{dataset}_classifier.pt")
+
+def load_classifier(dataset, device="cpu", weights_dir=None):
+    """The shipped, trained classifier for ``dataset``, in float32 and eval mode.
+
+    Reads ``{dataset}_classifier.pt`` and its card ``.json`` from ``weights_dir`` (default:
+    ``lesson_lib/weights``) through :func:`lesson_lib.pretrained.load_artifact`, which checks
+    the sha256 and loads with ``weights_only=True``; the weights are cast to float32. The returned model carries ``info``
+    (the sidecar dict) and ``name`` (architecture and hash prefix, used in metric reports).
+    """
+    _check_dataset(dataset)
+    state, info = load_artifact(f"{dataset}_classifier", weights_dir,
+                                hint=f"reinstall lesson_lib or retrain with: {train_command(dataset)}")
+    model = build_classifier(dataset)
+    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
+    model.info = info
+    model.name = f"{info.get('architecture', type(model).__name__)}[{info['sha256'][:8]}]"
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- judging samples
+
+@torch.no_grad()
+def classify(images, dataset="mnist", classifier=None, batch_size=500, device=None):
+    """Predicted labels and confidences (the softmax probability of the predicted class).
+
+    ``images`` are in [-1, 1], shape (N, C, H, W). Uses the shipped classifier for ``dataset``
+    unless ``classifier`` is given. Returns ``(labels (N,) long, confidence (N,) float32)``.
+    """
+    if classifier is None:
+        classifier = load_classifier(dataset, device=device or "cpu")
+    device = torch.device(device) if device is not None else next(classifier.parameters()).device
+    was_training = classifier.training
+    classifier.eval()
+    labels, confidence = [], []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device, torch.float32)
+        probs = classifier(x).float().softmax(dim=1)
+        conf, pred = probs.max(dim=1)
+        labels.append(pred.cpu())
+        confidence.append(conf.cpu())
+    classifier.train(was_training)
+    return torch.cat(labels), torch.cat(confidence)
+
+
+def class_accuracy(images, labels, dataset="mnist", classifier=None, batch_size=500, device=None):
+    """Class accuracy and confidence of generated samples of a class-conditional model.
+
+    ``labels`` are the classes the samples were conditioned on. Returns a dict with
+    ``accuracy`` (fraction classified as their label), ``mean_confidence`` (mean softmax
+    probability of the predicted class) and ``n``.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise ValueError(f"labels must be a 1-D tensor with one label per image; got labels of "
+                         f"shape {tuple(labels.shape)} for {len(images)} images")
+    predicted, confidence = classify(images, dataset, classifier, batch_size, device)
+    return dict(accuracy=(predicted == labels).float().mean().item(),
+                mean_confidence=confidence.mean().item(), n=len(labels))
+

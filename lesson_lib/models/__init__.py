@@ -1,0 +1,11 @@
+"""The networks: they map (x_t, t[, y]) to a prediction, and never import the diffusion maths.
+
+    base          what every network shares: config, from_config, prediction, num_classes
+    embeddings    the sinusoidal time embedding
+    mlp           a small MLP denoiser for 2-D data
+    unet          the U-Net denoiser for images, and its presets
+    classifiers   the course's MNIST and CIFAR-10 classifiers (FID features, class accuracy)
+"""
+
+from .base import MODEL_CLASSES  # noqa: F401  (the registry that checkpoints are loaded through)
+from . import classifiers, mlp, unet  # noqa: F401,E402  (importing them registers their classes)
