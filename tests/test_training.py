@@ -273,3 +273,53 @@ def test_bad_arguments():
     for bad in ({"batch_size": 0}, {"log_every": 0}, {"lr": 0.0}, {"class_dropout": 1.0}, {"class_dropout": -0.1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TrainConfig(**bad)
+
+
+# --- the objective is an argument -----------------------------------------------------------------
+
+class ShrinkOutput:
+    """A toy objective: drive the model's output at x0 (t = 0) to zero."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def config(self):
+        return {"name": "shrink_output", "scale": self.scale}
+
+    def __call__(self, model, schedule, x0, y, generator):
+        t = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
+        return self.scale * model(x0, t).pow(2).mean()
+
+
+def test_the_trainer_minimises_the_objective_it_is_given(tmp_path):
+    trainer = Trainer(make_model(), SCHEDULE, DATA, TrainConfig(batch_size=64, lr=3e-3, log_every=10),
+                      device="cpu", checkpoint_path=tmp_path / "c.pt", objective=ShrinkOutput())
+    trainer.run(60, progress=False)
+    first, last = trainer.history[0][1], trainer.history[-1][1]
+    assert last < 0.1 * first
+    trainer.save()
+    assert load_checkpoint(tmp_path / "c.pt")["objective"] == {"name": "shrink_output", "scale": 1.0}
+    other = Trainer(make_model(), SCHEDULE, DATA, TrainConfig(batch_size=64, lr=3e-3, log_every=10),
+                    device="cpu", checkpoint_path=tmp_path / "c.pt", objective=ShrinkOutput(2.0))
+    with pytest.raises(ValueError, match=r"(?s)different training objective.*scale: checkpoint has 1.0"):
+        other.resume()
+    with pytest.raises(ValueError, match="set it on the objective"):
+        Trainer(make_model(), SCHEDULE, DATA, TrainConfig(class_dropout=0.1), labels=torch.zeros(len(DATA)),
+                objective=ShrinkOutput())
+
+
+def test_the_default_objective_is_l_simple_with_the_loops_draws():
+    """LSimple draws label dropout, t and eps from the trainer's generator in that order, and
+    computes exactly l_simple for those draws."""
+    from lesson_lib.diffusion.losses import LSimple
+
+    model, x0 = make_model(), DATA[:64]
+    g = torch.Generator().manual_seed(3)
+    loss = LSimple()(model, SCHEDULE, x0, None, g)
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, SCHEDULE.T, (64,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    assert torch.equal(loss, l_simple(model, SCHEDULE, x0, t, eps))
+    assert make_trainer().state_dict()["objective"] == {"name": "l_simple", "class_dropout": 0.0}
+    with pytest.raises(ValueError, match="class_dropout must lie in"):
+        LSimple(1.5)

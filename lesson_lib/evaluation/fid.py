@@ -13,7 +13,7 @@ mean discrepancy (MMD^2) between the clouds under the cubic polynomial kernel
 k(x, y) = (x . y / d + 1)^3, estimated without bias and averaged over random subsets.
 
 The papers use Inception-V3 pool3 features (d = 2048). This course runs offline, so by default
-phi is the penultimate layer of the course's own dataset classifier (``classifiers.py``).
+phi is the penultimate layer of the course's own dataset classifier (:mod:`lesson_lib.models.classifiers`).
 Figures computed with it are NOT comparable with Inception FIDs in papers; compare them with
 each other at the same sample count n, next to the real-vs-real floor (:func:`real_floor`).
 FID is biased upwards for small n, so never compare FIDs computed from different n.
@@ -21,6 +21,10 @@ FID is biased upwards for small n, so never compare FIDs computed from different
 A feature extractor is any object with a ``features(x)`` method that maps a batch of images
 in [-1, 1], shape (B, C, H, W), to a (B, d) tensor: the course classifiers, the
 :class:`InceptionExtractor` of :func:`inception_extractor`, or your own network.
+
+Why one module of about 420 lines: FID and KID share their inputs (features of the same two
+image sets), their bias at small n and the real-data floor they are read against; one file
+keeps the two estimators, the floor and the optional Inception back end side by side.
 """
 
 import os

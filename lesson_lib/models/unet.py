@@ -29,6 +29,10 @@ optimiser step (the zero layers receive gradient immediately and become non-zero
 
 With the paper's CIFAR-10 settings (``unet_preset("ddpm_cifar10")``) this module has exactly
 35,746,307 parameters, the paper's "35.7M".
+
+Why one module of about 450 lines: the blocks (ResBlock, attention, down/up-sampling) exist
+only to make this one network, and lesson 3 reads them top to bottom beside the picture
+above; the presets and the shape and parameter tables describe the same network.
 """
 
 import torch
