@@ -138,3 +138,29 @@ def test_evaluate_reports_metrics_next_to_the_floor():
         assert key in r
     table = format_table(r)
     assert "FID" in table and "floor" in table and "n = 20" in table
+
+
+def test_generate_and_a_reloaded_checkpoint_use_the_models_prediction(tmp_path):
+    """A v-prediction model must be sampled as one by sample.generate (which evaluate, train's
+    periodic grids and the GPU session use) and after a save / load round trip."""
+    from lesson_lib.diffusion.sampling import ddim_sample
+    from lesson_lib.models.unet import UNet
+    from lesson_lib.sample import generate
+
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                 attention_resolutions=(), image_size=8, prediction="v")
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)                 # not the zero-initialised output
+    schedule = NoiseSchedule.linear(50)
+    x = generate(model, schedule, 3, "ddim", 4, progress=False)
+    g = torch.Generator().manual_seed(0)
+    as_v = ddim_sample(model, schedule, (3, 1, 8, 8), steps=4, clip_x0=True, prediction="v",
+                       generator=g, progress=False)
+    assert torch.equal(x, as_v)
+    trainer = Trainer(model, schedule, torch.zeros(8, 1, 8, 8), TrainConfig(batch_size=4), device="cpu",
+                      checkpoint_path=tmp_path / "v.pt")
+    trainer.save()
+    loaded, _ = pretrained.load_model(tmp_path / "v.pt", ema=False)
+    assert loaded.prediction == "v"
+    assert torch.equal(generate(loaded, schedule, 3, "ddim", 4, progress=False), x)
