@@ -21,7 +21,6 @@ recognisable. Figures from a run are recorded in docs/benchmarks.md.
 """
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from throughput import compare  # noqa: E402
 from lesson_lib.evaluation.judges import class_accuracy, load_classifier
 from lesson_lib.data.images import load_dataset, save_grid
 from lesson_lib.evaluate import evaluate
-from lesson_lib.pretrained import export_model
+from lesson_lib.pretrained import export_model, write_card
 from lesson_lib.training.profiles import CLASS_DROPOUT, training_settings
 from lesson_lib.sample import generate
 from lesson_lib.diffusion.schedules import NoiseSchedule
@@ -150,8 +149,7 @@ def main():
 
     # 5. The model card, in the format of lesson_lib/weights/*.json.
     card = {
-        "name": name, "dataset": args.dataset, "file": f"{name}.pt",
-        "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+        "kind": "diffusion", "name": name, "dataset": args.dataset,
         "description": description(args.dataset, s["preset"], config.hflip),
         "model_config": dict(model.config), "parameters": count_parameters(model),
         "schedule": "linear, T=1000, beta 1e-4 -> 0.02", "prediction": model.prediction,
@@ -169,9 +167,7 @@ def main():
         },
         "training_curve": snapshots,
     }
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-        json.dump(card, f, indent=1)
-        f.write("\n")
+    write_card(path, card)
     print(f"wrote {path} and its model card", flush=True)
 
 

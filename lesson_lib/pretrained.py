@@ -36,12 +36,21 @@ KINDS = ("diffusion", "classifier")
 # --- the one format ------------------------------------------------------------------------
 
 def save_artifact(state, path, card):
-    """Write ``state`` to ``path`` (.pt) and ``card`` plus the file's sha256 to the .json beside
-    it, both atomically. Returns the card as written."""
+    """Write ``state`` to ``path`` (.pt) and its model card beside it (:func:`write_card`), both
+    atomically. Returns the card as written."""
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"the weights file must end in .pt, got path={str(path)!r}")
     save_checkpoint(state, path)
+    return write_card(path, card)
+
+
+def write_card(path, card):
+    """Write ``card`` with the ``file`` name and ``sha256`` of the existing ``path`` (.pt) to the
+    .json beside it, atomically. ``card["kind"]`` must be one of :data:`KINDS`."""
+    path = Path(path)
+    if card.get("kind") not in KINDS:
+        raise ValueError(f"a model card needs kind in {KINDS}, got kind={card.get('kind')!r}")
     card = dict(card, file=path.name, sha256=sha256_of(path))
     text = json.dumps(card, indent=2) + "\n"
     atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
@@ -120,7 +129,7 @@ def export_model(trainer, path, dtype=torch.float16):
 
     Unlike :meth:`Trainer.save <lesson_lib.training.trainer.Trainer.save>` it keeps no raw
     weights, optimizer or RNG state, so it cannot resume training; it is what the shipped
-    models are (write the card with :func:`save_artifact`, or pass this file to it). Written
+    models are (give it a model card with :func:`write_card`). Written
     atomically. Returns ``path``.
     """
     ema = trainer.ema.state_dict()
