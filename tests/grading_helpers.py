@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lesson_lib.course import grader
+from lesson_lib.course import notebook, worker
 from lesson_lib.course.checks import load_checks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ def definitions(folder, lesson):
         nb = nbformat.read(str(path), as_version=4)
         assert nb.metadata["lesson_lib"]["lesson"] == lesson
         namespace = types.ModuleType("submission").__dict__
-        assert grader._exec_definitions(grader.read_definitions(nb)["cells"], namespace) == []
+        assert worker._exec_definitions(notebook.read_definitions(nb)["cells"], namespace) == []
         _CACHE[key] = namespace
     return dict(_CACHE[key])
 

@@ -1,4 +1,5 @@
-"""Tests of the autograder (lesson_lib/course/grader.py) and of the lesson checks it runs.
+"""Tests of the autograder (lesson_lib/course/grader.py and the modules it uses) and of the
+lesson checks it runs. The hostile submissions have their own file, tests/test_grader_hostile.py.
 
 Every end-to-end grading starts at least one worker process, which imports torch (about
 2 s), so hostile behaviours that do not interfere with each other share one notebook.
@@ -14,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lesson_lib.course import grader
+from lesson_lib.course import grader, notebook, sandbox, session
 from grading_helpers import definitions, expect_rejected
 from lesson_lib.course.checks import available_lessons, load_checks
 
@@ -66,20 +67,27 @@ def test_only_definitions_are_kept():
         "def broken(:\n    pass",
     ]]
     nb.cells.insert(1, nbformat.v4.new_markdown_cell("def not_code(): pass"))
-    submission = grader.read_definitions(nb)
+    submission = notebook.read_definitions(nb)
     assert submission["names"] == {"torch", "PI", "T", "NAME", "f", "Model"}
     assert [cell["label"] for cell in submission["cells"]] == ["cell 1", "cell 3", "cell 5"]
-    assert len(submission["notes"]) == 1 and submission["notes"][0].startswith("cell 6 could not be parsed")
-    kept = grader.definitions(grader._parse_cell(submission["cells"][2]["source"])[0])
+    assert [note.split(":")[0] for note in submission["notes"]] == ["cell 3", "cell 4 is a %%bash cell, not Python",
+                                                                   "cell 6 could not be parsed, so nothing in it was graded"]
+    kept = notebook.definitions(notebook.parse_cell(submission["cells"][2]["source"])[0])
     assert [type(node).__name__ for node in kept] == ["ClassDef"]  # the loop and raise are dropped
 
 
-def test_lesson_comes_from_option_metadata_or_file_name(tmp_path):
+def test_lesson_comes_from_option_file_name_or_metadata(tmp_path):
     tagged = nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": "02"}})
     plain = nbformat.v4.new_notebook()
-    assert grader.resolve_lesson("1", plain, "x.ipynb") == "01"
-    assert grader.resolve_lesson(None, tagged, "01_x.ipynb") == "02"
-    assert grader.resolve_lesson(None, plain, tmp_path / "01_forward_process.ipynb") == "01"
+    assert grader.resolve_lesson("1", plain, "x.ipynb") == ("01", [])
+    lesson, warnings = grader.resolve_lesson(None, tagged, "01_x.ipynb")
+    assert lesson == "01" and warnings == ["the notebook metadata says lesson 02, but lesson 01 (from the file "
+                                           "name) was graded"]
+    assert grader.resolve_lesson(None, tagged, "alice.ipynb") == ("02", [])
+    assert grader.resolve_lesson(None, plain, tmp_path / "01_forward_process.ipynb") == ("01", [])
+    odd = nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": [1, {"x": 10 ** 100}]}})
+    assert grader.resolve_lesson(None, odd, "03_y.ipynb") == (
+        "03", ["the notebook metadata lesson_lib.lesson is not a lesson number; it was ignored"])
     with pytest.raises(grader.UsageError, match="unknown lesson 99"):
         grader.resolve_lesson("99", plain, "x.ipynb")
     with pytest.raises(grader.UsageError, match="pass --lesson"):
@@ -228,7 +236,7 @@ def test_no_zero_grad_gets_a_specific_hint():
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
 def test_every_solution_scores_full_marks(path):
-    report = grader.grade(path)
+    report = grader.grade(path)  # a fresh seed every time: the solutions pass on any inputs
     assert report["total"] == report["max"] >= 8, grader.format_report(report)
     assert all(result["status"] == "passed" for result in report["checks"])
 
@@ -356,9 +364,9 @@ def hostile(tmp_path_factory):
 def test_deleting_files_still_ends_with_a_score(hostile):
     report, precious = hostile
     assert by_name(report)["linear_betas_matches_reference"]["status"] == "passed"
-    # The sandbox is a process with limits, not a container: files the grading user can
-    # write are not protected (see docs/grading.md), so precious.txt is gone.
-    assert not precious.exists()
+    # in the bubblewrap sandbox the worker cannot even see precious.txt; without it, files the
+    # grading user can write are not protected (see docs/grading.md)
+    assert precious.exists() == bool(sandbox.bubblewrap())
 
 
 def test_sys_exit_inside_a_function_is_an_error(hostile):
@@ -397,7 +405,7 @@ def test_hostile_submission_total(hostile):
     ("import os\ndef f(x=os._exit(1)):\n    pass", "crashed", "exited with code 1"),
 ], ids=["hang", "exit"])
 def test_definitions_that_hang_or_kill_the_worker(tmp_path, monkeypatch, definitions, status, reason):
-    monkeypatch.setattr(grader, "MIN_SETUP_SECONDS", 1)
+    monkeypatch.setattr(session, "MIN_SETUP_SECONDS", 1)
     path = write_notebook(tmp_path / "sub.ipynb", LINEAR_OK, definitions, COSINE_OK)
     report = grader.grade(path, timeout=1)
     runnable = [r for r in report["checks"] if r["status"] != "missing"]

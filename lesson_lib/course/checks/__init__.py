@@ -1,58 +1,110 @@
 """Automatic checks for the exercise notebooks, one module per lesson.
 
 ``lesson_lib/course/checks/lesson01.py`` holds the checks for the lesson-1 exercises, and so on.
-A check is a plain function that receives the student's namespace (a dict of the
-functions their notebook defines) and raises ``AssertionError`` with a helpful message
-when something is wrong. The :func:`check` decorator registers it with its points and
-the names of the functions it needs::
+Each check has three parts, because the student's code and the code that scores it must never
+share a process (student code could otherwise rewrite the comparison, or read the expected
+answer from the caller's frame):
 
-    @check(points=1, uses=["linear_betas"])
-    def linear_betas_matches_reference(ns):
+* ``case()`` builds the check's inputs. It runs in the grader, after the grader has seeded
+  torch with a fresh seed for this run, so a submission cannot answer from a table of fixed
+  inputs. It returns plain data: tensors, numbers, strings, lists and dicts.
+* ``probe(ns, case)`` runs in the sandboxed worker. It calls the student's functions (found in
+  the namespace ``ns``) on the case's inputs and returns what they gave back, again as plain
+  data. It never decides anything: whatever it returns is only evidence.
+* the decorated function, the *judge*, ``judge(case, answer)``, runs in the grader. It computes
+  the reference answer with lesson_lib and raises ``AssertionError`` with a helpful message when
+  the student's answer is wrong.
+
+::
+
+    @check(points=1, uses=["linear_betas"], case=lambda: {"calls": [[[1000], {}]]},
+           probe=call_each("linear_betas"))
+    def linear_betas_matches_reference(case, answer):
         \"\"\"linear_betas(T) equals the linear schedule of Ho et al. (2020).\"\"\"
-        expect_close(ns["linear_betas"](1000), linear_beta_schedule(1000), "linear_betas(1000)")
+        for (args, kwargs), got in pairs(case["calls"], answer):
+            expect_close(got, linear_beta_schedule(*args), f"linear_betas({args[0]})")
 
 The grader (:mod:`lesson_lib.course.grader`) gives 0 points, without calling the check, when a
-function in ``uses`` is missing, and runs every check in a separate, resource-limited
-process. This module itself does not import torch, so that listing the lessons is cheap.
+function in ``uses`` is missing. This module itself does not import torch, so that listing the
+lessons (and the grader's usage errors) work in a Python without it.
 """
 
 import dataclasses
 import importlib
 import pkgutil
 
-import torch
+
+class Unsupported:
+    """Stands for a value the worker could not send as plain data (a numpy array, a tensor
+    subclass, a float subclass...): only its type's name crosses the boundary."""
+
+    def __init__(self, type_name):
+        self.type_name = str(type_name)
+
+    def __repr__(self):
+        return f"<{self.type_name}>"
+
+
+def type_name(value):
+    """The name of ``value``'s type as messages show it (``Unsupported`` shows what it stands for)."""
+    return value.type_name if isinstance(value, Unsupported) else type(value).__name__
 
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """One registered check: ``fn(ns)`` passes or raises ``AssertionError``."""
+    """One registered check (see the module docstring for its three parts)."""
 
     name: str
     points: int
     uses: tuple
     description: str
-    fn: object
+    case: object
+    probe: object
+    judge: object
+
+    def make_case(self, seed):
+        """The check's inputs, drawn from ``seed`` without disturbing torch's global generator."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.case() if self.case is not None else {}
+
+    def fn(self, ns, seed=0):
+        """Run all three parts in this process, the probe's answer passed through the same
+        encoding the worker uses. For tests and for the feedback cells of the notebooks only:
+        the grader never runs student code in its own process."""
+        import torch
+
+        from lesson_lib.course import protocol
+
+        case = self.make_case(seed)
+        sent = protocol.decode_value(protocol.encode_value(case))
+        torch.manual_seed(seed + 1)
+        answer = protocol.decode_value(protocol.encode_value(self.probe(ns, sent)))
+        self.judge(case, answer)
 
 
 _REGISTRY = {}  # module name -> list of Check, in definition order
 
 
-def check(points, uses):
-    """Register the decorated function as a check worth ``points`` (1 to 3) that needs the
-    student functions named in ``uses``. Its docstring's first line describes it."""
+def check(points, uses, probe, case=None):
+    """Register the decorated judge as a check worth ``points`` (1 to 3) that needs the student
+    functions named in ``uses``; ``case`` builds its inputs and ``probe`` calls the student's
+    code on them. The judge's docstring's first line describes the check."""
     if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= 3:
         raise ValueError(f"points must be an integer from 1 to 3, got points={points!r}")
     if isinstance(uses, str):
         raise TypeError(f"uses must be a list of function names, got the string {uses!r}; "
                         f"write uses=[{uses!r}]")
 
-    def register(fn):
-        if not fn.__doc__:
-            raise ValueError(f"check {fn.__name__} needs a docstring: it is shown to instructors")
-        description = fn.__doc__.strip().splitlines()[0]
-        _REGISTRY.setdefault(fn.__module__, []).append(
-            Check(fn.__name__, points, tuple(uses), description, fn))
-        return fn
+    def register(judge):
+        if not judge.__doc__:
+            raise ValueError(f"check {judge.__name__} needs a docstring: it is shown to instructors")
+        description = judge.__doc__.strip().splitlines()[0]
+        _REGISTRY.setdefault(judge.__module__, []).append(
+            Check(judge.__name__, points, tuple(uses), description, case, probe, judge))
+        return judge
 
     return register
 
@@ -64,7 +116,7 @@ def available_lessons():
 
 
 def load_checks(lesson):
-    """The checks of ``lesson`` (e.g. ``"01"``), in the order they are defined."""
+    """The checks of ``lesson`` (e.g. ``"01"``), in the order they are defined (imports torch)."""
     if lesson not in available_lessons():
         raise ValueError(f"no checks for lesson {lesson!r}; lessons with checks: "
                          f"{', '.join(available_lessons())}")
@@ -72,14 +124,53 @@ def load_checks(lesson):
     return list(_REGISTRY.get(module.__name__, []))
 
 
-# --- assertion helpers shared by the lesson modules ------------------------------------
+# --- probes and judges shared by the lesson modules --------------------------------------
+
+def call_each(name):
+    """A probe that calls the student's function ``name`` once per ``[args, kwargs]`` in
+    ``case["calls"]`` (tensors cloned first) and answers with the list of results."""
+
+    def probe(ns, case):
+        return [ns[name](*[_fresh(a) for a in args], **{k: _fresh(v) for k, v in kwargs.items()})
+                for args, kwargs in case["calls"]]
+
+    probe.__name__ = f"call_each_{name}"
+    return probe
+
+
+def _fresh(value):
+    return value.clone() if hasattr(value, "clone") else value
+
+
+def pairs(expected, answer):
+    """``zip(expected, answer)``, after making sure the answer is a list of the same length
+    (a worker that sends something else gets a clear failure, not a crash)."""
+    if not isinstance(answer, (list, tuple)) or len(answer) != len(expected):
+        raise AssertionError(f"the answer should hold {len(expected)} results, got {type_name(answer)}")
+    return zip(expected, answer)
+
+
+def field(answer, key):
+    """``answer[key]``, failing with a message (not a KeyError) when the answer has no such field."""
+    if not isinstance(answer, dict) or key not in answer:
+        raise AssertionError(f"the answer has no field {key!r}")
+    return answer[key]
+
+
+def call_described(args, kwargs=None):
+    """``(1000, s=0.02)`` -> ``"1000, s=0.02"``, to name a call in a message."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in (kwargs or {}).items()]
+    return ", ".join(parts)
+
+
+# --- assertion helpers shared by the judges -----------------------------------------------
 
 def expect_tensor(value, what, shape=None, dtype=None):
     """Fail unless ``value`` is a tensor (of ``shape`` and ``dtype``, when given)."""
     import torch
 
-    if not isinstance(value, torch.Tensor):
-        raise AssertionError(f"{what} returned {type(value).__name__}, expected a torch.Tensor")
+    if type(value) is not torch.Tensor:
+        raise AssertionError(f"{what} returned {type_name(value)}, expected a torch.Tensor")
     if shape is not None and tuple(value.shape) != tuple(shape):
         raise AssertionError(f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}")
     if dtype is not None and value.dtype != dtype:
@@ -110,12 +201,19 @@ def expect_close(actual, expected, what, rtol=1e-5, atol=1e-8, hint="", check_dt
 def expect_sgd_step(before, after, grads, previous_grads, lr, step):
     """One plain SGD step: ``after == before - lr * grads`` for every parameter.
 
-    ``before`` is a copy of the model taken before the student's step, ``after`` the model
-    after it, ``grads`` the gradients of L_simple at ``before`` for the t and eps the step
-    used, ``previous_grads`` those of the previous step (or None): a step that matches
-    their sum forgot ``optimizer.zero_grad()``.
+    ``before`` is the model as it was before the student's step (rebuilt here, in the
+    grader), ``after`` the parameters the worker reported after the step (a dict from
+    parameter name to tensor), ``grads`` the gradients of L_simple at ``before`` for the t and
+    eps the step used, ``previous_grads`` those of the previous step (or None): a step that
+    matches their sum forgot ``optimizer.zero_grad()``.
     """
-    old, new = list(before.parameters()), list(after.parameters())
+    import torch
+
+    names = [name for name, _ in before.named_parameters()]
+    old = [p.detach() for p in before.parameters()]
+    new = [field(after, name) for name in names]
+    for name, p, q in zip(names, old, new):
+        expect_tensor(q, f"parameter {name} after training step {step}", shape=p.shape, dtype=p.dtype)
     if all(torch.equal(p, q) for p, q in zip(old, new)):
         raise AssertionError(f"training step {step} did not change the parameters: call "
                              f"loss.backward() and then optimizer.step()")
@@ -124,7 +222,7 @@ def expect_sgd_step(before, after, grads, previous_grads, lr, step):
             for p, q, g, h in zip(old, new, grads, previous_grads)):
         raise AssertionError("the second training step used the sum of both steps' gradients: "
                              "call optimizer.zero_grad() before loss.backward()")
-    for (name, _), p, q, g in zip(before.named_parameters(), old, new, grads):
+    for name, p, q, g in zip(names, old, new, grads):
         expect_close(q, (p - lr * g).detach(), f"parameter {name} after training step {step}",
                      rtol=1e-4, atol=1e-6, hint="One step must be: zero the gradients, compute "
                      "L_simple, loss.backward(), optimizer.step().")
@@ -133,6 +231,8 @@ def expect_sgd_step(before, after, grads, previous_grads, lr, step):
 def expect_fresh_t_and_eps(t, eps, t2, eps2, T):
     """The t and eps of two training steps: t uniform over 0..T-1, eps standard normal, and
     both drawn afresh at every call."""
+    import torch
+
     B = len(t)
     counts = torch.bincount(t, minlength=T)
     if counts.min() < 0.7 * B / T or counts.max() > 1.3 * B / T:

@@ -2,18 +2,17 @@
 
 ``reverse_step`` is compared with lesson_lib's reverse process (Algorithm 2 of Ho et al.,
 sigma_t^2 = beta_t) for a fixed toy "network". ``training_step`` draws its own t and eps, so
-the checks record what the model was called with, recover eps from x_t by inverting Eq. 4,
-and compare the loss and the SGD update with :func:`lesson_lib.diffusion.losses.l_simple` for that same
-t and eps. Total: 10 points.
+the probe records what the model was called with and the parameters after each step; the
+judge recovers eps from x_t by inverting Eq. 4 and compares the loss and the SGD update with
+:func:`lesson_lib.diffusion.losses.l_simple` for that same t and eps, on a copy of the model
+rebuilt in the grader from the weights it drew. Total: 10 points.
 """
-
-import copy
 
 import torch
 
-from lesson_lib.diffusion import losses, sampling
 from lesson_lib.course.checks import (check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
-                                      expect_tensor)
+                                      expect_tensor, field, pairs, type_name)
+from lesson_lib.diffusion import losses, sampling
 from lesson_lib.diffusion.schedules import NoiseSchedule
 
 INDEX_HINT = "Code index t is the paper's t+1: betas[t] is beta_{t+1}."
@@ -27,7 +26,7 @@ def _toy_eps_model(x_t, t):
 
 
 class _Recording(torch.nn.Module):
-    """Wraps a model and remembers every (x_t, t) it is called with."""
+    """Wraps a model and remembers every (x_t, t) it is called with (in the worker)."""
 
     def __init__(self, model):
         super().__init__()
@@ -56,97 +55,135 @@ class _TinyDenoiser(torch.nn.Module):
         return self.net(torch.cat([x_t, (t.float() / self.T)[:, None]], dim=1))
 
 
-def _reference_step(x_t, t, schedule, z):
+# --- reverse_step -------------------------------------------------------------------------
+
+def _reverse_case(shape, ts, z_scale=1.0):
+    schedule = NoiseSchedule.linear(1000)
+    steps = [{"t": t, "x_t": torch.randn(shape), "z": z_scale * torch.randn(shape)} for t in ts]
+    return {"betas": schedule.betas, "alpha_bars": schedule.alpha_bars, "steps": steps}
+
+
+def _reverse_probe(ns, case, record=False):
+    answers = []
+    for step in case["steps"]:
+        model = _Recording(_toy_eps_model) if record else _toy_eps_model
+        x_prev = ns["reverse_step"](model, step["x_t"].clone(), step["t"], case["betas"].clone(),
+                                    case["alpha_bars"].clone(), step["z"].clone())
+        answers.append({"x_prev": x_prev, "calls": [list(c) for c in model.calls]} if record else x_prev)
+    return answers
+
+
+def _reference_step(x_t, t, z):
+    schedule = NoiseSchedule.linear(1000)
     t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
     mean, variance, _ = sampling.p_mean_variance(_toy_eps_model, schedule, x_t, t_batch, variance="beta")
     return mean if t == 0 else mean + variance.sqrt() * z
 
 
-def _student_step(ns, model, x_t, t, schedule, z):
-    x_prev = ns["reverse_step"](model, x_t.clone(), t, schedule.betas.clone(),
-                                schedule.alpha_bars.clone(), z.clone())
-    expect_tensor(x_prev, f"reverse_step at t = {t}", shape=x_t.shape, dtype=x_t.dtype)
-    return x_prev
+def _judge_steps(case, answer, hint, record=False):
+    for step, got in pairs(case["steps"], answer):
+        x_t, t = step["x_t"], step["t"]
+        if record:
+            calls = field(got, "calls")
+            if not isinstance(calls, list) or len(calls) != 1:
+                raise AssertionError(f"reverse_step should call eps_model once per step, it called it "
+                                     f"{len(calls) if isinstance(calls, list) else '?'} times")
+            seen_x, seen_t = calls[0]
+            expect_tensor(seen_t, "the t given to eps_model", shape=(x_t.shape[0],))
+            if not torch.equal(seen_t, torch.full((x_t.shape[0],), t)):
+                raise AssertionError(f"reverse_step at t = {t} called eps_model with t = {seen_t.tolist()}, "
+                                     f"expected {[t] * x_t.shape[0]}. {INDEX_HINT}")
+            expect_tensor(seen_x, "the x_t given to eps_model", shape=x_t.shape)
+            if not torch.equal(seen_x, x_t):
+                raise AssertionError("reverse_step must give eps_model the current x_t unchanged")
+            got = field(got, "x_prev")
+        expect_tensor(got, f"reverse_step at t = {t}", shape=x_t.shape, dtype=x_t.dtype)
+        expect_close(got, _reference_step(x_t, t, step["z"]), f"reverse_step at t = {t}"
+                     + (f" for x_t of shape {tuple(x_t.shape)}" if record else ""),
+                     rtol=1e-4, atol=1e-5, hint=hint)
 
 
-@check(points=3, uses=["reverse_step"])
-def reverse_step_matches_algorithm_2(ns):
+@check(points=3, uses=["reverse_step"], probe=_reverse_probe,
+       case=lambda: _reverse_case((5, 2), [999, 500, 1, int(torch.randint(2, 999, ()))]))
+def reverse_step_matches_algorithm_2(case, answer):
     """reverse_step computes one step of Algorithm 2 (sigma_t^2 = beta_t) at t = T-1, T/2, 1."""
-    schedule = NoiseSchedule.linear(1000)
-    for t in (999, 500, 1):
-        x_t, z = torch.randn(5, 2), torch.randn(5, 2)
-        got = _student_step(ns, _toy_eps_model, x_t, t, schedule, z)
-        expect_close(got, _reference_step(x_t, t, schedule, z), f"reverse_step at t = {t}",
-                     rtol=1e-4, atol=1e-5, hint=f"{ALGORITHM_2} {INDEX_HINT}")
+    _judge_steps(case, answer, f"{ALGORITHM_2} {INDEX_HINT}")
 
 
-@check(points=1, uses=["reverse_step"])
-def reverse_step_last_step_adds_no_noise(ns):
+@check(points=1, uses=["reverse_step"], probe=_reverse_probe,
+       case=lambda: _reverse_case((5, 2), [0], z_scale=10.0))
+def reverse_step_last_step_adds_no_noise(case, answer):
     """At t = 0 (the paper's t = 1) reverse_step returns the mean and ignores z."""
-    schedule = NoiseSchedule.linear(1000)
-    x_t, z = torch.randn(5, 2), 10 * torch.randn(5, 2)
-    got = _student_step(ns, _toy_eps_model, x_t, 0, schedule, z)
-    expect_close(got, _reference_step(x_t, 0, schedule, z), "reverse_step at t = 0", rtol=1e-4, atol=1e-5,
-                 hint="Algorithm 2 sets z = 0 at the last step: at code t = 0 return the mean, no noise.")
+    _judge_steps(case, answer, "Algorithm 2 sets z = 0 at the last step: at code t = 0 return the mean, no noise.")
 
 
-@check(points=1, uses=["reverse_step"])
-def reverse_step_handles_images_and_timesteps(ns):
+@check(points=1, uses=["reverse_step"], probe=lambda ns, case: _reverse_probe(ns, case, record=True),
+       case=lambda: _reverse_case((3, 1, 4, 4), [7]))
+def reverse_step_handles_images_and_timesteps(case, answer):
     """reverse_step calls eps_model(x_t, t) with t a long tensor (B,) and works for images."""
-    schedule = NoiseSchedule.linear(1000)
-    x_t, z = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
-    model = _Recording(_toy_eps_model)
-    got = _student_step(ns, model, x_t, 7, schedule, z)
-    if len(model.calls) != 1:
-        raise AssertionError(f"reverse_step should call eps_model once per step, it called it "
-                             f"{len(model.calls)} times")
-    seen_x, seen_t = model.calls[0]
-    if not torch.equal(seen_t, torch.full((3,), 7)):
-        raise AssertionError(f"reverse_step at t = 7 called eps_model with t = {seen_t.tolist()}, "
-                             f"expected [7, 7, 7]. {INDEX_HINT}")
-    if not torch.equal(seen_x, x_t):
-        raise AssertionError("reverse_step must give eps_model the current x_t unchanged")
-    expect_close(got, _reference_step(x_t, 7, schedule, z), "reverse_step for x_t of shape (3, 1, 4, 4)",
-                 rtol=1e-4, atol=1e-5, hint="Use per-step scalars (betas[t] is one number) so that "
-                 "they broadcast over any shape of x_t.")
+    _judge_steps(case, answer, "Use per-step scalars (betas[t] is one number) so that they broadcast "
+                 "over any shape of x_t.", record=True)
 
 
 # --- training_step ----------------------------------------------------------------------
 
-def _one_training_step(ns, model, optimizer, x0, schedule):
-    """Call the student's training_step and return (loss, x_t, t, eps) of that call, with eps
+def _training_case(T, B, lr, steps, scale=0.8):
+    return {"T": T, "lr": lr, "steps": steps, "weights": dict(_TinyDenoiser(T).state_dict()),
+            "x0": scale * torch.randn(B, 2)}
+
+
+def _training_probe(ns, case):
+    """Run ``steps`` training steps; answer with, per step, the loss, the number of model calls,
+    the last (x_t, t) the model saw and the parameters afterwards."""
+    model = _Recording(_TinyDenoiser(case["T"]))
+    model.model.load_state_dict(case["weights"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=case["lr"])
+    schedule, answers = NoiseSchedule.linear(case["T"]), []
+    for _ in range(case["steps"]):
+        n_before = len(model.calls)
+        loss = ns["training_step"](model, optimizer, case["x0"].clone(), schedule.alpha_bars.clone())
+        x_t, t = model.calls[-1] if model.calls else (None, None)
+        answers.append({"loss": loss, "calls": len(model.calls) - n_before, "x_t": x_t, "t": t,
+                        "after": {k: v.detach().clone() for k, v in model.model.named_parameters()}})
+    return answers
+
+
+def _steps(case, answer):
+    """Check the form of every step's answer; yields (loss, t, eps, parameters after), with eps
     recovered from x_t by inverting Eq. 4 in float64."""
-    n_before = len(model.calls)
-    loss = ns["training_step"](model, optimizer, x0.clone(), schedule.alpha_bars.clone())
-    if len(model.calls) != n_before + 1:
-        raise AssertionError(f"training_step should call the model exactly once, it called it "
-                             f"{len(model.calls) - n_before} times")
-    if isinstance(loss, torch.Tensor) or not isinstance(loss, float):
-        raise AssertionError(f"training_step returned {type(loss).__name__}; return loss.item(), "
-                             f"a Python float (so that no graph is kept alive)")
-    x_t, t = model.calls[-1]
-    if t.min() < 0 or t.max() >= schedule.T:
-        raise AssertionError(f"training_step drew timesteps from {int(t.min())} to {int(t.max())}; "
-                             f"they must lie in 0..T-1 = 0..{schedule.T - 1}")
-    a = schedule.alpha_bars[t].view(-1, 1)
-    eps = (x_t.double() - a.sqrt() * x0.double()) / (1 - a).sqrt()
-    return loss, x_t, t, eps.float()
+    schedule, x0 = NoiseSchedule.linear(case["T"]), case["x0"]
+    for _, step in pairs(range(case["steps"]), answer):
+        if field(step, "calls") != 1:
+            raise AssertionError(f"training_step should call the model exactly once, it called it "
+                                 f"{step['calls']} times")
+        loss = field(step, "loss")
+        if not isinstance(loss, float):
+            raise AssertionError(f"training_step returned {type_name(loss)}; return loss.item(), "
+                                 f"a Python float (so that no graph is kept alive)")
+        x_t, t = field(step, "x_t"), field(step, "t")
+        expect_tensor(t, "the t the model was called with", shape=(x0.shape[0],), dtype=torch.long)
+        expect_tensor(x_t, "the x_t the model was called with", shape=x0.shape)
+        if t.min() < 0 or t.max() >= schedule.T:
+            raise AssertionError(f"training_step drew timesteps from {int(t.min())} to {int(t.max())}; "
+                                 f"they must lie in 0..T-1 = 0..{schedule.T - 1}")
+        a = schedule.alpha_bars[t].view(-1, 1)
+        eps = (x_t.double() - a.sqrt() * x0.double()) / (1 - a).sqrt()
+        yield loss, t, eps.float(), field(step, "after")
 
 
-def _setup(T, seed=0):
-    torch.manual_seed(seed)
-    model = _Recording(_TinyDenoiser(T))
-    return model, NoiseSchedule.linear(T), 0.8 * torch.randn(64, 2)
+def _model(case, weights):
+    model = _TinyDenoiser(case["T"])
+    model.load_state_dict({**case["weights"], **weights})
+    return model
 
 
-@check(points=2, uses=["training_step"])
-def training_step_returns_l_simple(ns):
+@check(points=2, uses=["training_step"], probe=_training_probe,
+       case=lambda: _training_case(1000, 64, 0.05, 1))
+def training_step_returns_l_simple(case, answer):
     """training_step returns L_simple (Ho Eq. 14) for the t and eps it drew, before the update."""
-    model, schedule, x0 = _setup(1000)
-    before = copy.deepcopy(model.model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss, _, t, eps = _one_training_step(ns, model, optimizer, x0, schedule)
-    expected = losses.l_simple(before, schedule, x0, t=t, eps=eps).item()
+    (loss, t, eps, _), = _steps(case, answer)
+    before = _model(case, {})
+    expected = losses.l_simple(before, NoiseSchedule.linear(case["T"]), case["x0"], t=t, eps=eps).item()
     if abs(loss - expected) > 1e-4 * max(1.0, abs(expected)):
         raise AssertionError(
             f"training_step returned {loss:.6g}, but L_simple for the t and eps it used is "
@@ -154,30 +191,22 @@ def training_step_returns_l_simple(ns):
             f"x_t = sqrt(alpha-bar_t) x0 + sqrt(1 - alpha-bar_t) eps, computed before optimizer.step()")
 
 
-@check(points=2, uses=["training_step"])
-def training_step_updates_parameters(ns):
+@check(points=2, uses=["training_step"], probe=_training_probe,
+       case=lambda: _training_case(1000, 64, 0.1, 2))
+def training_step_updates_parameters(case, answer):
     """Two steps with SGD move the parameters by -lr * grad L_simple each (zero_grad, step)."""
-    lr = 0.1
-    model, schedule, x0 = _setup(1000, seed=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    previous_grads = None
-    for step in (1, 2):
-        before = copy.deepcopy(model.model)
-        _, _, t, eps = _one_training_step(ns, model, optimizer, x0, schedule)
-        grads = torch.autograd.grad(losses.l_simple(before, schedule, x0, t=t, eps=eps),
+    schedule, previous_grads, weights = NoiseSchedule.linear(case["T"]), None, {}
+    for step, (_, t, eps, after) in enumerate(_steps(case, answer), start=1):
+        before = _model(case, weights)
+        grads = torch.autograd.grad(losses.l_simple(before, schedule, case["x0"], t=t, eps=eps),
                                     list(before.parameters()))
-        expect_sgd_step(before, model.model, grads, previous_grads, lr, step)
-        previous_grads = grads
+        expect_sgd_step(before, after, grads, previous_grads, case["lr"], step)
+        previous_grads, weights = grads, after
 
 
-@check(points=1, uses=["training_step"])
-def training_step_draws_t_and_eps(ns):
+@check(points=1, uses=["training_step"], probe=_training_probe,
+       case=lambda: _training_case(10, 4000, 0.0, 2, scale=1.0))
+def training_step_draws_t_and_eps(case, answer):
     """training_step draws t uniformly from 0..T-1 and fresh eps ~ N(0, I) at every call."""
-    torch.manual_seed(2)
-    T, B = 10, 4000
-    model, schedule = _Recording(_TinyDenoiser(T)), NoiseSchedule.linear(T)
-    x0 = torch.randn(B, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    _, _, t, eps = _one_training_step(ns, model, optimizer, x0, schedule)
-    _, _, t2, eps2 = _one_training_step(ns, model, optimizer, x0, schedule)
-    expect_fresh_t_and_eps(t, eps, t2, eps2, T)
+    (_, t, eps, _), (_, t2, eps2, _) = _steps(case, answer)
+    expect_fresh_t_and_eps(t, eps, t2, eps2, case["T"])

@@ -14,7 +14,7 @@ import math
 import torch
 
 from lesson_lib.models import unet
-from lesson_lib.course.checks import check, expect_close, expect_tensor
+from lesson_lib.course.checks import call_each, check, expect_close, expect_tensor, field, pairs
 from lesson_lib.models.embeddings import sinusoidal_embedding
 
 EMBEDDING_HINT = ("omega_i = max_period^(-i / (dim/2)) for i = 0..dim/2-1; the embedding is "
@@ -28,84 +28,114 @@ BLOCK_HINT = ("q, k, v = qkv(norm(x)) split into three groups of C channels (chu
               "reshape back to (B, C, H, W) and return x + proj(out).")
 
 
-def _perturbed(module, seed, scale=0.2):
+def _perturbed(module, scale=0.2):
     """``module`` with noise added to every weight, so that no layer is exactly zero."""
-    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
+            p.add_(scale * torch.randn(p.shape))
     return module.eval()
 
 
-def _student_copy(ns, name, reference, *args, **kwargs):
-    """The student's class ``name`` built with ``args``, holding ``reference``'s weights."""
-    block = ns[name](*args, **kwargs)
+def _student_copy(ns, name, weights, *args):
+    """The student's class ``name`` built with ``args``, holding the reference ``weights``
+    (in the worker)."""
+    block = ns[name](*args)
     try:
-        block.load_state_dict(reference.state_dict())
+        block.load_state_dict(weights)
     except RuntimeError as error:
-        raise AssertionError(f"could not load the reference weights into {name}{args}: keep the "
+        raise AssertionError(f"could not load the reference weights into {name}{tuple(args)}: keep the "
                              f"__init__ you were given (same submodule names). PyTorch said: "
                              f"{str(error).splitlines()[0]}") from None
     return block.eval()
 
 
+def _reference(cls, case):
+    """The reference block of ``case``, rebuilt in the grader from the weights it drew."""
+    block = cls(*case["args"])
+    block.load_state_dict(case["weights"])
+    return block.eval()
+
+
 # --- the sinusoidal time embedding --------------------------------------------------------
 
-@check(points=2, uses=["sinusoidal_embedding"])
-def embedding_matches_reference(ns):
+def _embedding_case():
+    t = torch.cat([torch.tensor([0, 1, 999]), torch.randint(0, 1000, (4,))])
+    return {"calls": [[[t, dim], {}] for dim in (128, 8, 2)]}
+
+
+@check(points=2, uses=["sinusoidal_embedding"], case=_embedding_case, probe=call_each("sinusoidal_embedding"))
+def embedding_matches_reference(case, answer):
     """sinusoidal_embedding matches the Transformer's positional encoding (dims 2, 8, 128)."""
-    t = torch.tensor([0, 1, 7, 500, 999, 250, 3])
-    for dim in (128, 8, 2):
+    for ((t, dim), _), got in pairs(case["calls"], answer):
         expected = sinusoidal_embedding(t, dim)
-        got = ns["sinusoidal_embedding"](t.clone(), dim)
         what = f"sinusoidal_embedding(t, dim={dim}) for t = {t.tolist()}"
         expect_tensor(got, what, shape=expected.shape, dtype=torch.float32)
         expect_close(got, expected, what, rtol=1e-4, atol=1e-4, hint=EMBEDDING_HINT)
 
 
-@check(points=1, uses=["sinusoidal_embedding"])
-def embedding_takes_max_period_and_float_t(ns):
+def _float_t_case():
+    t = torch.cat([torch.tensor([0.0, 0.5, 12.25]), 100 * torch.rand(2)])
+    return {"calls": [[[t, 16], {"max_period": 100}]]}
+
+
+@check(points=1, uses=["sinusoidal_embedding"], case=_float_t_case, probe=call_each("sinusoidal_embedding"))
+def embedding_takes_max_period_and_float_t(case, answer):
     """sinusoidal_embedding honours max_period and accepts float timesteps."""
-    t = torch.tensor([0.0, 0.5, 12.25, 99.0, 3.0])
-    expected = sinusoidal_embedding(t, 16, max_period=100)
-    got = ns["sinusoidal_embedding"](t.clone(), 16, max_period=100)
-    expect_close(got, expected, "sinusoidal_embedding(t, 16, max_period=100) for float t", rtol=1e-4,
-                 atol=1e-4, hint=f"Use max_period instead of a hard-coded 10000, and do not round t. {EMBEDDING_HINT}")
+    for ((t, dim), kwargs), got in pairs(case["calls"], answer):
+        expect_close(got, sinusoidal_embedding(t, dim, **kwargs),
+                     "sinusoidal_embedding(t, 16, max_period=100) for float t", rtol=1e-4, atol=1e-4,
+                     hint=f"Use max_period instead of a hard-coded 10000, and do not round t. {EMBEDDING_HINT}")
 
 
 # --- the ResBlock -------------------------------------------------------------------------
 
-def _resblock_case(ns, in_ch, out_ch, time_dim, seed):
-    reference = _perturbed(unet.ResBlock(in_ch, out_ch, time_dim), seed)
-    student = _student_copy(ns, "ResBlock", reference, in_ch, out_ch, time_dim)
-    x, emb = torch.randn(3, in_ch, 5, 6), torch.randn(3, time_dim)
+def _resblock_case(in_ch, out_ch, time_dim, batch=3, size=(5, 6)):
+    reference = _perturbed(unet.ResBlock(in_ch, out_ch, time_dim))
+    return {"args": [in_ch, out_ch, time_dim], "weights": dict(reference.state_dict()),
+            "x": torch.randn(batch, in_ch, *size), "emb": torch.randn(batch, time_dim)}
+
+
+def _resblock_probe(ns, case):
+    student = _student_copy(ns, "ResBlock", case["weights"], *case["args"])
     with torch.no_grad():
-        expected = reference(x, emb)
-        got = student(x.clone(), emb.clone())
-    what = f"ResBlock({in_ch}, {out_ch}, time_dim={time_dim}) on x of shape {tuple(x.shape)}"
+        answer = {"out": student(case["x"].clone(), case["emb"].clone())}
+        if "other" in case:  # the same block, on the same x, for two different embeddings
+            x, other = case["other"]["x"], case["other"]["emb"]
+            answer["zeros"] = student(x.clone(), torch.zeros_like(other))
+            answer["ones"] = student(x.clone(), torch.ones_like(other))
+    return answer
+
+
+def _resblock_judge(case, answer, hint):
+    reference = _reference(unet.ResBlock, case)
+    with torch.no_grad():
+        expected = reference(case["x"], case["emb"])
+    in_ch, out_ch, time_dim = case["args"]
+    what = f"ResBlock({in_ch}, {out_ch}, time_dim={time_dim}) on x of shape {tuple(case['x'].shape)}"
+    got = field(answer, "out")
     expect_tensor(got, what, shape=expected.shape)
-    return got, expected, what
+    expect_close(got, expected, what, rtol=1e-4, atol=1e-4, hint=hint)
 
 
-@check(points=2, uses=["ResBlock"])
-def resblock_matches_reference(ns):
+@check(points=2, uses=["ResBlock"], case=lambda: _resblock_case(8, 12, 20), probe=_resblock_probe)
+def resblock_matches_reference(case, answer):
     """ResBlock.forward matches lesson_lib's ResBlock (with a 1x1-conv skip: 8 -> 12 channels)."""
-    got, expected, what = _resblock_case(ns, 8, 12, 20, seed=1)
-    expect_close(got, expected, what, rtol=1e-4, atol=1e-4,
-                 hint=f"{RESBLOCK_HINT} When the widths differ, skip is a 1x1 convolution.")
+    _resblock_judge(case, answer, f"{RESBLOCK_HINT} When the widths differ, skip is a 1x1 convolution.")
 
 
-@check(points=1, uses=["ResBlock"])
-def resblock_identity_skip_and_time(ns):
+def _identity_case():
+    case = _resblock_case(8, 8, 16)
+    case["other"] = {"x": torch.randn(2, 8, 3, 3), "emb": torch.zeros(2, 16)}
+    return case
+
+
+@check(points=1, uses=["ResBlock"], case=_identity_case, probe=_resblock_probe)
+def resblock_identity_skip_and_time(case, answer):
     """With equal widths the skip is the identity; the output depends on the time embedding."""
-    got, expected, what = _resblock_case(ns, 8, 8, 16, seed=2)
-    expect_close(got, expected, what, rtol=1e-4, atol=1e-4, hint=RESBLOCK_HINT)
-    reference = _perturbed(unet.ResBlock(4, 4, 10), seed=3)
-    student = _student_copy(ns, "ResBlock", reference, 4, 4, 10)
-    x = torch.randn(2, 4, 3, 3)
-    with torch.no_grad():
-        same = student(x, torch.zeros(2, 10))
-        other = student(x, torch.ones(2, 10))
+    _resblock_judge(case, answer, RESBLOCK_HINT)
+    same, other = field(answer, "zeros"), field(answer, "ones")
+    expect_tensor(same, "ResBlock on a second x", shape=case["other"]["x"].shape)
+    expect_tensor(other, "ResBlock on a second x", shape=case["other"]["x"].shape)
     if torch.allclose(same, other):
         raise AssertionError("ResBlock ignores the time embedding: its output is the same for two "
                              "different emb. " + RESBLOCK_HINT)
@@ -118,50 +148,61 @@ def _reference_attention(q, k, v):
     return (weights @ v.double()).to(q.dtype)
 
 
-@check(points=1, uses=["attention"])
-def attention_matches_formula(ns):
-    """attention(q, k, v) = softmax(q k^T / sqrt(d)) v, for (B, N, d) and (B, heads, N, d) inputs."""
+def _attention_case():
+    calls = []
     for shape_q, shape_kv in [((2, 5, 8), (2, 7, 8)), ((3, 2, 9, 4), (3, 2, 9, 4))]:
         q, k = 2 * torch.randn(shape_q), 2 * torch.randn(shape_kv)
-        v = torch.randn(shape_kv[:-1] + (6,))
-        got = ns["attention"](q.clone(), k.clone(), v.clone())
-        what = f"attention(q, k, v) for q of shape {shape_q} and k of shape {shape_kv}"
+        calls.append([[q, k, torch.randn(shape_kv[:-1] + (6,))], {}])
+    return {"calls": calls}
+
+
+@check(points=1, uses=["attention"], case=_attention_case, probe=call_each("attention"))
+def attention_matches_formula(case, answer):
+    """attention(q, k, v) = softmax(q k^T / sqrt(d)) v, for (B, N, d) and (B, heads, N, d) inputs."""
+    for ((q, k, v), _), got in pairs(case["calls"], answer):
+        what = f"attention(q, k, v) for q of shape {tuple(q.shape)} and k of shape {tuple(k.shape)}"
         expect_close(got, _reference_attention(q, k, v), what, rtol=1e-4, atol=1e-5,
                      hint=f"{ATTENTION_HINT} d is q's last dimension; work on the last two dimensions "
                           f"so that leading (batch, head) dimensions pass through.")
 
 
-def _attention_block_pair(ns, ch, seed):
-    reference = _perturbed(unet.AttentionBlock(ch), seed)
-    return reference, _student_copy(ns, "AttentionBlock", reference, ch)
+def _block_case(ch, shape):
+    reference = _perturbed(unet.AttentionBlock(ch))
+    return {"args": [ch], "weights": dict(reference.state_dict()), "x": torch.randn(shape)}
 
 
-@check(points=2, uses=["AttentionBlock"])
-def attention_block_matches_reference(ns):
-    """AttentionBlock.forward matches lesson_lib's AttentionBlock (one head, H != W)."""
-    for ch, shape, seed in [(8, (3, 8, 4, 5), 4), (12, (2, 12, 3, 3), 5)]:
-        reference, student = _attention_block_pair(ns, ch, seed)
-        x = torch.randn(shape)
-        with torch.no_grad():
-            expected = reference(x)
-            got = student(x.clone())
-        expect_close(got, expected, f"AttentionBlock({ch}) on x of shape {shape}", rtol=1e-4, atol=1e-4,
-                     hint=BLOCK_HINT)
-
-
-@check(points=1, uses=["AttentionBlock"])
-def attention_block_is_permutation_equivariant(ns):
-    """Shuffling the pixels of the input shuffles the output the same way (attention sees a set)."""
-    _, student = _attention_block_pair(ns, 8, seed=6)
-    x = torch.randn(2, 8, 4, 6)
-    perm = torch.randperm(24)
-    shuffle = lambda z: z.flatten(2)[:, :, perm].reshape(z.shape)  # noqa: E731
+def _block_probe(ns, case):
+    student = _student_copy(ns, "AttentionBlock", case["weights"], *case["args"])
     with torch.no_grad():
-        out = student(x)
-        out_of_shuffled = student(shuffle(x))
-    expect_tensor(out, "AttentionBlock(8) on x of shape (2, 8, 4, 6)", shape=x.shape)
-    expect_close(out_of_shuffled, shuffle(out), "AttentionBlock(8) applied to shuffled pixels", rtol=1e-4,
-                 atol=1e-4, hint="Self-attention treats the H*W positions as a set, so permuting them must "
-                 "permute the output. A reshape straight from (B, C, H, W) to (B, H*W, C) mixes channels "
-                 "and positions; use x.flatten(2).transpose(1, 2). " + BLOCK_HINT)
+        answer = {"out": student(case["x"].clone())}
+        if "perm" in case:
+            x, perm = case["x"], case["perm"]
+            answer["of_shuffled"] = student(x.flatten(2)[:, :, perm].reshape(x.shape))
+    return answer
 
+
+@check(points=2, uses=["AttentionBlock"], probe=lambda ns, case: [_block_probe(ns, c) for c in case["blocks"]],
+       case=lambda: {"blocks": [_block_case(8, (3, 8, 4, 5)), _block_case(12, (2, 12, 3, 3))]})
+def attention_block_matches_reference(case, answer):
+    """AttentionBlock.forward matches lesson_lib's AttentionBlock (one head, H != W)."""
+    for block, got in pairs(case["blocks"], answer):
+        reference = _reference(unet.AttentionBlock, block)
+        with torch.no_grad():
+            expected = reference(block["x"])
+        expect_close(field(got, "out"), expected,
+                     f"AttentionBlock({block['args'][0]}) on x of shape {tuple(block['x'].shape)}",
+                     rtol=1e-4, atol=1e-4, hint=BLOCK_HINT)
+
+
+@check(points=1, uses=["AttentionBlock"], probe=_block_probe,
+       case=lambda: {**_block_case(8, (2, 8, 4, 6)), "perm": torch.randperm(24)})
+def attention_block_is_permutation_equivariant(case, answer):
+    """Shuffling the pixels of the input shuffles the output the same way (attention sees a set)."""
+    x, perm = case["x"], case["perm"]
+    shuffle = lambda z: z.flatten(2)[:, :, perm].reshape(z.shape)  # noqa: E731
+    out = field(answer, "out")
+    expect_tensor(out, "AttentionBlock(8) on x of shape (2, 8, 4, 6)", shape=x.shape)
+    expect_close(field(answer, "of_shuffled"), shuffle(out), "AttentionBlock(8) applied to shuffled pixels",
+                 rtol=1e-4, atol=1e-4, hint="Self-attention treats the H*W positions as a set, so permuting "
+                 "them must permute the output. A reshape straight from (B, C, H, W) to (B, H*W, C) mixes "
+                 "channels and positions; use x.flatten(2).transpose(1, 2). " + BLOCK_HINT)

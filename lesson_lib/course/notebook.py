@@ -1,0 +1,294 @@
+"""Reading a submitted notebook: which code the grader may run, and what to tell the instructor.
+
+The grader never runs a notebook top to bottom. It parses every code cell with :mod:`ast` and
+keeps only top-level imports, ``def`` and ``class`` statements and assignments of literal
+constants (``T = 1000``); training loops, plots and self-checks never run. Everything here runs
+in the grader's own process on untrusted text, so every step is bounded and nothing raises:
+an unreadable file, a syntax error, a pathological expression (deep nesting that exhausts the
+parser's stack or memory) or odd metadata becomes a *note* in an otherwise normal report.
+
+IPython syntax is handled as IPython would see it: a line that *begins a statement* with ``!``
+or ``%`` (``%matplotlib inline``, ``!pip install``) is dropped, but a continuation line such as
+``!= 0)`` inside brackets is kept. A cell that starts with a cell magic whose body is Python
+(``%%time``, ``%%capture``) is graded without its first line; other cell magics (``%%bash``,
+``%%writefile``) are skipped. Both are reported in the notes, so a student who loses points
+knows why.
+
+This module does not import torch.
+"""
+
+import ast
+import json
+import re
+import warnings
+from pathlib import Path
+
+MAX_NOTEBOOK_BYTES = 32 << 20   # a larger file is graded as unreadable
+MAX_CELL_CHARS = 1 << 20        # a larger cell is not parsed
+
+PYTHON_CELL_MAGICS = ("time", "capture", "prun")  # their body runs in the notebook's namespace
+
+# what a graded function may use that deserves a second look by the instructor
+SUSPICIOUS = {
+    "lesson_lib": "uses lesson_lib (the reference implementation)",
+    "_getframe": "inspects the call stack (sys._getframe)",
+    "currentframe": "inspects the call stack (inspect.currentframe)",
+    "f_back": "inspects the call stack (frame.f_back)",
+    "f_locals": "reads another frame's variables (f_locals)",
+    "f_globals": "reads another frame's globals (f_globals)",
+    "inspect": "uses inspect",
+    "gc": "uses the garbage collector (gc)",
+    "__torch_function__": "overrides __torch_function__",
+}
+
+
+def read_notebook(path):
+    """The notebook at ``path`` as a dict, or ``(None, reason)`` when it cannot be read;
+    returns ``(notebook, None)`` on success. Never raises for a bad file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            return None, f"the notebook is {size >> 20} MB, more than the {MAX_NOTEBOOK_BYTES >> 20} MB allowed"
+        with open(path, "rb") as f:
+            data = f.read(MAX_NOTEBOOK_BYTES + 1)
+        nb = json.loads(data.decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as error:
+        return None, f"could not read the notebook: {type(error).__name__}: {str(error)[:200]}"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return None, "could not read the notebook: it has no list of cells"
+    return nb, None
+
+
+def metadata_lesson(nb):
+    """``metadata.lesson_lib.lesson`` when it is a short string or int, else None; second
+    value: a note when the metadata is present but unusable."""
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    meta = meta.get("lesson_lib") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or "lesson" not in meta:
+        return None, None
+    value = meta["lesson"]
+    if (type(value) is int and 0 <= value < 100) or (type(value) is str and value.strip().isdigit()
+                                                     and len(value.strip()) <= 3):
+        return f"{int(value):02d}", None
+    return None, "the notebook metadata lesson_lib.lesson is not a lesson number; it was ignored"
+
+
+def _source(cell):
+    source = cell.get("source", "")
+    if isinstance(source, list):
+        source = "".join(s for s in source if isinstance(s, str))
+    return source if isinstance(source, str) else ""
+
+
+def _blank_magic_lines(source):
+    """Drop the IPython lines that begin a statement (``!cmd``, ``%magic``), keeping lines
+    inside brackets, strings or after a backslash; returns ``(source, dropped count)``."""
+    lines, dropped = source.split("\n"), 0
+    depth, quote, continued = 0, None, False
+    for number, line in enumerate(lines):
+        if depth == 0 and quote is None and not continued and re.match(r"\s*[!%]", line):
+            lines[number], dropped = "", dropped + 1
+            continue
+        depth, quote, continued = _scan(line, depth, quote)
+    return "\n".join(lines), dropped
+
+
+def _scan(line, depth, quote):
+    """Update (bracket depth, open triple quote) over ``line``; third value: it ends with ``\\``."""
+    i, n, single = 0, len(line), None
+    while i < n:
+        c = line[i]
+        if quote is not None:  # inside a triple-quoted string
+            if c == "\\":
+                i += 2
+                continue
+            if line.startswith(quote, i):
+                quote, i = None, i + 3
+                continue
+        elif single is not None:
+            if c == "\\":
+                i += 2
+                continue
+            if c == single:
+                single = None
+        elif c == "#":
+            break
+        elif line.startswith('"""', i) or line.startswith("'''", i):
+            quote, i = line[i:i + 3], i + 3
+            continue
+        elif c in "\"'":
+            single = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return depth, quote, line.endswith("\\") and quote is None
+
+
+def _parse(source):
+    """``ast.parse`` that never raises anything but SyntaxError (with a readable message)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escape sequences
+        try:
+            return ast.parse(source)
+        except SyntaxError:
+            raise
+        except (RecursionError, MemoryError) as error:
+            raise SyntaxError(f"the code is too deeply nested to parse ({type(error).__name__})") from None
+        except (ValueError, OverflowError) as error:
+            raise SyntaxError(f"{type(error).__name__}: {str(error)[:100]}") from None
+
+
+def parse_cell(source):
+    """Parse a cell; if it is not plain Python, retry with the IPython lines dropped. Returns
+    ``(tree, source parsed, number of lines dropped)``; raises SyntaxError."""
+    try:
+        return _parse(source), source, 0
+    except SyntaxError:
+        cleaned, dropped = _blank_magic_lines(source)
+        if not dropped:
+            raise
+        return _parse(cleaned), cleaned, dropped
+
+
+def _is_definition(node):
+    """Imports, ``def``, ``class`` and ``NAME = <literal>`` are kept; everything else is not run."""
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                         ast.ClassDef)):
+        return True
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if all(isinstance(target, ast.Name) for target in targets):
+            try:
+                ast.literal_eval(node.value)
+                return True
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                return False
+    return False
+
+
+def definitions(tree):
+    """The top-level statements of a parsed cell that the grader runs."""
+    return [node for node in tree.body if _is_definition(node)]
+
+
+def _names(node):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, ast.Import):
+        return [alias.asname or alias.name.split(".")[0] for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [alias.asname or alias.name for alias in node.names]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return [target.id for target in targets]
+
+
+def read_definitions(nb):
+    """Pick the code the grader may run out of a notebook.
+
+    Returns a dict with ``cells`` (a list of ``{"label": "cell 3", "source": ...}`` for the
+    cells that define something), ``names`` (every name defined at top level; ``"*"`` for a
+    star import), ``failed`` (``{label: source}`` of the cells that could not be parsed),
+    ``notes`` and ``flags`` (see :func:`flags`).
+    """
+    cells, names, notes, failed, trees = [], set(), [], {}, []
+    for index, cell in enumerate(nb.get("cells", []), start=1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        label, source = f"cell {index}", _source(cell)
+        if len(source) > MAX_CELL_CHARS:
+            notes.append(f"{label} has more than {MAX_CELL_CHARS} characters and was not graded")
+            continue
+        magic = re.match(r"\s*%%(\w*)", source)
+        if magic:
+            if magic.group(1) not in PYTHON_CELL_MAGICS:
+                notes.append(f"{label} is a %%{magic.group(1)} cell, not Python: it was not graded")
+                continue
+            notes.append(f"{label} starts with %%{magic.group(1)}: its body was graded without that line")
+            source = "\n" + source.split("\n", 1)[1] if "\n" in source.lstrip() else ""
+        try:
+            tree, source, dropped = parse_cell(source)
+        except SyntaxError as error:
+            failed[label] = source
+            line = f" (line {error.lineno})" if isinstance(error.lineno, int) else ""
+            notes.append(f"{label} could not be parsed, so nothing in it was graded: {error.msg}{line}")
+            continue
+        if dropped:
+            notes.append(f"{label}: {dropped} IPython line(s) starting with ! or % were not graded")
+        kept = definitions(tree)
+        if kept:
+            cells.append({"label": label, "source": source})
+            names.update(name for node in kept for name in _names(node))
+            trees.append((label, kept))
+    return {"cells": cells, "names": names, "notes": notes, "failed": failed, "trees": trees}
+
+
+def parse_error_hint(name, submission):
+    """`` (cell 8 could not be parsed)`` for the cell that seems to define ``name``; the hint
+    that explains why a function is missing. Empty when no cell failed."""
+    failed = submission["failed"]
+    for label, source in failed.items():
+        if re.search(rf"^\s*(async\s+)?(def|class)\s+{re.escape(name)}\b", source, re.MULTILINE):
+            return f" ({label} could not be parsed)"
+    if failed:
+        return f" ({', '.join(failed)} could not be parsed)"
+    return ""
+
+
+def flags(submission, graded_names):
+    """Things in the graded functions that an instructor may want to look at: uses of
+    lesson_lib, of the call stack, of gc or inspect, overrides of __torch_function__. A list of
+    ``"q_sample: uses lesson_lib (the reference implementation)"``; flags, not verdicts."""
+    found = []
+    imported_from_lesson_lib = set()
+    for _, nodes in submission["trees"]:
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lesson_lib"):
+                imported_from_lesson_lib.update(a.asname or a.name for a in node.names)
+            if isinstance(node, ast.Import) and any(a.name.startswith("lesson_lib") for a in node.names):
+                found.append(f"{_names(node)[0]}: the notebook imports lesson_lib")
+    for label, nodes in submission["trees"]:
+        for node in nodes:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if node.name not in graded_names:
+                continue
+            seen = set()
+            try:
+                walked = list(ast.walk(node))
+            except RecursionError:
+                walked = []
+            for sub in walked:
+                word = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) \
+                    else sub.name if isinstance(sub, ast.FunctionDef) else None
+                for alias in getattr(sub, "names", []) if isinstance(sub, (ast.Import, ast.ImportFrom)) else []:
+                    seen.update(part for part in alias.name.split("."))
+                if isinstance(sub, ast.ImportFrom) and sub.module:
+                    seen.update(sub.module.split("."))
+                if word in imported_from_lesson_lib:
+                    seen.add("lesson_lib")
+                if word:
+                    seen.add(word)
+            found += [f"{node.name} ({label}): {SUSPICIOUS[word]}" for word in SUSPICIOUS if word in seen]
+    return list(dict.fromkeys(found))
+
+
+def fingerprint(submission, graded_names):
+    """The graded functions' code without docstrings, comments or layout: two submissions
+    with the same fingerprint have the same graded code (see the batch's similarity flags)."""
+    parts = []
+    for _, nodes in submission["trees"]:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                    and node.name in graded_names:
+                body = node.body
+                if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
+                                                                        ast.Constant):
+                    body = body[1:]
+                try:
+                    parts.append(node.name + ":" + "\n".join(ast.dump(stmt) for stmt in body))
+                except RecursionError:
+                    parts.append(node.name + ":?")
+    return "\n".join(sorted(parts))
