@@ -4,11 +4,13 @@ Every shipped model, a diffusion model or a classifier, is two files in ``lesson
 
 * ``NAME.pt``: a torch file that loads with ``weights_only=True`` (tensors, numbers, strings,
   lists and dicts; never pickled code);
-* ``NAME.json``: its model card: ``kind`` ("diffusion" or "classifier"), ``file``, the file's
+* ``NAME.json``: its model card: ``kind`` ("diffusion", "classifier" or "noisy_classifier",
+  the time-conditioned guide of lesson 5), ``file``, the file's
   ``sha256``, how it was trained (command, hardware, wall time) and what it scores.
 
 :func:`load_artifact` is the one loader: it reads the card, refuses a ``.pt`` whose sha256 differs
 from the card's, and loads it safely. :func:`load_pretrained` rebuilds a diffusion model from it,
+:func:`load_noisy_classifier` a guide for classifier guidance,
 :func:`lesson_lib.evaluation.judges.load_classifier` a classifier. :func:`save_artifact` writes
 both files atomically.
 
@@ -30,7 +32,7 @@ from .models import MODEL_CLASSES
 from .training.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-KINDS = ("diffusion", "classifier")
+KINDS = ("diffusion", "classifier", "noisy_classifier")
 
 
 # --- the one format ------------------------------------------------------------------------
@@ -156,3 +158,17 @@ def load_pretrained(name="mnist_cond", device="cpu"):
                          f"diffusion models: {available('diffusion')}")
     state, _ = load_artifact(name)
     return model_from_state(state, ema=True, device=device)
+
+
+def load_noisy_classifier(name="mnist_noisy_classifier", device="cpu"):
+    """Load a shipped noisy classifier f_phi(y | x_t, t), the guide of classifier guidance:
+    ``classifier, schedule = load_noisy_classifier()``, in eval mode, with the schedule it was
+    trained under. Verified against the sha256 on its card by :func:`load_artifact`."""
+    card = model_card(name)
+    if card.get("kind") != "noisy_classifier":
+        raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not a noisy classifier; "
+                         f"noisy classifiers: {available('noisy_classifier')}")
+    state, _ = load_artifact(name, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
+    classifier, schedule = model_from_state(state, ema=True, device=device)
+    classifier.card = card
+    return classifier, schedule

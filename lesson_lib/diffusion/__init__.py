@@ -7,6 +7,7 @@
     steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)
     timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
     sampling     the one sampling loop, and DDPM (Algorithm 2) and DDIM as presets of it
+    guidance     classifier guidance and classifier-free guidance: wrappers of the denoiser
 
 These modules import nothing from the rest of the library but the prediction vocabulary
 (:mod:`lesson_lib.models.base`) and :mod:`lesson_lib.files`.

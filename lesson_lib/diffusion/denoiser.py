@@ -86,3 +86,20 @@ class Denoiser:
             x0_hat = clip(x0_hat, self.clip_x0)
             eps_hat = eps_from_x0(self.schedule, x_t, t, x0_hat)
         return Prediction(x0_hat, eps_hat)
+
+
+class ClipX0:
+    """``ClipX0(denoise, schedule, clip_x0)``: any denoiser (or guidance wrapper) with x0_hat
+    clipped afterwards and eps_hat derived again, exactly as :class:`Denoiser` clips its own
+    output. Guidance combines predictions linearly, which can move x0_hat outside [-1, 1] again,
+    so a guided sampler clips after the guidance, not before."""
+
+    def __init__(self, denoise, schedule, clip_x0):
+        self.denoise, self.schedule, self.clip_x0 = denoise, schedule, clip_x0
+
+    def __call__(self, x_t, t, **cond):
+        pred = self.denoise(x_t, t, **cond)
+        if not self.clip_x0:
+            return pred
+        x0_hat = clip(pred.x0, self.clip_x0)
+        return Prediction(x0_hat, eps_from_x0(self.schedule, x_t, t, x0_hat), pred.log_variance)

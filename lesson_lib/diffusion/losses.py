@@ -13,8 +13,9 @@ object with
   checkpoints save, so a resumed run continues exactly;
 * ``objective.config()`` -> a dict, recorded in checkpoints (and checked on resume).
 
-:class:`LSimple` is the one of lessons 2-4. Later lessons plug in others (a noisy classifier's
-cross-entropy, a distillation target, L_hybrid with a learned variance) without touching the loop.
+:class:`LSimple` is the one of lessons 2-4; :class:`NoisyCrossEntropy` trains lesson 5's noisy
+classifier. Later lessons plug in others (a distillation target, L_hybrid with a learned
+variance) without touching the loop.
 """
 
 import torch
@@ -85,3 +86,28 @@ class LSimple:
         x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
         output = model(x_t, t) if y is None else model(x_t, t, y=y)
         return _mse(output, _target(schedule, x0, eps, t, model.prediction), model.prediction)
+
+
+class NoisyCrossEntropy:
+    """The training objective of a noisy classifier f_phi(y | x_t, t) (Dhariwal & Nichol, 2021,
+    Sec. 4; guided-diffusion trains its classifier the same way):
+
+        L = E_{t, x_0, y, eps} [ -log f_phi(y | x_t, t) ],   x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps
+
+    with t uniform over 0..T-1, so the classifier learns every noise level the sampler will
+    show it. Each call draws t, then eps, from the trainer's generator. The model is called as
+    ``model(x_t, t)`` and returns logits (B, num_classes); the labels ``y`` must be given.
+    """
+
+    def config(self):
+        return {"name": "noisy_cross_entropy"}
+
+    def __call__(self, model, schedule, x0, y, generator):
+        if y is None:
+            raise ValueError("a noisy classifier needs class labels: pass labels=... to the Trainer")
+        B, device = x0.shape[0], x0.device
+        t = torch.randint(0, schedule.T, (B,), generator=generator, device=device)
+        eps = torch.empty_like(x0).normal_(generator=generator)
+        x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
+        logits = model(x_t, t)
+        return F.cross_entropy(logits.float(), y.long())

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser, Prediction
+from .denoiser import ClipX0, Denoiser, Prediction
 from .schedules import check_timesteps, extract
 from .steps import VARIANCES, ddim_step, ddpm_step
 from .timesteps import all_steps, spaced
@@ -120,13 +120,18 @@ def _start(shape, x_T, device, generator):
 
 
 def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
-         model_kwargs, timesteps, step, stochastic, keep, return_trajectory, progress, desc):
-    """The shared set-up of the presets: start, checks, denoiser, eval mode, trajectory."""
+         model_kwargs, timesteps, step, stochastic, keep, return_trajectory, progress, desc,
+         guidance=None):
+    """The shared set-up of the presets: start, checks, denoiser (guided, then clipped, when
+    ``guidance`` is given), eval mode, trajectory."""
     x = _start(shape, x_T, device, generator)
     _check_model_device(model, x)
     schedule = schedule.to(x.device)
     autocast = x.device.type == "cuda" if autocast is None else autocast
-    denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
+    if guidance is None:
+        denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
+    else:
+        denoise = ClipX0(guidance(Denoiser(model, schedule, prediction, False, autocast)), schedule, clip_x0)
     trajectory = [x]
     record = (lambda r: trajectory.append(r.x_s) if keep(r) else None) if return_trajectory else None
     with evaluating(model):
@@ -138,7 +143,7 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
 def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, variance="beta",
                 clip_x0=False, model_kwargs=None, device="cpu", generator=None,
                 return_trajectory=False, trajectory_stride=1, progress=True, autocast=None,
-                timesteps=None):
+                timesteps=None, guidance=None):
     """Algorithm 2 of Ho et al. (2020): ancestral sampling from x_T ~ N(0, I) to x_0.
 
     Args:
@@ -155,6 +160,9 @@ def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, varia
         autocast: run the network in bfloat16 autocast; defaults to True on CUDA.
         timesteps: every step by default; a shorter list (see :mod:`.timesteps`) gives strided
             DDPM, each step using the respaced chain's beta_{t->s}.
+        guidance: a callable that receives the :class:`Denoiser` and returns a wrapper with its
+            signature (:mod:`lesson_lib.diffusion.guidance`), e.g.
+            ``guidance=lambda d: ClassifierFreeGuidance(d, w=1.0)``; x0 is then clipped after it.
 
     Returns x_0, or ``(x_0, trajectory)``.
     """
@@ -164,7 +172,7 @@ def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, varia
     step = functools.partial(ddpm_step, variance=variance)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, True, lambda r: r.t % trajectory_stride == 0,
-                return_trajectory, progress, "DDPM sampling")
+                return_trajectory, progress, "DDPM sampling", guidance)
 
 
 def ddim_timesteps(T, steps, spacing="linspace"):
@@ -175,7 +183,7 @@ def ddim_timesteps(T, steps, spacing="linspace"):
 
 def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, prediction=None,
                 clip_x0=False, model_kwargs=None, device="cpu", generator=None,
-                return_trajectory=False, progress=True, autocast=None, spacing="linspace"):
+                return_trajectory=False, progress=True, autocast=None, spacing="linspace", guidance=None):
     """DDIM sampling (Song et al., 2021, Eq. 12) on ``steps`` timesteps (``spacing`` as in
     :mod:`lesson_lib.diffusion.timesteps`); see :func:`~lesson_lib.diffusion.steps.ddim_step`.
 
@@ -185,7 +193,8 @@ def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, pre
         sigma = eta * sqrt((1 - alpha-bar_s) / (1 - alpha-bar_t)) * sqrt(1 - alpha-bar_t / alpha-bar_s).
 
     ``eta = 0`` is deterministic; ``eta = 1`` with ``steps = T`` is DDPM with sigma^2 = beta-tilde.
-    ``return_trajectory`` returns every state x_T, ..., x_0 as well.
+    ``return_trajectory`` returns every state x_T, ..., x_0 as well. ``guidance`` wraps the
+    denoiser as in :func:`ddpm_sample`.
     """
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a non-negative number (0 = deterministic, 1 = DDPM-like), got eta={eta!r}")
@@ -193,7 +202,7 @@ def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, pre
     step = functools.partial(ddim_step, eta=eta)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, eta > 0, lambda r: True, return_trajectory,
-                progress, "DDIM sampling")
+                progress, "DDIM sampling", guidance)
 
 
 # --- single steps, for lessons and exercises that take one step by hand -------------------

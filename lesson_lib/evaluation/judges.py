@@ -7,6 +7,7 @@ ship trained in ``lesson_lib/weights/``; :func:`load_classifier` checks their ha
 
 import torch
 
+from ..diffusion.forward import q_sample
 from ..models.classifiers import _check_dataset, build_classifier
 from ..pretrained import load_artifact
 
@@ -74,3 +75,35 @@ def class_accuracy(images, labels, dataset="mnist", classifier=None, batch_size=
     return dict(accuracy=(predicted == labels).float().mean().item(),
                 mean_confidence=confidence.mean().item(), n=len(labels))
 
+
+
+@torch.no_grad()
+def accuracy_against_t(classifier, schedule, images, labels, timesteps, seed=0, uses_t=True,
+                       batch_size=500, device=None):
+    """The accuracy of ``classifier`` on noisy images x_t = q_sample(x_0, t), one figure per t.
+
+    ``images`` (N, C, H, W) in [-1, 1] and their ``labels`` (N,); ``timesteps`` are code
+    timesteps. The same noise eps (drawn once from ``seed``) is used at every t, so the figures
+    differ only by the noise level. A noisy classifier is called as ``classifier(x_t, t)``; a
+    clean one (``uses_t=False``, e.g. :func:`load_classifier`'s) as ``classifier(x_t)``, which
+    shows what a classifier that never saw noise makes of the sampler's intermediate states.
+    Returns a list of accuracies, one per timestep.
+    """
+    device = torch.device(device) if device is not None else next(classifier.parameters()).device
+    labels = torch.as_tensor(labels).long()
+    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    was_training = classifier.training
+    classifier.eval()
+    schedule = schedule.to(device)
+    accuracies = []
+    for t in timesteps:
+        correct = 0
+        for i in range(0, len(images), batch_size):
+            x0 = images[i:i + batch_size].to(device, torch.float32)
+            t_batch = torch.full((len(x0),), int(t), device=device, dtype=torch.long)
+            x_t = q_sample(schedule, x0, t_batch, eps[i:i + batch_size].to(device))
+            logits = classifier(x_t, t_batch) if uses_t else classifier(x_t)
+            correct += (logits.argmax(dim=1).cpu() == labels[i:i + batch_size]).sum().item()
+        accuracies.append(correct / len(images))
+    classifier.train(was_training)
+    return accuracies

@@ -5,7 +5,8 @@
     mlp           a small MLP denoiser for 2-D data
     unet          the U-Net denoiser for images, and its presets
     classifiers   the course's MNIST and CIFAR-10 classifiers (FID features, class accuracy)
+    noisy_classifier  f_phi(y | x_t, t), the U-Net down path with a head: the guide of classifier guidance
 """
 
 from .base import MODEL_CLASSES  # noqa: F401  (the registry that checkpoints are loaded through)
-from . import classifiers, mlp, unet  # noqa: F401,E402  (importing them registers their classes)
+from . import classifiers, mlp, noisy_classifier, unet  # noqa: F401,E402  (importing them registers their classes)

@@ -1,0 +1,376 @@
+"""Guidance: steering a diffusion model toward a class y by wrapping its denoiser.
+
+Why one module of about 370 lines: classifier guidance and classifier-free guidance are one
+identity (the sum of scores below) read two ways, and the tests prove them equal; their
+formulas, checks and wrappers sit side by side so that they can be compared line by line.
+
+Bayes' rule, p_t(x | y) = p_t(y | x) p_t(x) / p(y), turns into a sum of scores (the constant
+p(y) has no gradient in x):
+
+    grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x).
+
+A network that predicts the noise is a score in disguise, eps(x_t) = -sqrt(1 - alpha-bar_t)
+grad log p_t(x_t) (Song et al., 2021), so the same sum in eps reads
+
+    eps(x_t | y) = eps(x_t) - sqrt(1 - alpha-bar_t) grad log p_t(y | x_t).
+
+Guidance scales the class term by a factor and so samples from p_t(x) p_t(y | x)^scale,
+sharper than p_t(x | y) for a scale above 1. There are two ways to get that term:
+
+* **Classifier guidance** (Dhariwal & Nichol, 2021) trains a classifier f_phi(y | x_t, t) on
+  noisy images (:class:`~lesson_lib.models.noisy_classifier.NoisyClassifier`) and takes its
+  gradient. Both published forms are here (:class:`ClassifierGuidance`):
+
+      score form (their Algorithm 2, DDIM and any step):
+          eps' = eps - s sqrt(1 - alpha-bar_t) grad log f_phi(y | x_t, t),   x0' from eps' (Eq. 4)
+      mean form (their Algorithm 1, ancestral steps):
+          mu'  = mu + s Sigma grad log f_phi(y | x_t, t)
+
+  In a one-step DDPM step the score form moves the mean by s beta_t / sqrt(alpha_t) grad log f,
+  the mean form by s Sigma grad log f: the same for Sigma = beta_t up to 1/sqrt(alpha_t).
+
+* **Classifier-free guidance** (Ho & Salimans, 2021) needs no classifier. By Bayes' rule again
+  grad log p_t(y | x) = grad log p_t(x | y) - grad log p_t(x) = -(eps(x, y) - eps(x, null)) /
+  sqrt(1 - alpha-bar_t), and one network trained with label dropout gives both terms (the null
+  class is "no label"). With the paper's weight w (:class:`ClassifierFreeGuidance`):
+
+      eps' = (1 + w) eps(x_t, y) - w eps(x_t, null)      = eps_u + s (eps_c - eps_u),  s = 1 + w.
+
+  The paper writes w (w = 0 is the conditional model); diffusers, Imagen, DiT and most code
+  write the scale s = 1 + w (s = 1 is the conditional model, s = 0 the unconditional one).
+  :func:`scale_from_w` and :func:`w_from_scale` convert. Classifier-free guidance with scale s
+  *is* classifier guidance with scale s on the unconditional model, with the model's own
+  implicit classifier p_t(y | x) ∝ p_t(x | y) / p_t(x) in place of f_phi.
+
+Every wrapper has the denoiser's signature ``(x_t, t, **cond) -> Prediction``, so the sampling
+loop (:mod:`lesson_lib.diffusion.sampling`) is unchanged; the presets take ``guidance=`` (a
+callable that wraps their denoiser). Clip x0_hat *after* guidance
+(:class:`~lesson_lib.diffusion.denoiser.ClipX0`, which the presets do): guiding clipped parts
+moves x0_hat outside [-1, 1] again.
+"""
+
+import math
+
+import torch
+
+from .denoiser import Prediction
+from .forward import eps_from_x0, x0_from_eps
+from .schedules import extract
+
+FORMS = ("eps", "mean")
+GRADIENT_AT = ("x_t", "mean")
+
+
+# --- the formulas, one function each ---------------------------------------------------------
+
+def scale_from_w(w):
+    """The libraries' guidance scale s = 1 + w from the paper's weight w (Ho & Salimans)."""
+    return 1.0 + w
+
+
+def w_from_scale(scale):
+    """The paper's weight w = s - 1 from the libraries' scale s."""
+    return scale - 1.0
+
+
+def classifier_guided_eps(eps, grad_log_prob, sqrt_one_minus_alpha_bar, scale):
+    """The score form of classifier guidance (Dhariwal & Nichol, 2021, Algorithm 2):
+
+        eps' = eps - s sqrt(1 - alpha-bar_t) grad log f(y | x_t, t)."""
+    return eps - scale * sqrt_one_minus_alpha_bar * grad_log_prob
+
+
+def cfg_eps(eps_cond, eps_uncond, w):
+    """Classifier-free guidance (Ho & Salimans, 2021) with the paper's weight w:
+
+        eps' = (1 + w) eps(x_t, y) - w eps(x_t, null).
+
+    w = 0 is the conditional model, w = -1 the unconditional one."""
+    return (1 + w) * eps_cond - w * eps_uncond
+
+
+def rescale_cfg(eps_guided, eps_cond, phi):
+    """The rescale of Lin et al. (2023, Sec. 3.4): guidance inflates the output's standard
+    deviation; bring it back to the conditional output's, per example over all its dimensions,
+    and blend:
+
+        eps_r = eps' std(eps_c) / std(eps'),    eps'' = phi eps_r + (1 - phi) eps'.
+
+    phi = 0 changes nothing; phi = 1 gives every example the std of its conditional output."""
+    dims = tuple(range(1, eps_guided.ndim))
+    ratio = eps_cond.std(dim=dims, keepdim=True) / eps_guided.std(dim=dims, keepdim=True)
+    return phi * eps_guided * ratio + (1 - phi) * eps_guided
+
+
+def classifier_gradient(classifier, x_t, t, y):
+    """grad_x log f(y | x, t) at x = x_t, one gradient per example, shape of ``x_t``.
+
+    ``classifier(x, t)`` returns logits (B, K). One backward pass of the sum over the batch of
+    log softmax(logits)[y] gives every example its own gradient, because the examples do not
+    interact: that holds in eval mode (a BatchNorm in train mode mixes the batch), so the
+    classifier is put in eval mode for the call and its mode restored. Runs under
+    ``torch.enable_grad()``, also inside the sampler's ``no_grad``.
+    """
+    was_training = getattr(classifier, "training", False)
+    if isinstance(classifier, torch.nn.Module):
+        classifier.eval()
+    try:
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            logits = classifier(x, t)
+            log_probs = torch.log_softmax(logits.to(x.dtype), dim=1)
+            selected = log_probs.gather(1, y.long().reshape(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(selected, x)
+    finally:
+        if was_training:
+            classifier.train()
+    return grad.detach()
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+def _check_scale(scale, name, minimum=0.0, why=""):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"{name} must be a finite number, got {name}={scale!r}")
+    if scale < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {name}={scale!r}{why}")
+
+
+def _check_labels(y, num_classes, what):
+    if y is None:
+        raise ValueError(f"{what} needs the target classes: pass y=labels (a long tensor of shape (B,))")
+    if not torch.is_tensor(y) or y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise TypeError(f"y must be an integer tensor of class labels, got {type(y).__name__} "
+                        f"{getattr(y, 'dtype', '')}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"class labels y must lie in 0..{num_classes - 1} for {what}, got values in "
+                         f"{int(y.min())}..{int(y.max())}")
+
+
+def _check_interval(interval, T=None):
+    if interval is None:
+        return None
+    lo, hi = (int(v) for v in interval)
+    if lo > hi or lo < 0 or (T is not None and hi >= T):
+        raise ValueError(f"interval must be (t_min, t_max) with 0 <= t_min <= t_max"
+                         f"{'' if T is None else f' <= {T - 1}'} (code timesteps), got {interval!r}")
+    return lo, hi
+
+
+def _in_interval(t, interval, like):
+    """A (B, 1, ..., 1) boolean mask: which examples' t lie in the guidance interval."""
+    if interval is None:
+        return None
+    lo, hi = interval
+    return ((t >= lo) & (t <= hi)).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _schedule_of(denoise, schedule):
+    schedule = schedule if schedule is not None else getattr(denoise, "schedule", None)
+    if schedule is None:
+        raise ValueError("pass schedule=... (the denoiser has no .schedule to read it from)")
+    return schedule
+
+
+class _LabelCheck:
+    """Checks a label tensor once, not at every step (reading values makes the host wait for
+    the GPU); a new tensor is checked again."""
+
+    def __init__(self, num_classes, what):
+        self.num_classes, self.what, self.seen = num_classes, what, ()
+
+    def __call__(self, y):
+        if y is None or y is not self.seen:
+            _check_labels(y, self.num_classes, self.what)
+            self.seen = y
+
+
+# --- classifier guidance --------------------------------------------------------------------
+
+class ClassifierGuidance:
+    """``ClassifierGuidance(denoise, classifier, scale)(x_t, t, y=labels) -> Prediction``:
+    classifier guidance (Dhariwal & Nichol, 2021) around any denoiser.
+
+    Args:
+        denoise: ``denoise(x_t, t, **cond) -> Prediction`` (a :class:`Denoiser`).
+        classifier: ``classifier(x_t, t) -> logits`` trained on noisy images, e.g. a
+            :class:`~lesson_lib.models.noisy_classifier.NoisyClassifier` (put in eval mode for
+            every gradient). It always receives the original-schedule timestep t, also when
+            sampling on fewer steps (the loop passes original timesteps).
+        scale: s >= 0 (0 = no guidance). A negative s would steer *away* from y; it is refused.
+        form: "eps" (default; the score form, for DDIM and any step) or "mean" (the ancestral
+            mean shift mu' = mu + s Sigma g, exact for :func:`~lesson_lib.diffusion.steps.ddpm_step`
+            with the same ``variance`` on the timesteps ``timesteps``).
+        gradient_at: where g = grad log f(y | x, t) is taken in the mean form. "x_t" (default)
+            evaluates it at the current state with the current t, as the reference code does;
+            "mean" evaluates it at the unguided mean mu with the target step's level, as the
+            paper's derivation (a Taylor expansion of log f around mu) says. The default is x_t
+            because there the classifier sees exactly what it was trained on (a sample of
+            q(x_t | x_0) at level t), the score form has no other choice, and the authors found
+            the two "didn't noticeably change results"; benchmarks/guidance.py measures it.
+        variance: the step's sigma^2 ("beta" or "beta_tilde"), for the mean form.
+        timesteps: the sampler's timestep list, for the mean form (Sigma depends on the step's
+            target s); default: every step, s = t - 1.
+        interval: guide only where t_min <= t <= t_max (code timesteps); elsewhere the
+            prediction is the unguided one.
+        condition_model: pass ``y`` on to the denoiser too (guidance on the conditional model);
+            default False: guide the model's unconditional output (its null class).
+        dataset: if given, the classifier's ``dataset`` attribute must match it.
+        schedule: the noise schedule; read from ``denoise.schedule`` when left out.
+    """
+
+    def __init__(self, denoise, classifier, scale, *, form="eps", gradient_at="x_t", variance="beta",
+                 timesteps=None, interval=None, condition_model=False, dataset=None, schedule=None):
+        _check_scale(scale, "scale", why=" (a negative scale steers away from the class; guidance "
+                                         "toward y needs s >= 0, and s = 0 is no guidance)")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got form={form!r}")
+        if gradient_at not in GRADIENT_AT:
+            raise ValueError(f"gradient_at must be one of {GRADIENT_AT}, got gradient_at={gradient_at!r}")
+        if gradient_at == "mean" and form != "mean":
+            raise ValueError("gradient_at='mean' belongs to the mean form (form='mean'); the score form "
+                             "takes the gradient at x_t")
+        if variance not in ("beta", "beta_tilde"):
+            raise ValueError(f"variance must be 'beta' or 'beta_tilde', got variance={variance!r}")
+        self.denoise, self.classifier, self.scale = denoise, classifier, float(scale)
+        self.form, self.gradient_at, self.variance = form, gradient_at, variance
+        self.schedule = _schedule_of(denoise, schedule)
+        self.interval = _check_interval(interval, self.schedule.T)
+        self.condition_model = condition_model
+        self.next_step = None
+        if timesteps is not None:
+            ts = [int(t) for t in timesteps]
+            self.next_step = {t: (ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)}
+        self._check_classifier(getattr(denoise, "model", None), dataset)
+        self.check_labels = _LabelCheck(self.num_classes, "this classifier")
+
+    def _check_classifier(self, model, dataset):
+        self.num_classes = getattr(self.classifier, "num_classes", None)
+        if self.num_classes is None:
+            raise ValueError("the classifier must say how many classes it has (a num_classes attribute)")
+        if dataset is not None and getattr(self.classifier, "dataset", dataset) != dataset:
+            raise ValueError(f"this classifier was trained on {self.classifier.dataset!r}, not {dataset!r}; "
+                             f"guide with a noisy classifier of the same dataset")
+        for name in ("image_size", "in_channels"):
+            mine, theirs = getattr(self.classifier, name, None), getattr(model, name, None)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(f"the classifier was built for {name}={mine} but the model makes "
+                                 f"{name}={theirs}: a classifier for another image size or dataset "
+                                 f"cannot guide this model")
+        theirs = getattr(model, "num_classes", None)
+        if theirs is not None and theirs != self.num_classes:
+            raise ValueError(f"the classifier has {self.num_classes} classes but the model {theirs}: "
+                             f"they are not for the same dataset")
+
+    def _step_target(self, t):
+        if self.next_step is None:
+            return t - 1
+        return torch.tensor([self.next_step[int(v)] for v in t.tolist()], device=t.device)
+
+    def __call__(self, x_t, t, y=None, **cond):
+        self.check_labels(y)
+        pred = self.denoise(x_t, t, **(dict(cond, y=y) if self.condition_model else cond))
+        if self.scale == 0:
+            return pred
+        if self.form == "eps":
+            g = classifier_gradient(self.classifier, x_t, t, y)
+            eps = classifier_guided_eps(pred.eps, g, extract(self.schedule.sqrt_one_minus_alpha_bars, t, x_t),
+                                        self.scale)
+            x0 = x0_from_eps(self.schedule, x_t, t, eps)
+        else:
+            x0 = self._mean_shifted_x0(x_t, t, y, pred)
+            eps = eps_from_x0(self.schedule, x_t, t, x0)
+        inside = _in_interval(t, self.interval, x_t)
+        if inside is not None:
+            x0, eps = torch.where(inside, x0, pred.x0), torch.where(inside, eps, pred.eps)
+        return Prediction(x0, eps, pred.log_variance)
+
+    def _mean_shifted_x0(self, x_t, t, y, pred):
+        """The x0_hat whose DDPM-step mean is mu + s Sigma g (Algorithm 1): the step's mean is
+        coef_x0 x0_hat + coef_xt x_t, so moving x0_hat by s Sigma g / coef_x0 moves the mean by
+        s Sigma g."""
+        s = self._step_target(t)
+        a = self.schedule.alpha_bars_with_0
+        a_t, a_s = a[t + 1], a[s + 1]
+        beta = 1 - a_t / a_s
+        coef_x0 = a_s.sqrt() * beta / (1 - a_t)
+        coef_xt = (a_t / a_s).sqrt() * (1 - a_s) / (1 - a_t)
+        shape = (-1,) + (1,) * (x_t.ndim - 1)
+        to_x = lambda v: v.to(device=x_t.device, dtype=x_t.dtype).reshape(shape)   # noqa: E731
+        if pred.log_variance is not None:
+            sigma2 = pred.log_variance.exp()
+        else:
+            sigma2 = to_x(beta if self.variance == "beta" else (1 - a_s) / (1 - a_t) * beta)
+        if self.gradient_at == "x_t":
+            g = classifier_gradient(self.classifier, x_t, t, y)
+        else:
+            mean = to_x(coef_x0) * pred.x0 + to_x(coef_xt) * x_t
+            g = classifier_gradient(self.classifier, mean, s.clamp(min=0), y)
+        return pred.x0 + self.scale * sigma2 * g / to_x(coef_x0)
+
+
+# --- classifier-free guidance ---------------------------------------------------------------
+
+class ClassifierFreeGuidance:
+    """``ClassifierFreeGuidance(denoise, w)(x_t, t, y=labels) -> Prediction``: classifier-free
+    guidance (Ho & Salimans, 2021) with the paper's weight w; ``scale=`` gives the libraries'
+    s = 1 + w instead (give one of the two).
+
+    One network call on the batch [x_t, x_t] with labels [y, null] gives eps(x_t, y) and
+    eps(x_t, null); they are combined by :func:`cfg_eps`, optionally rescaled
+    (:func:`rescale_cfg` with ``rescale=phi``), and x0_hat is derived from the result.
+
+    Args:
+        denoise: a denoiser of a class-conditional model with a null class (label dropout).
+        w: the guidance weight, w >= -1 (w = 0: the conditional model; w = -1: the
+            unconditional one; -1 < w < 0 interpolates). Below -1 (s < 0) it means nothing.
+        scale: s = 1 + w, s >= 0, instead of w.
+        null_class: the model's "no label" index; read from ``denoise.model.num_classes``.
+        interval: guide only where t_min <= t <= t_max (code timesteps); elsewhere the
+            prediction is the conditional one (w = 0).
+        rescale: phi in [0, 1] of Lin et al. (2024); 0 = off.
+        schedule: the noise schedule; read from ``denoise.schedule`` when left out.
+    """
+
+    def __init__(self, denoise, w=None, *, scale=None, null_class=None, interval=None, rescale=0.0,
+                 schedule=None):
+        if (w is None) == (scale is None):
+            raise ValueError("give the guidance strength once: w (the paper's weight, 0 = conditional) "
+                             "or scale (s = 1 + w, 1 = conditional)")
+        if scale is not None:
+            _check_scale(scale, "scale", why=" (s = 0 is the unconditional model; below it CFG means nothing)")
+            w = w_from_scale(scale)
+        _check_scale(w, "w", minimum=-1.0, why=" (w = -1 is the unconditional model; below it CFG means nothing)")
+        _check_scale(rescale, "rescale")
+        if rescale > 1:
+            raise ValueError(f"rescale (phi) must lie in [0, 1], got rescale={rescale!r}")
+        if null_class is None:
+            null_class = getattr(getattr(denoise, "model", None), "num_classes", None)
+            if null_class is None:
+                raise ValueError("classifier-free guidance needs a model trained with a null class (label "
+                                 "dropout); this model has no num_classes. Use classifier guidance, or "
+                                 "pass null_class= if the model has one")
+        self.denoise, self.w, self.null_class, self.rescale = denoise, float(w), int(null_class), float(rescale)
+        self.schedule = _schedule_of(denoise, schedule)
+        self.interval = _check_interval(interval, self.schedule.T)
+        self.check_labels = _LabelCheck(self.null_class, "classifier-free guidance (the null class is not a target)")
+
+    @property
+    def scale(self):
+        return scale_from_w(self.w)
+
+    def __call__(self, x_t, t, y=None, **cond):
+        self.check_labels(y)
+        if self.w == 0:
+            return self.denoise(x_t, t, y=y, **cond)
+        null = torch.full_like(y, self.null_class)
+        both = self.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), y=torch.cat([y, null]),
+                            **{k: torch.cat([v, v]) for k, v in cond.items()})
+        eps_c, eps_u = both.eps.chunk(2)
+        eps = cfg_eps(eps_c, eps_u, self.w)
+        if self.rescale:
+            eps = rescale_cfg(eps, eps_c, self.rescale)
+        inside = _in_interval(t, self.interval, x_t)
+        if inside is not None:
+            eps = torch.where(inside, eps, eps_c)
+        return Prediction(x0_from_eps(self.schedule, x_t, t, eps), eps)
