@@ -18,10 +18,11 @@ from .diffusion.sampling import ddim_sample, ddpm_sample
 
 
 def generate(model, schedule, n, sampler="ddim", steps=100, labels=None, device="cpu", seed=0,
-             progress=True):
-    """``n`` images from ``model``: DDPM (Algorithm 2, all T steps) or DDIM (``steps`` steps)."""
+             progress=True, guidance=None):
+    """``n`` images from ``model``: DDPM (Algorithm 2, all T steps) or DDIM (``steps`` steps).
+    ``guidance`` wraps the denoiser (see :mod:`lesson_lib.diffusion.guidance`)."""
     shape = (n, model.in_channels, model.image_size, model.image_size)
-    kwargs = dict(clip_x0=True, device=device, progress=progress,
+    kwargs = dict(clip_x0=True, device=device, progress=progress, guidance=guidance,
                   generator=torch.Generator(device).manual_seed(seed),
                   model_kwargs=None if labels is None else {"y": labels.to(device)})
     if sampler == "ddpm":

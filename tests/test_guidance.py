@@ -387,3 +387,12 @@ def test_the_trainer_trains_a_noisy_classifier_with_this_objective(tmp_path):
     trainer.run(30, progress=False, checkpoint_every=30)
     assert trainer.history[-1][1] < trainer.history[0][1]
     assert torch.load(tmp_path / "c.pt", weights_only=True)["objective"] == {"name": "noisy_cross_entropy"}
+
+
+def test_within_class_spread_is_the_mean_distance_between_two_samples_of_a_class():
+    from lesson_lib.evaluation.metrics import within_class_spread
+    features = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert within_class_spread(features, labels) == pytest.approx((5.0 + 0.0) / 2)
+    with pytest.raises(ValueError, match="at least two"):
+        within_class_spread(features[:3], labels[:3])

@@ -1,4 +1,4 @@
-"""Sample quality for 2-D data, and a memorisation check for images.
+"""Sample quality for 2-D data, a memorisation check and a diversity measure for images.
 
 How close are a model's samples to the data? For two point clouds we use the sliced
 Wasserstein distance (Rabin et al., 2011; Bonneel et al., 2015): project both clouds on many
@@ -72,3 +72,20 @@ def nearest_neighbours(queries, data, batch_size=1024):
         best_d = torch.where(better, m, best_d)
         best_i = torch.where(better, i + start, best_i)
     return best_i, best_d
+
+
+def within_class_spread(features, labels):
+    """Diversity within classes: the mean Euclidean distance between two feature vectors
+    (e.g. :func:`lesson_lib.evaluation.fid.extract_features`) of the same class, averaged
+    over the classes. Guidance trades it for class fidelity: identical samples score 0.
+    ``features`` (N, d), ``labels`` (N,); each class needs at least two examples."""
+    features = features.detach().cpu().double()
+    labels = torch.as_tensor(labels).cpu()
+    spreads = []
+    for k in labels.unique().tolist():
+        f = features[labels == k]
+        if len(f) < 2:
+            raise ValueError(f"class {k} has {len(f)} example(s); the spread needs at least two per class")
+        d = torch.cdist(f, f)
+        spreads.append(d.sum().item() / (len(f) * (len(f) - 1)))
+    return sum(spreads) / len(spreads)

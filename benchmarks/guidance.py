@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Classifier guidance and classifier-free guidance on the shipped MNIST model, side by side.
+
+    OMP_NUM_THREADS=1 python benchmarks/guidance.py [--n 200] [--steps 25] [--json docs/guidance_benchmark.json]
+
+For every guidance strength, ``n`` samples (n/10 per class, the same starting noise for every
+row, so that rows differ only by the guidance) are drawn with DDIM (eta = 0, x0 clipped to
+[-1, 1] after the guidance) from ``mnist_cond`` and measured:
+
+* FID and KID against n MNIST test images, on the course classifier's features, next to the
+  real-data floor (n train vs n test images);
+* class accuracy, judged by the course's clean MNIST classifier (``mnist_classifier``), which
+  did not take part in the guidance (the guide is ``mnist_noisy_classifier``);
+* diversity: the mean feature distance between two samples of the same class
+  (:func:`lesson_lib.evaluation.metrics.within_class_spread`), with the real test images'
+  value at the same n beside it;
+* samples/s on this machine.
+
+Rows: classifier-free guidance at weights w (w = 0 is the conditional model); classifier
+guidance at scales s on the model's *unconditional* output (its null class; s = 0 is the
+unconditional model); and the mean form on strided DDPM with the gradient at x_t (the default)
+and at the mean (the paper's derivation), with paired noise, to measure that choice.
+
+CIFAR-10 would need a class-conditional CIFAR-10 diffusion model and a CIFAR-10 noisy classifier;
+neither ships with the course yet (``lesson_lib/weights`` holds only ``mnist_cond``), so the
+script says so and measures MNIST only. Recorded figures: docs/benchmarks.md, and (with
+``--card``) the guide's model card, from which lesson 5 reads the table.
+"""
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from lesson_lib.data.images import load_mnist
+from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from lesson_lib.diffusion.sampling import ddpm_sample
+from lesson_lib.diffusion.timesteps import spaced
+from lesson_lib.evaluation.fid import compute_metrics, extract_features, real_floor
+from lesson_lib.evaluation.judges import class_accuracy, load_classifier
+from lesson_lib.evaluation.metrics import within_class_spread
+from lesson_lib.pretrained import WEIGHTS_DIR, available, load_noisy_classifier, load_pretrained, model_card, write_card
+from lesson_lib.sample import generate
+
+CFG_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+CG_SCALES = (0.0, 1.0, 2.0, 4.0, 8.0)
+ABLATION_SCALE = 4.0
+
+
+def cfg(w):
+    return lambda d: ClassifierFreeGuidance(d, w)
+
+
+def cg(guide, s, **kwargs):
+    return lambda d: ClassifierGuidance(d, guide, s, dataset="mnist", **kwargs)
+
+
+def measure(images, labels, seconds, judge, data_dir, device):
+    """Every figure of one row of the table."""
+    metrics = compute_metrics(images, dataset="mnist", extractor=judge, data_dir=data_dir, device=device)
+    accuracy = class_accuracy(images, labels, classifier=judge, device=device)
+    features = extract_features(images, judge, device=device)
+    return dict(fid=metrics["fid"], kid=metrics["kid_mean"], accuracy=accuracy["accuracy"],
+                diversity=within_class_spread(features, labels), samples_per_s=len(images) / seconds)
+
+
+def sample_rows(model, schedule, guide, judge, n, steps, seed, data_dir, device, log=print):
+    labels = torch.arange(10).repeat(n // 10 + 1)[:n]
+    rows = []
+
+    def row(method, strength, make):
+        start = time.perf_counter()
+        images = make().cpu()
+        seconds = time.perf_counter() - start
+        r = dict(method=method, strength=strength,
+                 **measure(images, labels, seconds, judge, data_dir, device))
+        rows.append(r)
+        log(format_row(r))
+
+    def ddim(guidance):
+        return generate(model, schedule, n, "ddim", steps, labels, device, seed, False, guidance)
+
+    for w in CFG_WEIGHTS:
+        row("classifier-free, w", w, lambda: ddim(cfg(w)))
+    for s in CG_SCALES:
+        row("classifier, s, unconditional model", s, lambda: ddim(cg(guide, s)))
+    timesteps = spaced(schedule.T, steps)
+    for at in ("x_t", "mean"):
+        def ancestral():
+            shape = (n, 1, 28, 28)
+            return ddpm_sample(model, schedule, shape, model_kwargs={"y": labels.to(device)}, clip_x0=True,
+                               device=device, progress=False, timesteps=timesteps,
+                               generator=torch.Generator(device).manual_seed(seed),
+                               guidance=cg(guide, ABLATION_SCALE, form="mean", gradient_at=at,
+                                           timesteps=timesteps))
+        row(f"classifier mean form, DDPM-{steps}, grad at {at}", ABLATION_SCALE, ancestral)
+    return rows
+
+
+HEADER = (f"{'method':<46} {'strength':>8} {'FID':>7} {'KID':>8} {'accuracy':>8} {'diversity':>9} "
+          f"{'samples/s':>9}")
+
+
+def format_row(r):
+    return (f"{r['method']:<46} {r['strength']:>8.2f} {r['fid']:>7.2f} {r['kid']:>8.4f} {r['accuracy']:>8.3f} "
+            f"{r['diversity']:>9.2f} {r['samples_per_s']:>9.2f}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=200, help="samples per row (a multiple of 10)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM (and strided DDPM) steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
+    p.add_argument("--json", default=None, help="also write the table and its settings here")
+    p.add_argument("--card", action="store_true",
+                   help="store the table in the guide's model card (lesson 5 reads it from there)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+
+    model, schedule = load_pretrained("mnist_cond", device=args.device)
+    guide, guide_schedule = load_noisy_classifier("mnist_noisy_classifier", device=args.device)
+    if not torch.equal(guide_schedule.betas, schedule.betas):
+        raise SystemExit("the noisy classifier was trained under another schedule than mnist_cond")
+    judge = load_classifier("mnist", device=args.device)
+    floor = real_floor("mnist", args.n, extractor=judge, data_dir=args.data, device=args.device)
+    test_x, test_y = load_mnist("test", data_dir=args.data)
+    order = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(args.seed))
+    pick = torch.cat([order[test_y[order] == k][:args.n // 10] for k in range(10)])    # n/10 per class
+    real_diversity = within_class_spread(extract_features(test_x[pick], judge, device=args.device), test_y[pick])
+
+    print(f"MNIST, mnist_cond, n = {args.n} per row (n/10 per class), DDIM-{args.steps} eta=0, seed {args.seed}, "
+          f"{args.device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} thread(s)")
+    print(f"real-data floor at n = {args.n}: FID {floor['fid']:.2f}, KID {floor['kid_mean']:.4f}; "
+          f"diversity of real test images {real_diversity:.2f}; features and judge {judge.name}")
+    print(HEADER)
+    print("-" * len(HEADER))
+    rows = sample_rows(model, schedule, guide, judge, args.n, args.steps, args.seed, args.data, args.device)
+    cifar = [name for name in available("diffusion") if "cifar" in name]
+    note = ("no class-conditional CIFAR-10 model (and no CIFAR-10 noisy classifier) ships with the course, "
+            "so the CIFAR-10 sweep was not run" if not cifar else
+            f"CIFAR-10 diffusion models shipped: {cifar}, but no CIFAR-10 noisy classifier; sweep not run")
+    print(f"CIFAR-10: {note}")
+    result = dict(dataset="mnist", model="mnist_cond", guide="mnist_noisy_classifier", judge=judge.name,
+                  n=args.n, sampler=f"ddim-{args.steps}, eta=0, x0 clipped after guidance", seed=args.seed,
+                  device=args.device, cpu=platform.processor() or platform.machine(),
+                  threads=torch.get_num_threads(), torch=torch.__version__, wall_time_s=time.perf_counter() - start,
+                  fid_floor=floor["fid"], kid_floor=floor["kid_mean"], real_diversity=real_diversity,
+                  rows=rows, cifar10=note)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    if args.card:
+        card = model_card("mnist_noisy_classifier")
+        card["guidance_benchmark"] = result
+        write_card(WEIGHTS_DIR / card["file"], card)
+
+
+if __name__ == "__main__":
+    main()
