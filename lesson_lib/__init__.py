@@ -2,7 +2,7 @@
 
 One idea per module, grouped by layer; read them in this order:
 
-    diffusion/    the maths of the course (imports only models.base and files)
+    diffusion/    the maths of the course (imports only models.base, files and arguments)
         schedules    the noise schedules beta_1..beta_T and every quantity derived from them
         forward      the forward process q(x_t | x_0), the chain, the posterior, eps/x0/v conversions
         losses       L_simple, and the training-objective interface of the Trainer
@@ -24,7 +24,11 @@ One idea per module, grouped by layer; read them in this order:
     evaluation/   metrics (2-D quality, nearest neighbours), fid (FID and KID), judges (class accuracy)
     pretrained    the one format of every shipped model, and its verifying loader
     files         atomic writes and sha256, used by every layer
-    course/       plotting, assignments, checks and the grader (instructor tooling)
+    arguments     checks of arguments where they enter, with errors that name the fix
+    cli           what the command lines share: argument types, one-line errors
+    course/       instructor tooling: plotting, assignments, checks, and the grader with its parts:
+                  notebook (reading a submission), worker (runs it), protocol (its messages),
+                  sandbox (bubblewrap), session (one submission's run), batch (a whole class)
 
 Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and

@@ -13,24 +13,48 @@ import argparse
 import time
 
 import torch
+from tqdm.auto import tqdm
 
+from .arguments import integer
+from .cli import positive_int, run
+from .data.images import load_dataset
 from .evaluation.judges import class_accuracy
 from .evaluation.fid import compute_metrics, real_floor
 from .pretrained import load_model, load_pretrained, model_card
 from .sample import generate
 
 
+def check_reference(dataset, n, data_dir=None):
+    """Fail before any sampling when the reference data are missing or smaller than ``n``: the
+    floor needs n training and n test images."""
+    if dataset not in ("mnist", "cifar10"):
+        raise ValueError(f"dataset must be 'mnist' or 'cifar10', got dataset={dataset!r}")
+    test, _, _ = load_dataset(dataset, "test", data_dir=data_dir, as_uint8=True)
+    if n > len(test):
+        raise ValueError(f"n={n} is larger than the {len(test)} {dataset} test images the floor is measured "
+                         f"against; choose n <= {len(test)}")
+
+
 def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=100, device="cpu", data_dir=None,
-             batch_size=250, seed=0, progress=True):
-    """Sample ``n`` images and measure them; returns a dict of figures (see the module docstring)."""
+             batch_size=250, seed=0, progress=True, guidance=None):
+    """Sample ``n`` images and measure them; returns a dict of figures (see the module docstring).
+
+    One progress bar counts the images; ``guidance`` wraps the denoiser (see
+    :mod:`lesson_lib.diffusion.guidance`)."""
+    n = integer(n, "n", minimum=2, hint="FID needs at least two images; read it at n >= 1000")
+    batch_size = integer(batch_size, "batch_size", minimum=1)
+    check_reference(dataset, n, data_dir)
     k = model.num_classes
     labels = None if k is None else torch.arange(k).repeat(n // k + 1)[:n]
     start = time.perf_counter()
     batches = []
-    for i in range(0, n, batch_size):
-        y = None if labels is None else labels[i:i + batch_size]
-        m = min(batch_size, n - i)
-        batches.append(generate(model, schedule, m, sampler, steps, y, device, seed + i, progress).cpu())
+    with tqdm(total=n, desc=f"sampling ({sampler})", unit="img", disable=not progress) as bar:
+        for i in range(0, n, batch_size):
+            y = None if labels is None else labels[i:i + batch_size]
+            m = min(batch_size, n - i)
+            batches.append(generate(model, schedule, m, sampler, steps, y, device, seed + i, False,
+                                    guidance=guidance).cpu())
+            bar.update(m)
     seconds = time.perf_counter() - start
     x = torch.cat(batches)
     result = {"n": n, "sampler": sampler if sampler == "ddpm" else f"ddim-{steps}",
@@ -44,6 +68,21 @@ def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=100, device
     return result
 
 
+def small_n_notes(r):
+    """What a reader must know to read the figures at this n (empty when nothing)."""
+    notes = []
+    if r["n"] < 1000:
+        notes.append(f"n = {r['n']} is small: FID is biased upwards and noisy at small n, so compare it only "
+                     f"with the floor and with runs at the same n (use --n 1000 or more for a verdict)")
+    if r["fid"] < r["fid_floor"]:
+        notes.append("the FID is below the real-data floor: at this n that is noise, not samples better than "
+                     "real images")
+    if r["kid_mean"] < 0:
+        notes.append("the KID is negative: the unbiased estimator can dip below 0 when two sets are "
+                     "indistinguishable at this n; read it as 0")
+    return notes
+
+
 def format_table(r):
     rows = [("FID", f"{r['fid']:.3f}", f"{r['fid_floor']:.3f}"),
             ("KID", f"{r['kid_mean']:.5f}", f"{r['kid_floor']:.5f}")]
@@ -54,32 +93,41 @@ def format_table(r):
     lines = [f"{'metric':<16} {'model':>10} {'floor':>10}", "-" * 38]
     lines += [f"{a:<16} {b:>10} {c:>10}" for a, b, c in rows]
     lines.append(f"n = {r['n']}, sampler {r['sampler']}, features {r['feature_network']}")
+    lines += [f"note: {note}" for note in small_n_notes(r)]
     return "\n".join(lines)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m lesson_lib.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint")
     src.add_argument("--pretrained")
     p.add_argument("--dataset", choices=["mnist", "cifar10"], help="required with --checkpoint")
-    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n", type=positive_int, default=1000, help="samples (and real images for the floor)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda, but this machine has no CUDA GPU; use --device cpu")
+    if args.n < 2:
+        p.error("--n must be at least 2 (FID needs two images; read it at n >= 1000)")
+    if args.pretrained:
+        dataset = args.dataset or model_card(args.pretrained)["dataset"]
+    elif not args.dataset:
+        p.error("--dataset is required with --checkpoint")
+    else:
+        dataset = args.dataset
+    check_reference(dataset, args.n, args.data_dir)          # before minutes of sampling, not after
     if args.pretrained:
         model, schedule = load_pretrained(args.pretrained, device=args.device)
-        dataset = args.dataset or model_card(args.pretrained)["dataset"]
     else:
-        if not args.dataset:
-            p.error("--dataset is required with --checkpoint")
         model, schedule = load_model(args.checkpoint, device=args.device)
-        dataset = args.dataset
     print(format_table(evaluate(model, schedule, dataset, args.n, args.sampler, args.steps, args.device,
                                 args.data_dir)))
 
 
 if __name__ == "__main__":
-    main()
+    run(main, None, "python -m lesson_lib.evaluate")

@@ -101,11 +101,15 @@ def available(kind="diffusion", weights_dir=None):
 
 # --- diffusion models ----------------------------------------------------------------------
 
-def model_from_state(state, ema=True, device="cpu"):
+def model_from_state(state, ema=True, device="cpu", where="this checkpoint"):
     """Rebuild ``(model, schedule)`` from a loaded checkpoint dict (EMA weights by default).
 
     The model comes back with the ``prediction`` it was trained with (it is part of its
     config), so every sampler reads it from the model."""
+    missing = [k for k in ("model_config", "betas", "ema") if k not in state]
+    if missing:
+        raise ValueError(f"{where} is not a checkpoint of lesson_lib: it has no {', '.join(missing)} "
+                         f"(it was not written by Trainer.save or export_model)")
     cls = MODEL_CLASSES.get(state.get("model_class", "UNet"))
     if cls is None:
         raise ValueError(f"unknown model class {state['model_class']!r} in the checkpoint; "
@@ -114,13 +118,18 @@ def model_from_state(state, ema=True, device="cpu"):
     if not ema and "model" not in state:
         raise ValueError("this checkpoint holds only EMA weights (as the shipped models do): use ema=True")
     weights = state["ema"]["model"] if ema else state["model"]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    except RuntimeError as error:
+        raise ValueError(f"{where} is not a checkpoint of lesson_lib: its weights do not fit the model its "
+                         f"config describes ({str(error).splitlines()[0][:200]}); the file was edited or "
+                         f"mixed from two runs") from error
     return model.to(device).eval(), NoiseSchedule(state["betas"])
 
 
 def load_model(path, ema=True, device="cpu"):
     """``model, schedule = load_model("runs/mnist/checkpoint.pt")``: the EMA weights unless ``ema=False``."""
-    return model_from_state(load_checkpoint(path), ema=ema, device=device)
+    return model_from_state(load_checkpoint(path), ema=ema, device=device, where=str(path))
 
 
 def export_model(trainer, path, dtype=torch.float16):

@@ -12,9 +12,11 @@ refused with the list of differences. Settings come from :mod:`lesson_lib.traini
 
 import argparse
 import os
+import signal
 
 import torch
 
+from .cli import non_negative_int, positive_int, run
 from .data.images import load_dataset, save_grid
 from .training.profiles import CLASS_DROPOUT, PROFILES, current_profile, training_settings
 from .diffusion.sampling import ddim_sample
@@ -30,6 +32,7 @@ def build(dataset, profile=None, data_dir=None, steps=None, checkpoint_path=None
     train exactly the same thing."""
     settings = training_settings(dataset, profile)
     images, labels, classes = load_dataset(dataset, "train", data_dir=data_dir, as_uint8=True)
+    torch.manual_seed(0)                 # the initial weights too: the same command, the same model
     model = unet_preset(settings["preset"], num_classes=len(classes), **settings["unet"])
     config = TrainConfig(batch_size=settings["batch_size"], lr=settings["lr"],
                          warmup_steps=settings["warmup_steps"], ema_decay=settings["ema_decay"],
@@ -51,19 +54,27 @@ def sample_grid(trainer, path, per_class=8, steps=50):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m lesson_lib.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, choices=["mnist", "cifar10"], help="which dataset and model")
     p.add_argument("--profile", choices=PROFILES, help="default: $DDPM_PROFILE, else gpu with CUDA, else cpu")
     p.add_argument("--out", help="run folder (default: runs/CONFIG-PROFILE)")
-    p.add_argument("--steps", type=int, help="train until this step (default: the profile's)")
+    p.add_argument("--steps", type=positive_int, help="train until this step (default: the profile's)")
     p.add_argument("--data-dir", help="a dataset mirror (default: $DDPM_DATA_DIR, else download)")
-    p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--sample-every", type=int, default=2000, help="0 = only at the end")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=1000,
+                   help="steps between checkpoints; 0 = only at the end (default 1000)")
+    p.add_argument("--sample-every", type=non_negative_int, default=2000, help="0 = only at the end")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     p.add_argument("--device", help="default: cuda when available, else cpu")
     args = p.parse_args(argv)
 
     profile = current_profile(args.profile)
+    cuda = torch.cuda.is_available()
+    if (args.device or "").startswith("cuda") and not cuda:
+        p.error("--device cuda, but this machine has no CUDA GPU; use --device cpu")
+    if profile == "gpu" and not cuda and not (args.device or "").startswith("cpu"):
+        p.error("the gpu profile trains for hours on a GPU and would take weeks here: this machine has no "
+                "CUDA GPU. Use --profile cpu (about 15 minutes on a laptop), or add --device cpu to insist")
     out = args.out or os.path.join("runs", f"{args.config}-{profile}")
     os.makedirs(out, exist_ok=True)
     trainer, steps = build(args.config, profile, args.data_dir, args.steps,
@@ -77,12 +88,25 @@ def main(argv=None):
     def save_samples(t):
         sample_grid(t, os.path.join(out, f"samples_step{t.step}.png"))
 
-    trainer.run(steps, checkpoint_every=args.checkpoint_every,
-                callback_every=args.sample_every, callback=save_samples)
+    def stop(signum, frame):          # Ctrl-C, or the SIGTERM of a closing Colab or a job scheduler
+        trainer.stop_requested = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trainer.run(steps, checkpoint_every=args.checkpoint_every,
+                    callback_every=args.sample_every, callback=save_samples)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    trainer.save()                    # also with --checkpoint-every 0, and after an interruption
+    if trainer.stop_requested:
+        print(f"interrupted at step {trainer.step}: saved {trainer.checkpoint_path}; run the same command "
+              f"again to resume")
+        raise SystemExit(130)
     save_samples(trainer)
     print(f"done: step {trainer.step}, loss {trainer.history[-1][1]:.4f}; "
           f"checkpoint {trainer.checkpoint_path}, samples {out}/samples_step{trainer.step}.png")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, None, "python -m lesson_lib.train")

@@ -1,7 +1,7 @@
 """The library's layers, checked from its source: who may import whom, and module length.
 
     models/      never imports diffusion/, training/, evaluation/, course/ (a network is just a network)
-    diffusion/   imports only itself, models.base (the prediction vocabulary) and files
+    diffusion/   imports only itself, models.base (the prediction vocabulary), files and arguments
     course/      is imported by nothing outside course/ (the library never depends on the grader)
 """
 
@@ -55,7 +55,7 @@ def test_models_never_import_the_maths_training_evaluation_or_course():
 
 
 def test_diffusion_imports_only_itself_the_vocabulary_and_files():
-    allowed = ("lesson_lib.diffusion", "lesson_lib.models.base", "lesson_lib.files")
+    allowed = ("lesson_lib.diffusion", "lesson_lib.models.base", "lesson_lib.files", "lesson_lib.arguments")
     for path in (ROOT / "diffusion").rglob("*.py"):
         bad = [m for m in imports_of(path) if not any(_in(m, a) for a in allowed)
                and m not in ("lesson_lib.models",)]

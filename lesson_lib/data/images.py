@@ -20,6 +20,8 @@ Small datasets fit on a GPU whole (MNIST is 47 MB as uint8, CIFAR-10 154 MB), so
 without any worker processes: the data loader never starves the GPU.
 """
 
+import contextlib
+import io
 import os
 
 import numpy as np
@@ -81,8 +83,10 @@ def _from_torchvision(name, split, download):
 
     root = os.path.join(default_cache_dir(), name)
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    chatter = io.StringIO()       # torchvision prints a line per mirror it retries; keep them out of sight
     try:
-        ds = cls(root=root, train=(split == "train"), download=download)
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            ds = cls(root=root, train=(split == "train"), download=download)
     except (RuntimeError, OSError) as err:  # torchvision's "Dataset not found" / download errors
         second = (f"connect to the internet so torchvision can download {name} to {root}" if download else
                   f"call with download=True (and an internet connection) so torchvision can download {name} "
@@ -194,11 +198,16 @@ def make_grid_image(images, nrow=8, padding=2):
 
 
 def save_grid(images, path, nrow=8, padding=2):
-    """Save :func:`make_grid_image` as a PNG, atomically (temporary file, then ``os.replace``)."""
+    """Save :func:`make_grid_image` as a PNG (or a JPEG, for a .jpg name), atomically (temporary
+    file, then ``os.replace``)."""
     from PIL import Image
 
     from ..files import atomic_write
 
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+    if suffix not in formats:
+        raise ValueError(f"the grid's file name must end in .png, .jpg or .jpeg, got {os.fspath(path)!r}")
     array = make_grid_image(images, nrow=nrow, padding=padding)
-    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format=formats[suffix]))
     return path

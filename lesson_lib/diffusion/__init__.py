@@ -10,5 +10,5 @@
     guidance     classifier guidance and classifier-free guidance: wrappers of the denoiser
 
 These modules import nothing from the rest of the library but the prediction vocabulary
-(:mod:`lesson_lib.models.base`) and :mod:`lesson_lib.files`.
+(:mod:`lesson_lib.models.base`), :mod:`lesson_lib.files` and :mod:`lesson_lib.arguments`.
 """

@@ -17,8 +17,20 @@ Every function takes the :class:`~lesson_lib.diffusion.schedules.NoiseSchedule` 
 
 import torch
 
-from ..models.base import PREDICTIONS, check_prediction  # noqa: F401  (one vocabulary, in one place)
-from .schedules import check_timesteps, extract
+from ..models.base import PREDICTIONS, check_prediction  # noqa: F401  (re-exported: one vocabulary, in one place)
+from .schedules import NoiseSchedule, check_timesteps, extract
+
+
+def check_inputs(schedule, x, name="x0"):
+    """A NoiseSchedule and a float tensor: dtype and type only (free, reads no values)."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__} {schedule!r:.40}; "
+                        f"e.g. NoiseSchedule.from_name('linear', 1000)")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        fix = ": images in 0..255 become x.float() / 127.5 - 1" if x.dtype == torch.uint8 else ""
+        raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}; convert it{fix}")
 
 
 def _check_same_shape(a, b, name_a, name_b):
@@ -38,6 +50,7 @@ def q_sample(schedule, x0, t, eps=None):
     ``t`` is a long tensor of shape ``(B,)``, one timestep per example. Pass ``eps`` to
     fix the noise (as training does, to use it as the regression target).
     """
+    check_inputs(schedule, x0, "x0")
     check_timesteps(t, schedule.T)
     if eps is None:
         eps = torch.randn_like(x0)
@@ -51,6 +64,7 @@ def q_step(schedule, x_prev, t, eps=None):
 
         x_t = sqrt(1 - beta_t) * x_{t-1} + sqrt(beta_t) * eps.
     """
+    check_inputs(schedule, x_prev, "x_prev")
     check_timesteps(t, schedule.T)
     if eps is None:
         eps = torch.randn_like(x_prev)
@@ -95,30 +109,35 @@ def q_posterior(schedule, x0, x_t, t):
 
 def x0_from_eps(schedule, x_t, t, eps):
     """Invert Eq. 4: x_0 = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t)."""
+    _check_same_shape(x_t, eps, "x_t", "eps")
     return (x_t - extract(schedule.sqrt_one_minus_alpha_bars, t, x_t) * eps) / \
         extract(schedule.sqrt_alpha_bars, t, x_t)
 
 
 def eps_from_x0(schedule, x_t, t, x0):
     """Invert Eq. 4 for the noise: eps = (x_t - sqrt(alpha-bar_t) x_0) / sqrt(1 - alpha-bar_t)."""
+    _check_same_shape(x_t, x0, "x_t", "x0")
     return (x_t - extract(schedule.sqrt_alpha_bars, t, x_t) * x0) / \
         extract(schedule.sqrt_one_minus_alpha_bars, t, x_t)
 
 
 def v_from_x0_eps(schedule, x0, eps, t):
     """The velocity target of Salimans & Ho (2022): v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0."""
+    _check_same_shape(x0, eps, "x0", "eps")
     return extract(schedule.sqrt_alpha_bars, t, x0) * eps - \
         extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
 
 
 def x0_from_v(schedule, x_t, t, v):
     """x_0 = sqrt(alpha-bar_t) x_t - sqrt(1 - alpha-bar_t) v."""
+    _check_same_shape(x_t, v, "x_t", "v")
     return extract(schedule.sqrt_alpha_bars, t, x_t) * x_t - \
         extract(schedule.sqrt_one_minus_alpha_bars, t, x_t) * v
 
 
 def eps_from_v(schedule, x_t, t, v):
     """eps = sqrt(1 - alpha-bar_t) x_t + sqrt(alpha-bar_t) v."""
+    _check_same_shape(x_t, v, "x_t", "v")
     return extract(schedule.sqrt_one_minus_alpha_bars, t, x_t) * x_t + \
         extract(schedule.sqrt_alpha_bars, t, x_t) * v
 

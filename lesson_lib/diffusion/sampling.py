@@ -22,12 +22,12 @@ chain without a second loop. Guidance wraps the denoiser; fewer steps change the
 
 import contextlib
 import functools
-import math
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
+from ..arguments import float_tensor, integer, number
 from .denoiser import ClipX0, Denoiser, Prediction
 from .schedules import check_timesteps, extract
 from .steps import VARIANCES, ddim_step, ddpm_step
@@ -111,12 +111,50 @@ def sample(denoise, schedule, x_T, timesteps, step, *, stochastic=True, cond=Non
     return x
 
 
-def _start(shape, x_T, device, generator):
-    if x_T is not None:
-        return x_T
-    if shape is None:
-        raise ValueError("give either shape=(batch, ...) or a starting noise tensor x_T")
-    return torch.randn(tuple(shape), generator=generator, device=device)
+def _start(model, shape, x_T, device, generator):
+    """x_T as given (checked once: float, finite, the model's dtype and data shape) or drawn."""
+    if x_T is None:
+        if shape is None:
+            raise ValueError("give either shape=(batch, ...) or a starting noise tensor x_T")
+        if isinstance(shape, (int, torch.Size)) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in tuple(shape)):
+            raise TypeError(f"shape must be a tuple of positive ints such as (16, 1, 28, 28), got shape={shape!r}")
+        x_T = torch.randn(tuple(shape), generator=generator, device=device)
+    else:
+        float_tensor(x_T, "x_T")
+    params = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    if params is not None and x_T.dtype != params.dtype:
+        raise TypeError(f"x_T is {str(x_T.dtype).removeprefix('torch.')} but the model's weights are "
+                        f"{str(params.dtype).removeprefix('torch.')}; pass x_T.to({params.dtype})")
+    channels, size = getattr(model, "in_channels", None), getattr(model, "image_size", None)
+    expected = None
+    if size is not None and channels is not None:
+        expected = (channels, size, size)
+    elif channels is not None and x_T.ndim == 2:
+        expected = (channels,)
+    if expected is not None and tuple(x_T.shape[1:]) != expected:
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but the model was built for data of shape "
+                         f"(batch, {', '.join(map(str, expected))})")
+    return x_T
+
+
+def _check_clip(clip_x0):
+    if clip_x0 is False or clip_x0 is True or clip_x0 is None:
+        return bool(clip_x0)
+    return number(clip_x0, "clip_x0", minimum=0, strict_minimum=True,
+                  hint="True clips x0_hat to [-1, 1], a number c to [-c, c], False does not clip")
+
+
+def _check_labels(model, model_kwargs):
+    """Class labels, checked once per call (the U-Net checks them on the CPU only, to spare the GPU a
+    wait at every step)."""
+    y = (model_kwargs or {}).get("y")
+    k = getattr(model, "num_classes", None)
+    if y is None or k is None or not isinstance(y, torch.Tensor):
+        return
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) > k):
+        raise ValueError(f"class labels y must lie in 0..{k - 1} (or {k} for the null class), got values "
+                         f"in {int(y.min())}..{int(y.max())}")
 
 
 def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
@@ -124,8 +162,10 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
          guidance=None):
     """The shared set-up of the presets: start, checks, denoiser (guided, then clipped, when
     ``guidance`` is given), eval mode, trajectory."""
-    x = _start(shape, x_T, device, generator)
+    x = _start(model, shape, x_T, device, generator)
+    clip_x0 = _check_clip(clip_x0)
     _check_model_device(model, x)
+    _check_labels(model, model_kwargs)
     schedule = schedule.to(x.device)
     autocast = x.device.type == "cuda" if autocast is None else autocast
     if guidance is None:
@@ -168,7 +208,12 @@ def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, varia
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
-    timesteps = all_steps(schedule.T) if timesteps is None else timesteps
+    trajectory_stride = integer(trajectory_stride, "trajectory_stride", minimum=1,
+                                hint="1 keeps every state, k every k-th")
+    timesteps = all_steps(schedule.T) if timesteps is None else [int(t) for t in timesteps]
+    if any(a <= b for a, b in zip(timesteps, timesteps[1:])):
+        raise ValueError(f"timesteps must be strictly descending (sampling goes from noise to data), got "
+                         f"{timesteps[:6]}{'...' if len(timesteps) > 6 else ''}")
     step = functools.partial(ddpm_step, variance=variance)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, True, lambda r: r.t % trajectory_stride == 0,
@@ -196,8 +241,7 @@ def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, pre
     ``return_trajectory`` returns every state x_T, ..., x_0 as well. ``guidance`` wraps the
     denoiser as in :func:`ddpm_sample`.
     """
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta must be a non-negative number (0 = deterministic, 1 = DDPM-like), got eta={eta!r}")
+    eta = number(eta, "eta", minimum=0, hint="0 = deterministic, 1 = DDPM-like")
     timesteps = spaced(schedule.T, steps, spacing)
     step = functools.partial(ddim_step, eta=eta)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,

@@ -10,6 +10,7 @@ entries for a batch of timesteps in the dtype and device of your data.
 """
 
 import math
+import warnings
 
 import torch
 
@@ -132,7 +133,13 @@ class NoiseSchedule:
         does with the paper's 1e-4 and 0.02."""
         _check_T(T)
         if name == "linear":
-            return cls.linear(T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))
+            beta_end = 0.02 * 1000 / T
+            if beta_end >= 0.999:
+                warnings.warn(f"NoiseSchedule.from_name('linear', T={T}): the scaled beta_end 0.02 * 1000 / T = "
+                              f"{beta_end:g} is not below 1, so it was clipped to 0.999; the last steps then "
+                              f"destroy almost all signal at once. Use T >= 21, or "
+                              f"NoiseSchedule.linear(T, beta_start, beta_end) with your own values", stacklevel=2)
+            return cls.linear(T, 1e-4 * 1000 / T, min(beta_end, 0.999))
         if name == "cosine":
             return cls.cosine(T)
         raise ValueError(f"name must be 'linear' or 'cosine', got name={name!r}")
@@ -140,6 +147,9 @@ class NoiseSchedule:
     def steps_until(self, fraction):
         """The first code index t at which sqrt(alpha-bar_t), the share of x_0 left in x_t,
         falls below ``fraction``; T if it never does."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < math.inf:
+            raise ValueError(f"fraction must be a finite number >= 0 (a share of x_0, e.g. 0.1), "
+                             f"got fraction={fraction!r}")
         below = torch.nonzero(self.sqrt_alpha_bars < fraction)
         return int(below[0]) if len(below) else self.T
 

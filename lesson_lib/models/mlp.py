@@ -6,7 +6,6 @@ added to the hidden state of every residual block (the same pattern as the U-Net
 blocks, without convolutions).
 """
 
-import torch
 from torch import nn
 
 from .base import Model, check_prediction

@@ -35,6 +35,8 @@ only to make this one network, and lesson 3 reads them top to bottom beside the 
 above; the presets and the shape and parameter tables describe the same network.
 """
 
+import warnings
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -240,6 +242,7 @@ class UNet(Model):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.image_size = image_size
+        self._warned_sizes = set()
         self.use_skips = use_skips
         self.num_levels = len(channel_mults)
         time_dim = 4 * base_channels
@@ -329,8 +332,23 @@ class UNet(Model):
         if x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(f"image height and width must be divisible by 2**(levels-1) = {factor}, got "
                              f"{tuple(x.shape[2:])}; resize or pad the images, or use fewer channel_mults")
+        size = tuple(x.shape[2:])
+        if self.image_size is not None and size != (self.image_size,) * 2 and size not in self._warned_sizes:
+            self._warned_sizes.add(size)     # once per size: it is convolutional, so it runs, but say so
+            warnings.warn(f"this UNet was built for {self.image_size}x{self.image_size} images, got "
+                          f"{size[0]}x{size[1]}: it runs (the network is convolutional) but was never "
+                          f"trained at this size; resize the images, or build a model with "
+                          f"image_size={size[0]} to train one", stacklevel=3)
+        if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"t must be a tensor of integer timesteps (torch.long), got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must have shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}")
+        # Checks of values read the tensors (a device sync on CUDA, at every step), so they run on
+        # the CPU; on a GPU the sampler and the Trainer check timesteps and labels where they enter.
+        values = x.device.type == "cpu" and not _is_compiling()
+        if values and t.numel() and int(t.min()) < 0:
+            raise ValueError(f"timesteps must be >= 0 (code index t is the paper's t+1), got {int(t.min())}")
         if y is None:
             return
         if self.num_classes is None:
@@ -339,8 +357,7 @@ class UNet(Model):
         if y.shape != t.shape or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"y must be an integer tensor of shape ({x.shape[0]},), got dtype {y.dtype} and "
                              f"shape {tuple(y.shape)}")
-        # A value check needs the labels' values (a device sync on CUDA), so torch.compile skips it.
-        if not _is_compiling() and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+        if values and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
             raise ValueError(f"class labels y must lie in 0..{self.num_classes - 1} (or {self.num_classes} for "
                              f"the null class), got values in {int(y.min())}..{int(y.max())}")
 

@@ -26,6 +26,9 @@ practice:
 Every random number of the loop comes from a generator whose state the checkpoint saves:
 the loader's (batches, flips), the objective's (t, eps, label dropout) and the global one
 (dropout inside the model).
+
+Why one module of about 360 lines: the loop, its checkpoints and its NaN guard share one state
+(model, EMA, optimizer, step, generators); split apart, each part would reach into the others.
 """
 
 import dataclasses
@@ -37,9 +40,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from ..arguments import float_tensor, integer, number
 from ..data.loader import TensorLoader, to_device_if_fits
 from .ema import EMA
 from ..diffusion.losses import LSimple
+from ..diffusion.schedules import NoiseSchedule
 
 
 @dataclasses.dataclass
@@ -62,13 +67,22 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model (CUDA, PyTorch >= 2.2)
 
     def __post_init__(self):
-        for name in ("batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {name}={getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got lr={self.lr}")
-        if not 0 <= self.class_dropout < 1:
-            raise ValueError(f"class_dropout must lie in [0, 1), got class_dropout={self.class_dropout}")
+        self.batch_size = integer(self.batch_size, "batch_size", minimum=1)
+        self.log_every = integer(self.log_every, "log_every", minimum=1)
+        self.warmup_steps = integer(self.warmup_steps, "warmup_steps", minimum=0, hint="0 means no warm-up")
+        self.seed = integer(self.seed, "seed")
+        self.lr = number(self.lr, "lr", minimum=0, strict_minimum=True)
+        self.weight_decay = number(self.weight_decay, "weight_decay", minimum=0)
+        self.grad_clip = number(self.grad_clip, "grad_clip", minimum=0, hint="0 turns clipping off")
+        self.ema_decay = number(self.ema_decay, "ema_decay", minimum=0, maximum=1, strict_maximum=True,
+                                hint="e.g. 0.999 (an average over about the last 1,000 steps)")
+        self.class_dropout = number(self.class_dropout, "class_dropout", minimum=0, maximum=1, strict_maximum=True)
+        for name in ("hflip", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {name}={getattr(self, name)!r}")
+        for name in ("bf16", "channels_last"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True, False or None (automatic), got {name}={getattr(self, name)!r}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,6 +92,26 @@ class NonFiniteLossError(RuntimeError):
 def default_device():
     """CUDA when present, otherwise the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_data(model, data):
+    """The training data fit the model: a tensor of float values (finite) or uint8 images, with the
+    channels and image size the model was built for."""
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a tensor of training examples, got {type(data).__name__}")
+    if data.dtype != torch.uint8:
+        float_tensor(data, "data")
+    channels, size = getattr(model, "in_channels", None), getattr(model, "image_size", None)
+    if data.ndim == 4:
+        if channels is not None and data.shape[1] != channels:
+            raise ValueError(f"data has {data.shape[1]} channel(s) per image but the model was built for "
+                             f"{channels}; build it with in_channels={data.shape[1]}")
+        if size is not None and tuple(data.shape[2:]) != (size, size):
+            raise ValueError(f"data holds {data.shape[2]}x{data.shape[3]} images but the model was built for "
+                             f"{size}x{size}; resize the images or build the model with image_size=...")
+    elif data.ndim == 2 and channels is not None and data.shape[1] != channels:
+        raise ValueError(f"data has points of dimension {data.shape[1]} but the model was built for "
+                         f"{channels}; build it with dim={data.shape[1]}")
 
 
 class Trainer:
@@ -112,6 +146,10 @@ class Trainer:
                              "given, set it on the objective (e.g. LSimple(class_dropout=0.1))")
         self.objective = objective if objective is not None else LSimple(cfg.class_dropout)
         self.device = torch.device(device) if device is not None else default_device()
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}; "
+                            f"e.g. NoiseSchedule.from_name('linear', 1000)")
+        _check_data(model, data)
         if labels is not None and len(labels) != len(data):
             raise ValueError(f"labels must have one entry per example: data has {len(data)}, "
                              f"labels has {len(labels)}")
@@ -120,6 +158,14 @@ class Trainer:
         self.num_classes = getattr(model, "num_classes", None)
         if labels is not None and self.num_classes is None:
             raise ValueError("labels were given but the model is unconditional; build it with num_classes=...")
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
+                raise TypeError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype} and shape "
+                                f"{tuple(labels.shape)}")
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (the model has "
+                                 f"{self.num_classes} classes), got {int(labels.min())}..{int(labels.max())}")
         if cfg.batch_size > len(data):
             raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(data)} examples)")
         self.is_image = data.ndim == 4
@@ -146,6 +192,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)                                             # dropout
         self.checkpoint_path = checkpoint_path
         self.step = 0
+        self.unusable = False          # set when a non-finite loss stopped training; resume() clears it
+        self.stop_requested = False    # set (e.g. by a signal handler) to stop cleanly after this step
         self.history = []
         self.examples_per_second = float("nan")
         self._tick_step = 0
@@ -185,16 +233,23 @@ class Trainer:
         Every ``log_every`` steps the mean loss is logged and checked; every
         ``checkpoint_every`` steps (and at the end) a checkpoint is written when
         ``checkpoint_path`` is set; every ``callback_every`` steps ``callback(trainer)``
-        runs (e.g. to save a grid of samples). Returns ``self.history``.
+        runs (e.g. to save a grid of samples). Setting ``trainer.stop_requested = True`` (a signal
+        handler may) stops cleanly after the current step. Returns ``self.history``.
         """
         cfg = self.config
+        if self.unusable:
+            raise NonFiniteLossError("this trainer stopped on a non-finite loss and its weights are not usable; "
+                                     "call trainer.resume() to reload the last good checkpoint first")
+        steps = integer(steps, "steps", minimum=0, hint="run(steps) trains until trainer.step == steps")
+        checkpoint_every = integer(checkpoint_every, "checkpoint_every", minimum=0, hint="0 = only at the end")
+        callback_every = integer(callback_every, "callback_every", minimum=0)
         self.model.train()
         self._running, self._count = 0.0, 0
         self._tick, self._tick_step = time.perf_counter(), self.step
         self._bar = tqdm(total=steps, initial=self.step, desc="training", disable=not progress,
                          dynamic_ncols=True)
         try:
-            while self.step < steps:
+            while self.step < steps and not self.stop_requested:
                 self._running = self._running + self.train_step()
                 self._count += 1
                 self._bar.update(1)
@@ -225,8 +280,14 @@ class Trainer:
         self._running, self._count, self._tick, self._tick_step = 0.0, 0, now, self.step
 
     def _nan_message(self, value):
-        where = (f"the last good checkpoint, {self.checkpoint_path}, is intact"
-                 if self.checkpoint_path else "no checkpoint was being written")
+        self.unusable = True
+        if self.checkpoint_path and os.path.exists(self.checkpoint_path):
+            where = (f"the last good checkpoint, {self.checkpoint_path}, is intact. The weights in memory "
+                     f"(trainer.model, trainer.ema.model) are not usable: call trainer.resume() to reload "
+                     f"the last good state")
+        else:
+            where = ("no checkpoint was written. The weights in memory (trainer.model, trainer.ema.model) "
+                     "are not usable: build the model again and start a new Trainer")
         return (f"the training loss became {value} between steps {self._tick_step} and {self.step}; "
                 f"stopped without saving, and {where}. Try a lower lr "
                 f"(now {self.config.lr}), a longer warm-up, or grad_clip > 0")
@@ -271,6 +332,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]
         self.history = [tuple(h) for h in state["history"]]
+        self.unusable = False
 
     def save(self, path=None):
         """Write the full training state atomically to ``path`` (default ``checkpoint_path``).
