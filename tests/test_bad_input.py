@@ -211,3 +211,54 @@ def test_an_unwritable_checkpoint_folder(tmp_path):
     trainer = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8), device="cpu", checkpoint_path=path)
     with pytest.raises(OSError, match="cannot write the checkpoint"):
         trainer.save()
+
+
+# --- stopping, and the same command giving the same model ------------------------------------------------
+
+def test_stop_requested_stops_cleanly_after_the_current_step(tmp_path):
+    trainer = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8, log_every=2), device="cpu",
+                      checkpoint_path=tmp_path / "c.pt")
+
+    def request_stop(t):
+        t.stop_requested = True
+
+    trainer.run(50, progress=False, callback_every=7, callback=request_stop)
+    assert trainer.step == 7
+    trainer.save()
+    again = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8, log_every=2), device="cpu",
+                    checkpoint_path=tmp_path / "c.pt")
+    assert again.resume() and again.step == 7
+
+
+@pytest.mark.skipif(not os.environ.get("DDPM_DATA_DIR"), reason="set DDPM_DATA_DIR to the prepared datasets")
+def test_the_same_command_builds_the_same_model():
+    from lesson_lib.train import build
+
+    a, _ = build("mnist", "ci", device="cpu")
+    torch.manual_seed(123)                        # whatever happened before
+    b, _ = build("mnist", "ci", device="cpu")
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.skipif(not os.environ.get("DDPM_DATA_DIR"), reason="set DDPM_DATA_DIR to the prepared datasets")
+def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "lesson_lib.train", "--config", "mnist", "--profile", "ci", "--steps", "100000",
+               "--checkpoint-every", "0", "--sample-every", "0", "--out", str(tmp_path), "--device", "cpu"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    first = proc.stdout.readline()                 # printed just before the handlers go in and training starts
+    assert "run folder" in first, first
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    out = first + out
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in out and (tmp_path / "checkpoint.pt").exists()
+    step = load_checkpoint(tmp_path / "checkpoint.pt")["step"]
+    assert 0 < step < 100000
