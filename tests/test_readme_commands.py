@@ -8,7 +8,6 @@ argparse, so the documented flags are all parsed and only sizes shrink.
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -323,3 +323,18 @@ def test_the_default_objective_is_l_simple_with_the_loops_draws():
     assert make_trainer().state_dict()["objective"] == {"name": "l_simple", "class_dropout": 0.0}
     with pytest.raises(ValueError, match="class_dropout must lie in"):
         LSimple(1.5)
+
+
+def test_bf16_only_where_the_gpu_supports_it(monkeypatch):
+    """Simulated: a GPU without bfloat16 (Colab's T4) trains in float32; asking for bf16 there fails."""
+    from lesson_lib.training.trainer import use_bf16
+
+    assert use_bf16("cpu") is False and use_bf16("cpu", False) is False
+    with pytest.raises(ValueError, match="bf16=True, but cpu does not support bfloat16"):
+        use_bf16("cpu", True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert use_bf16("cuda") is False
+    with pytest.raises(ValueError, match="predates Ampere"):
+        use_bf16("cuda", True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert use_bf16("cuda") is True and use_bf16("cuda", False) is False

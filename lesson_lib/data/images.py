@@ -3,7 +3,7 @@
 DDPM works on images scaled to [-1, 1] (Ho et al., 2020, Sec. 3.3: "We assume that image
 data consists of integers in {0, 1, ..., 255} scaled linearly to [-1, 1]"). Every loader here
 returns ``(images, labels)`` with images of shape (N, C, H, W): float32 in [-1, 1] by default,
-or the raw uint8 pixels with ``as_uint8=True`` (4x less memory; :class:`TensorLoader`
+or the raw uint8 pixels with ``as_uint8=True`` (4x less memory; :class:`~lesson_lib.data.loader.TensorLoader`
 converts each batch to [-1, 1] on the fly).
 
 Where the data comes from, in this order:
@@ -16,7 +16,7 @@ Where the data comes from, in this order:
    (``$XDG_CACHE_HOME/lesson_lib`` when that is set) the first time.
 
 Small datasets fit on a GPU whole (MNIST is 47 MB as uint8, CIFAR-10 154 MB), so
-:func:`to_device_if_fits` moves them there and :class:`TensorLoader` draws random batches
+:mod:`lesson_lib.data.loader` moves them there and draws random batches
 without any worker processes: the data loader never starves the GPU.
 """
 

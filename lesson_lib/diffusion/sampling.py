@@ -167,7 +167,8 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
     _check_model_device(model, x)
     _check_labels(model, model_kwargs)
     schedule = schedule.to(x.device)
-    autocast = x.device.type == "cuda" if autocast is None else autocast
+    if autocast is None:              # bfloat16 where the GPU supports it (not on Colab's T4), else float32
+        autocast = x.device.type == "cuda" and torch.cuda.is_bf16_supported()
     if guidance is None:
         denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
     else:
@@ -197,7 +198,8 @@ def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, varia
             [-1, 1]) or to [-c, c] for a number c (e.g. the range of 2-D data).
         return_trajectory: also return the states x_T, ..., x_0 (every
             ``trajectory_stride``-th step, always including both ends), stacked on dim 0.
-        autocast: run the network in bfloat16 autocast; defaults to True on CUDA.
+        autocast: run the network in bfloat16 autocast; defaults to True on a CUDA GPU that
+            supports bfloat16.
         timesteps: every step by default; a shorter list (see :mod:`.timesteps`) gives strided
             DDPM, each step using the respaced chain's beta_{t->s}.
         guidance: a callable that receives the :class:`Denoiser` and returns a wrapper with its

@@ -12,9 +12,9 @@ practice:
 
 * AdamW with a linear learning-rate warm-up and gradient-norm clipping;
 * an EMA of the weights for sampling (:mod:`lesson_lib.training.ema`);
-* on CUDA: bfloat16 autocast, channels-last memory, optionally ``torch.compile``, and the
-  whole dataset on the GPU when it fits (:class:`~lesson_lib.data.images.TensorLoader`), so
-  that loading never starves it;
+* on CUDA: bfloat16 autocast where the GPU supports it (float32 elsewhere), channels-last
+  memory, optionally ``torch.compile``, and the whole dataset on the GPU when it fits
+  (:class:`~lesson_lib.data.loader.TensorLoader`), so that loading never starves it;
 * label dropout for classifier-free guidance (Ho & Salimans, 2022), in the default
   objective: with probability ``class_dropout`` a label is replaced by the model's null class;
 * random horizontal flips for datasets where they preserve meaning (CIFAR-10);
@@ -62,7 +62,7 @@ class TrainConfig:
     hflip: bool = False            # random horizontal flips (images only)
     seed: int = 0
     log_every: int = 50            # also how often the loss is checked for NaN/inf
-    bf16: bool = None              # autocast to bfloat16; None = on CUDA only
+    bf16: bool = None              # autocast to bfloat16; None = where the GPU supports it
     channels_last: bool = None     # None = on CUDA for images only
     compile: bool = False          # torch.compile the model (CUDA, PyTorch >= 2.2)
 
@@ -87,6 +87,19 @@ class TrainConfig:
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing from that point on was saved."""
+
+
+def use_bf16(device, requested=None):
+    """Whether to train under bfloat16 autocast on ``device``: on a CUDA GPU that supports it
+    (``torch.cuda.is_bf16_supported()``: Ampere and newer, e.g. A100, H100, not Colab's T4), else
+    float32. ``requested`` (TrainConfig.bf16) True forces it and fails clearly where unsupported."""
+    device = torch.device(device)
+    supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if requested and not supported:
+        raise ValueError(f"bf16=True, but {device} does not support bfloat16 "
+                         f"({'this GPU predates Ampere' if device.type == 'cuda' else 'only CUDA GPUs do here'}); "
+                         f"leave bf16=None to train in float32")
+    return supported if requested is None else bool(requested)
 
 
 def default_device():
@@ -172,7 +185,7 @@ class Trainer:
         if cfg.hflip and not self.is_image:
             raise ValueError("hflip=True needs images of shape (N, C, H, W)")
         cuda = self.device.type == "cuda"
-        self.bf16 = cuda if cfg.bf16 is None else cfg.bf16
+        self.bf16 = use_bf16(self.device, cfg.bf16)
         self.channels_last = (cuda and self.is_image) if cfg.channels_last is None else cfg.channels_last
 
         self.model = model.to(self.device)
