@@ -3,5 +3,12 @@
     plotting      small matplotlib helpers for the lessons
     assignments   exercise notebooks generated from the solution notebooks
     checks        the automatic checks of each lesson's exercises
-    grader        grading a submission: python -m lesson_lib.course.grader
+    grader        grading a submission: python -P -m lesson_lib.course.grader
+    batch         grading a folder of submissions: python -P -m lesson_lib.course.batch
+    notebook      reading a submission: the definitions the grader may run, and notes
+    protocol      the plain data and messages that cross from the worker to the grader
+    sandbox       bubblewrap and process limits around the worker
+    session       one submission's workers, followed under one time budget
+    worker        the only process that runs student code
+    flags         what an instructor may want to look at (not verdicts)
 """

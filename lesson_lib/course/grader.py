@@ -37,7 +37,7 @@ import secrets  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from lesson_lib.course import notebook, protocol  # noqa: E402
+from lesson_lib.course import flags, notebook, protocol  # noqa: E402
 from lesson_lib.course.checks import available_lessons  # noqa: E402
 from lesson_lib.course.session import GraderError, default_budget  # noqa: E402
 
@@ -138,7 +138,7 @@ def grade(path, lesson=None, timeout=30.0, memory_mb=4096, seed=None, budget=Non
 
     checks = load_checks(lesson)
     seed = secrets.randbelow(2 ** 31) if seed is None else int(seed)
-    results, notes, flags = {}, list(warnings), []
+    results, notes, instructor_flags = {}, list(warnings), []
     if read_error:
         results = {check.name: _row(check, "error", read_error) for check in checks}
         notes.append(read_error)
@@ -146,7 +146,7 @@ def grade(path, lesson=None, timeout=30.0, memory_mb=4096, seed=None, budget=Non
         submission = notebook.read_definitions(nb)
         notes += submission["notes"]
         graded = {name for check in checks for name in check.uses}
-        flags = notebook.flags(submission, graded)
+        instructor_flags = flags.flags(submission, graded)
         runnable = []
         for check in checks:
             missing = [name for name in check.uses if name not in submission["names"]]
@@ -162,7 +162,7 @@ def grade(path, lesson=None, timeout=30.0, memory_mb=4096, seed=None, budget=Non
     return protocol.finite({
         "submission": str(path), "lesson": lesson, "seed": seed,
         "total": sum(r["points"] for r in ordered), "max": sum(c.points for c in checks),
-        "notes": [protocol.printable(n, 1000) for n in notes], "flags": flags,
+        "notes": [protocol.printable(n, 1000) for n in notes], "flags": instructor_flags,
         "sandbox": isolation.protections(use_bwrap), "checks": ordered})
 
 

@@ -28,19 +28,6 @@ MAX_CELL_CHARS = 1 << 20        # a larger cell is not parsed
 
 PYTHON_CELL_MAGICS = ("time", "capture", "prun")  # their body runs in the notebook's namespace
 
-# what a graded function may use that deserves a second look by the instructor
-SUSPICIOUS = {
-    "lesson_lib": "uses lesson_lib (the reference implementation)",
-    "_getframe": "inspects the call stack (sys._getframe)",
-    "currentframe": "inspects the call stack (inspect.currentframe)",
-    "f_back": "inspects the call stack (frame.f_back)",
-    "f_locals": "reads another frame's variables (f_locals)",
-    "f_globals": "reads another frame's globals (f_globals)",
-    "inspect": "uses inspect",
-    "gc": "uses the garbage collector (gc)",
-    "__torch_function__": "overrides __torch_function__",
-}
-
 
 def read_notebook(path):
     """The notebook at ``path`` as a dict, or ``(None, reason)`` when it cannot be read;
@@ -191,7 +178,7 @@ def read_definitions(nb):
     Returns a dict with ``cells`` (a list of ``{"label": "cell 3", "source": ...}`` for the
     cells that define something), ``names`` (every name defined at top level; ``"*"`` for a
     star import), ``failed`` (``{label: source}`` of the cells that could not be parsed),
-    ``notes`` and ``flags`` (see :func:`flags`).
+    ``notes``, and ``trees`` (the kept statements per cell, for :mod:`lesson_lib.course.flags`).
     """
     cells, names, notes, failed, trees = [], set(), [], {}, []
     for index, cell in enumerate(nb.get("cells", []), start=1):
@@ -235,60 +222,3 @@ def parse_error_hint(name, submission):
     if failed:
         return f" ({', '.join(failed)} could not be parsed)"
     return ""
-
-
-def flags(submission, graded_names):
-    """Things in the graded functions that an instructor may want to look at: uses of
-    lesson_lib, of the call stack, of gc or inspect, overrides of __torch_function__. A list of
-    ``"q_sample: uses lesson_lib (the reference implementation)"``; flags, not verdicts."""
-    found = []
-    imported_from_lesson_lib = set()
-    for _, nodes in submission["trees"]:
-        for node in nodes:
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lesson_lib"):
-                imported_from_lesson_lib.update(a.asname or a.name for a in node.names)
-            if isinstance(node, ast.Import) and any(a.name.startswith("lesson_lib") for a in node.names):
-                found.append(f"{_names(node)[0]}: the notebook imports lesson_lib")
-    for label, nodes in submission["trees"]:
-        for node in nodes:
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            if node.name not in graded_names:
-                continue
-            seen = set()
-            try:
-                walked = list(ast.walk(node))
-            except RecursionError:
-                walked = []
-            for sub in walked:
-                word = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) \
-                    else sub.name if isinstance(sub, ast.FunctionDef) else None
-                for alias in getattr(sub, "names", []) if isinstance(sub, (ast.Import, ast.ImportFrom)) else []:
-                    seen.update(part for part in alias.name.split("."))
-                if isinstance(sub, ast.ImportFrom) and sub.module:
-                    seen.update(sub.module.split("."))
-                if word in imported_from_lesson_lib:
-                    seen.add("lesson_lib")
-                if word:
-                    seen.add(word)
-            found += [f"{node.name} ({label}): {SUSPICIOUS[word]}" for word in SUSPICIOUS if word in seen]
-    return list(dict.fromkeys(found))
-
-
-def fingerprint(submission, graded_names):
-    """The graded functions' code without docstrings, comments or layout: two submissions
-    with the same fingerprint have the same graded code (see the batch's similarity flags)."""
-    parts = []
-    for _, nodes in submission["trees"]:
-        for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-                    and node.name in graded_names:
-                body = node.body
-                if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
-                                                                        ast.Constant):
-                    body = body[1:]
-                try:
-                    parts.append(node.name + ":" + "\n".join(ast.dump(stmt) for stmt in body))
-                except RecursionError:
-                    parts.append(node.name + ":?")
-    return "\n".join(sorted(parts))

@@ -117,7 +117,7 @@ class _Follower:
         self.s = session.settings
         self.phase, self.current, self.index = "start", None, 0
         self.phase_deadline = time.monotonic() + STARTUP_SECONDS
-        self.buffer, self.received, self.stderr_tail = b"", 0, b""
+        self.partial, self.partial_size, self.received, self.stderr_tail = [], 0, 0, b""
         self.streams = [proc.stdout, proc.stderr]
 
     def _enter(self, phase, limit):
@@ -154,9 +154,14 @@ class _Follower:
         self.received += len(chunk)
         if self.received > MAX_STREAM:
             raise _Violation(f"more than {MAX_STREAM >> 20} MB of messages")
-        *lines, self.buffer = (self.buffer + chunk).split(b"\n")
-        if len(self.buffer) > protocol.MAX_LINE:
-            raise _Violation("a message is too long")
+        self.partial.append(chunk)  # joined only once a line is complete: no quadratic copying
+        self.partial_size += len(chunk)
+        if b"\n" not in chunk:
+            if self.partial_size > protocol.MAX_LINE:
+                raise _Violation("a message is too long")
+            return False
+        *lines, rest = b"".join(self.partial).split(b"\n")
+        self.partial, self.partial_size = [rest], len(rest)
         for line in lines:
             try:
                 event = protocol.parse_event(line)
@@ -224,7 +229,7 @@ class _Follower:
                     name, status, reason, seconds=self.s["timeout"] if status == "timeout" else 0.0)
 
     def _timed_out(self):
-        if time.monotonic() >= self.session.deadline and self.phase != "start":
+        if time.monotonic() >= self.session.deadline:
             for name in self.names[self.index:]:
                 self.session.rows.setdefault(name, self.session.lost(
                     name, "timeout", f"the submission used its whole time budget of "

@@ -72,8 +72,8 @@ class Check:
 
     def fn(self, ns, seed=0):
         """Run all three parts in this process, the probe's answer passed through the same
-        encoding the worker uses. For tests and for the feedback cells of the notebooks only:
-        the grader never runs student code in its own process."""
+        encoding the worker uses. For tests only: the grader never runs student code in its own
+        process."""
         import torch
 
         from lesson_lib.course import protocol
