@@ -358,7 +358,8 @@ def results(graded, name):
 # --- every submission ends with a score and a reason; honest ones keep their score -------
 
 def test_every_submission_has_a_report_with_a_reason(graded):
-    assert len(graded["rows"]) == len(graded["reports"]) >= 30
+    skipped = 0 if SANDBOXED else len(UNSAFE_WITHOUT_SANDBOX)
+    assert len(graded["rows"]) == len(graded["reports"]) == len(SUBMISSIONS) + 5 - skipped >= 25
     for name, one in graded["reports"].items():
         assert one["max"] == 10 and 0 <= one["total"] <= 10, name
         for result in one["checks"]:
