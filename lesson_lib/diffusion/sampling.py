@@ -79,7 +79,7 @@ def _check_timestep_list(timesteps, T):
 
 
 @torch.no_grad()
-def sample(denoise, schedule, x_T, timesteps, step, *, stochastic=True, cond=None, generator=None,
+def sample(denoise, schedule, x_T, timesteps, step, *, end=-1, stochastic=True, cond=None, generator=None,
            callback=None, progress=True, desc="sampling"):
     """Run ``step`` along ``timesteps`` from ``x_T``; returns the final state.
 
@@ -88,16 +88,20 @@ def sample(denoise, schedule, x_T, timesteps, step, *, stochastic=True, cond=Non
             guidance wrapper around one).
         schedule: the noise schedule, on the device of ``x_T``.
         timesteps: the code timesteps to visit, in order (see :mod:`.timesteps`); the step from
-            the last one goes to s = -1, the data.
+            the last one goes to ``end``.
+        end: where the last step goes: -1, the data (sampling), or a timestep above the last
+            entry (DDIM inversion climbs an ascending list, e.g. ``[0, 99, ..., 899]`` with
+            ``end=999``, encoding x_0 into the x_T that decodes back to it).
         step: ``step(schedule, x_t, t, s, pred, noise) -> x_s`` (see :mod:`.steps`).
         stochastic: draw fresh N(0, I) noise (from ``generator``) for every step but the last;
             False passes ``noise=None`` (deterministic steps such as DDIM with eta = 0).
         callback: called with a :class:`StepRecord` after every step.
     """
     ts = _check_timestep_list(timesteps, schedule.T)
+    end = integer(end, "end", minimum=-1, maximum=schedule.T - 1)
     x, B, cond = x_T, x_T.shape[0], cond or {}
     for i, t in enumerate(tqdm(ts, desc=desc, disable=not progress)):
-        s = ts[i + 1] if i + 1 < len(ts) else -1
+        s = ts[i + 1] if i + 1 < len(ts) else end
         t_batch = torch.full((B,), t, device=x.device, dtype=torch.long)
         s_batch = torch.full((B,), s, device=x.device, dtype=torch.long)
         pred = denoise(x, t_batch, **cond)
