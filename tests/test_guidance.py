@@ -396,3 +396,28 @@ def test_within_class_spread_is_the_mean_distance_between_two_samples_of_a_class
     assert within_class_spread(features, labels) == pytest.approx((5.0 + 0.0) / 2)
     with pytest.raises(ValueError, match="at least two"):
         within_class_spread(features[:3], labels[:3])
+
+
+# --- the shipped guide -------------------------------------------------------------------
+
+def test_the_shipped_noisy_classifier_loads_verified_and_its_card_shows_accuracy_falling_with_t():
+    from lesson_lib.pretrained import load_noisy_classifier
+    guide, guide_schedule = load_noisy_classifier("mnist_noisy_classifier")
+    assert isinstance(guide, NoisyClassifier) and not guide.training and guide.dataset == "mnist"
+    assert torch.equal(guide_schedule.betas, NoiseSchedule.linear(1000).betas)
+    curve = guide.card["accuracy_against_t"]
+    accuracy = dict(zip(curve["timesteps"], curve["accuracy"]))
+    assert accuracy[0] > 0.95 and accuracy[100] > 0.95 and accuracy[999] < 0.2
+    assert all(a >= b - 0.02 for a, b in zip(curve["accuracy"], curve["accuracy"][1:]))
+    assert "noisy_classifier_fit" in guide.card["command"]
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DDPM_DATA_DIR"), reason="set DDPM_DATA_DIR to the prepared datasets")
+def test_the_shipped_noisy_classifier_is_right_on_slightly_noisy_test_digits():
+    from lesson_lib.data.images import load_mnist
+    from lesson_lib.evaluation.judges import accuracy_against_t
+    from lesson_lib.pretrained import load_noisy_classifier
+    guide, guide_schedule = load_noisy_classifier("mnist_noisy_classifier")
+    x, y = load_mnist("test")
+    near_0, at_999 = accuracy_against_t(guide, guide_schedule, x[-300:], y[-300:], [20, 999], seed=1)
+    assert near_0 > 0.95 and at_999 < 0.3

@@ -49,6 +49,18 @@ def train(steps=1500, batch_size=128, lr=1e-3, seed=0, preset="mnist", data_dir=
     return trainer
 
 
+def cpu_name():
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
@@ -93,8 +105,8 @@ def main(argv=None):
         "examples_seen": trainer.step * args.batch_size,
         "seed": args.seed,
         "wall_time_s": round(train_seconds, 1),
-        "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch "
-                    f"thread(s), 2-core machine shared with other jobs" if args.device == "cpu" else args.device,
+        "hardware": f"CPU ({cpu_name()}), {torch.get_num_threads()} torch thread(s)" if args.device == "cpu"
+                    else torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "command": "OMP_NUM_THREADS=1 python -m lesson_lib.training.noisy_classifier_fit --data DIR "
                    f"--steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --seed {args.seed}",
