@@ -30,6 +30,7 @@ SMALLEST = {
     "-m lesson_lib.course.assignments check": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
     "benchmarks/throughput.py": ["--help"],
     "benchmarks/swiss_roll.py": ["--help"],
+    "benchmarks/loop_overhead.py": ["--help"],
     "benchmarks/pretrained_quality.py": ["--help"],
     "benchmarks/gpu_session.py --dataset cifar10 --data DIR --out OUT": ["--help"],
 }
