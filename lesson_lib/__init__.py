@@ -28,7 +28,8 @@ One idea per module, grouped by layer; read them in this order:
     cli           what the command lines share: argument types, one-line errors
     course/       instructor tooling: plotting, assignments, checks, and the grader with its parts:
                   notebook (reading a submission), worker (runs it), protocol (its messages),
-                  sandbox (bubblewrap), session (one submission's run), batch (a whole class)
+                  sandbox (bubblewrap), session (one submission's run), batch (a whole class),
+                  flags (what an instructor should look at)
 
 Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and
