@@ -26,15 +26,18 @@ One idea per module, grouped by layer; read them in this order:
     files         atomic writes and sha256, used by every layer
     arguments     checks of arguments where they enter, with errors that name the fix
     cli           what the command lines share: argument types, one-line errors
-    course/       instructor tooling: plotting, assignments, checks, and the grader with its parts:
+    course/       instructor tooling: plotting, assignments, checks, colab (the repository URL of
+                  every notebook's badge and install cell), and the grader with its parts:
                   notebook (reading a submission), worker (runs it), protocol (its messages),
                   sandbox (bubblewrap), session (one submission's run), batch (a whole class),
                   flags (what an instructor should look at)
 
 Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and
-``python -m lesson_lib.course.grader``. docs/architecture.md explains the layout and the data
-flow schedule -> forward -> model -> denoiser -> step -> loop.
+``python -m lesson_lib.course.grader``; ``python -m lesson_lib.course.colab sync|check`` points
+every notebook's Colab badge and install cell at the repository named there.
+docs/architecture.md explains the layout and the data flow
+schedule -> forward -> model -> denoiser -> step -> loop.
 
 Index convention used everywhere: a code timestep ``t`` in ``{0, ..., T-1}`` is the
 paper's timestep ``t + 1``. So ``betas[0]`` is the paper's beta_1 and ``alpha_bars[T-1]``

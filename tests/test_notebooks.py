@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from lesson_lib.course import colab
+
 ROOT = Path(__file__).resolve().parents[1]
-REPOSITORY = "ddpm-course/ddpm-course"          # owner/name on GitHub
+REPOSITORY = colab.REPOSITORY                   # owner/name on GitHub, written once in lesson_lib.course.colab
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
@@ -27,7 +29,7 @@ def test_every_lesson_is_listed_in_the_readme():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_colab_badge_points_at_this_notebook(path):
     first = source(cells(path)[0])
-    assert f"colab.research.google.com/github/{REPOSITORY}/blob/main/notebooks/{path.name}" in first
+    assert f"colab.research.google.com/github/{REPOSITORY}/blob/{colab.BRANCH}/notebooks/{path.name}" in first
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
