@@ -421,3 +421,20 @@ def test_the_shipped_noisy_classifier_is_right_on_slightly_noisy_test_digits():
     x, y = load_mnist("test")
     near_0, at_999 = accuracy_against_t(guide, guide_schedule, x[-300:], y[-300:], [20, 999], seed=1)
     assert near_0 > 0.95 and at_999 < 0.3
+
+
+def test_both_methods_run_on_the_shipped_model_with_the_shipped_guide_through_the_presets():
+    from lesson_lib.pretrained import load_noisy_classifier, load_pretrained
+    model, schedule = load_pretrained("mnist_cond")
+    guide, _ = load_noisy_classifier("mnist_noisy_classifier")
+    guide.train()
+    y = torch.tensor([3, 7])
+    for guidance in (lambda d: ClassifierGuidance(d, guide, 2.0, dataset="mnist"),
+                     lambda d: ClassifierFreeGuidance(d, 1.0, interval=(100, 999), rescale=0.7)):
+        x = ddim_sample(model, schedule, (2, 1, 28, 28), steps=2, clip_x0=True, model_kwargs={"y": y},
+                        progress=False, generator=torch.Generator().manual_seed(0), guidance=guidance)
+        assert x.shape == (2, 1, 28, 28) and x.abs().max() <= 1 and not x.requires_grad
+    assert guide.training                                   # the guide's mode is restored
+    with pytest.raises(ValueError, match="must lie in 0..9"):
+        ddim_sample(model, schedule, (1, 1, 28, 28), steps=2, model_kwargs={"y": torch.tensor([10])},
+                    progress=False, guidance=lambda d: ClassifierFreeGuidance(d, 1.0))
