@@ -32,6 +32,7 @@ SMALLEST = {
     "benchmarks/swiss_roll.py": ["--help"],
     "benchmarks/loop_overhead.py": ["--help"],
     "benchmarks/pretrained_quality.py": ["--help"],
+    "benchmarks/guidance.py --n 200 --steps 25": ["--help"],
     "benchmarks/gpu_session.py --dataset cifar10 --data DIR --out OUT": ["--help"],
 }
 
