@@ -113,11 +113,14 @@ def command(job_path, workdir, use_bwrap):
         return worker + [str(job_path)], workdir, worker_env(workdir)
     argv = [use_bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox"]
+    # bwrap mounts in order, later on top: the private /tmp first, then the read-only binds, so
+    # that a course checked out or installed under /tmp (as CI may do) stays visible.
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(TMP_MB << 20), "--tmpfs", "/tmp",
+             "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
     for path in _binds():
         argv += ["--ro-bind", path, path]
-    argv += ["--ro-bind", str(job_path), JOB_INSIDE, "--proc", "/proc", "--dev", "/dev",
-             "--size", str(TMP_MB << 20), "--tmpfs", "/tmp",
-             "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm", "--chdir", "/tmp"]
+    argv += ["--ro-bind", str(job_path), JOB_INSIDE, "--chdir", "/tmp"]
     return argv + ["--"] + worker + [JOB_INSIDE], workdir, worker_env("/tmp")
 
 
