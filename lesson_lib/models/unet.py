@@ -338,7 +338,7 @@ class UNet(Model):
             warnings.warn(f"this UNet was built for {self.image_size}x{self.image_size} images, got "
                           f"{size[0]}x{size[1]}: it runs (the network is convolutional) but was never "
                           f"trained at this size; resize the images, or build a model with "
-                          f"image_size={size[0]} to train one", stacklevel=3)
+                          f"image_size={size[0]} to train one", stacklevel=5)   # the caller of model(x, t)
         if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"t must be a tensor of integer timesteps (torch.long), got "
                             f"{getattr(t, 'dtype', type(t).__name__)}")
