@@ -12,10 +12,11 @@ error against the exact map, are known in closed form.
 """
 
 import math
+import os
+import sys
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lesson_lib.diffusion.denoiser import Denoiser, Prediction, model_prediction
 from lesson_lib.diffusion.forward import q_posterior
@@ -24,6 +25,9 @@ from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.steps import ddim_sigma, ddim_step, ddpm_step
 from lesson_lib.diffusion.timesteps import all_steps, spaced
 from lesson_lib.models.mlp import MLPDenoiser
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from loop_overhead import CountSyncs  # noqa: E402  (the benchmark's counter of host syncs)
 
 S = 0.5
 
@@ -280,26 +284,13 @@ def test_guidance_plugs_in_by_wrapping_the_denoiser():
     assert abs(x0.mean().item() - 3.0) < 0.05 and abs(x0.std().item() - S) < 0.05
 
 
-class _CountSyncs(TorchDispatchMode):
-    """Counts host-device synchronisations (reading a tensor's value on the host)."""
-
-    def __init__(self):
-        super().__init__()
-        self.syncs = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default or func.__name__.startswith("is_nonzero"):
-            self.syncs += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_timesteps_are_checked_once_per_call_not_per_step():
     """extract no longer reads t's values, which on CUDA made the host wait several times per step."""
     s = NoiseSchedule.linear(200)
     model = MLPDenoiser(hidden=8, num_blocks=1)
     counts = []
     for steps in (5, 40):
-        with _CountSyncs() as mode:
+        with CountSyncs() as mode:
             ddim_sample(model, s, (4, 2), steps=steps, eta=0.5, progress=False)
             ddpm_sample(model, s, (4, 2), progress=False, timesteps=spaced(200, steps))
         counts.append(mode.syncs)
