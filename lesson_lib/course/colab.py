@@ -154,31 +154,22 @@ def main(argv=None):
     paths = notebooks(args.folders)
     if not paths:
         parser.error(f"no notebooks found in {' '.join(args.folders)}")
+    readme = Path("README.md")
+    jobs = [(path, sync, problems) for path in paths]
+    if readme.exists():
+        jobs.append((readme, sync_readme, readme_problems))
     failed = 0
-    for path in paths:
+    for path, rewrite, differences in jobs:   # a notebook, or the README's badge links
         if args.command == "sync":
             try:
-                if sync(path):
+                if rewrite(path):
                     print(f"rewrote {path}")
             except ValueError as error:
                 print(error, file=sys.stderr)
                 failed += 1
         else:
-            for old, new in problems(path):
+            for old, new in differences(path):
                 print(f"{path}: has {old or 'nothing'}, want {new}", file=sys.stderr)
-                failed += 1
-    readme = Path("README.md")
-    if readme.exists():
-        if args.command == "sync":
-            try:
-                if sync_readme(readme):
-                    print(f"rewrote the badge links of {readme}")
-            except ValueError as error:
-                print(error, file=sys.stderr)
-                failed += 1
-        else:
-            for old, new in readme_problems(readme):
-                print(f"{readme}: has {old}, want {new}", file=sys.stderr)
                 failed += 1
     if args.command == "check" and not failed:
         print(f"{len(paths)} notebooks point at {REPOSITORY} ({BRANCH})")
