@@ -27,7 +27,8 @@ One idea per module, grouped by layer; read them in this order:
     arguments     checks of arguments where they enter, with errors that name the fix
     cli           what the command lines share: argument types, one-line errors
     course/       instructor tooling: plotting, assignments, checks, colab (the repository URL of
-                  every notebook's badge and install cell), and the grader with its parts:
+                  every notebook's badge and install cell), pairing (each notebook's jupytext
+                  percent script, for review), and the grader with its parts:
                   notebook (reading a submission), worker (runs it), protocol (its messages),
                   sandbox (bubblewrap), session (one submission's run), batch (a whole class),
                   flags (what an instructor should look at)
