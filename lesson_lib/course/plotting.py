@@ -38,6 +38,46 @@ def show_images(images, nrow=8, titles=None, row_labels=None, figsize=None, supt
     plt.show()
 
 
+def show_grid(images, row_labels=None, col_labels=None, title=None, row_title=None, col_title=None,
+              figsize=None, show=True):
+    """Show a labelled grid: ``images`` of shape (rows, cols, C, H, W) in [-1, 1], one label per
+    row (at its left) and per column (above the top row). ``row_title`` / ``col_title`` name what
+    the rows and columns are ("class", "timestep t"). Returns the matplotlib figure."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.stack([torch.stack(list(row)) for row in images])
+    if images.dim() != 5:
+        raise ValueError(f"images must have shape (rows, cols, C, H, W), got {tuple(images.shape)}; "
+                         "reshape a batch with images.view(rows, cols, *images.shape[1:])")
+    rows, cols = images.shape[:2]
+    for name, labels, n in (("row_labels", row_labels, rows), ("col_labels", col_labels, cols)):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{name} has {len(labels)} entries but the grid has {n}; give one label each")
+    fig, axes = plt.subplots(rows, cols, figsize=figsize or (1.1 * cols + 1.2, 1.1 * rows + 0.8),
+                             squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(to_display(images[r, c]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if r == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[c]), fontsize=9)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=9, rotation=0, ha="right", va="center")
+    if row_title:
+        fig.supylabel(row_title)
+    if col_title:
+        fig.supxlabel(col_title)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if show:
+        plt.show()
+    return fig
+
+
 def load_sample_photo(size=128):
     """The portrait of Grace Hopper that ships with matplotlib, centre-cropped to a square,
     resized to ``size`` x ``size`` and scaled to [-1, 1]: a (3, size, size) float32 tensor."""
