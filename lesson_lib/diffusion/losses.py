@@ -14,15 +14,18 @@ object with
 * ``objective.config()`` -> a dict, recorded in checkpoints (and checked on resume).
 
 :class:`LSimple` is the one of lessons 2-4; :class:`NoisyCrossEntropy` trains lesson 5's noisy
-classifier. Later lessons plug in others (a distillation target, L_hybrid with a learned
-variance) without touching the loop.
+classifier; :class:`WeightedEps` puts back the weight lambda_t (:func:`vlb_weights`) that
+L_simple drops from the variational bound (lesson 1b). Later lessons plug in others (a
+distillation target, L_hybrid with a learned variance) without touching the loop.
 """
 
 import torch
 import torch.nn.functional as F
 
-from .forward import check_prediction, q_sample, v_from_x0_eps
-from .schedules import extract
+from .forward import check_prediction, q_sample, to_x0_eps, v_from_x0_eps
+from .schedules import NoiseSchedule, extract
+
+VARIANCES = ("beta", "beta_tilde")   # the two fixed choices of sigma_t^2 (Ho et al., Sec. 3.2)
 
 
 def _target(schedule, x0, eps, t, prediction):
@@ -111,3 +114,86 @@ class NoisyCrossEntropy:
         x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
         logits = model(x_t, t)
         return F.cross_entropy(logits.float(), y.long())
+
+
+# --- the weight that L_simple drops --------------------------------------------------------
+
+def vlb_weights(schedule, variance="beta"):
+    """The weight lambda_t of each term of the variational bound in eps form (Ho et al., Eq. 12):
+
+        L_{t-1} = KL( q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t) )
+                = lambda_t * || eps - eps_theta(x_t, t) ||^2 + C_t,
+        lambda_t = beta_t^2 / ( 2 sigma_t^2 alpha_t (1 - alpha-bar_t) ),
+
+    because p_theta's mean mu_theta = (x_t - beta_t / sqrt(1 - alpha-bar_t) eps_theta) / sqrt(alpha_t)
+    (Eq. 11) differs from mu-tilde_t by beta_t / (sqrt(alpha_t) sqrt(1 - alpha-bar_t)) (eps_theta - eps),
+    and the KL between two Gaussians of equal variance sigma_t^2 is ||mean difference||^2 / (2 sigma_t^2)
+    (Eq. 8). C_t does not depend on theta (it is 0 for sigma_t^2 = beta-tilde_t). L_simple (Eq. 14)
+    sets every lambda_t to 1.
+
+    ``variance`` is sigma_t^2: "beta" (sigma_t^2 = beta_t) or "beta_tilde" (sigma_t^2 = beta-tilde_t,
+    Eq. 7). For sigma_t^2 = beta_t this simplifies to beta_t / (2 alpha_t (1 - alpha-bar_t)); for
+    beta-tilde_t to beta_t / (2 alpha_t (1 - alpha-bar_{t-1})).
+
+    Entry 0 (the paper's t = 1) weighs L_0 = -log p_theta(x_0 | x_1) for a Gaussian decoder of
+    variance sigma_1^2: there mu-tilde_1 = x_0 exactly, so the same formula holds, and with
+    sigma_1^2 = beta_1 it is 1 / (2 alpha_1). beta-tilde_1 is 0, so for "beta_tilde" entry 0
+    uses beta-tilde_2 instead, the clipped variance of Ho et al.'s code
+    (``schedule.posterior_log_variance``). Returns a float64 tensor of shape ``(T,)``; a
+    single-step schedule (T = 1) has only the decoder term.
+    """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}; "
+                        f"e.g. NoiseSchedule.from_name('linear', 1000)")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+    sigma2 = schedule.betas if variance == "beta" else schedule.posterior_log_variance.exp()
+    return schedule.betas ** 2 / (2 * sigma2 * schedule.alphas * (1 - schedule.alpha_bars))
+
+
+class WeightedEps:
+    """The eps regression with the variational bound's weight put back: each example's
+    mean squared error ||eps - eps_theta(x_t, t)||^2 / D is multiplied by lambda_t
+    (:func:`vlb_weights`, ``variance`` choosing sigma_t^2), t uniform over 0..T-1.
+
+    With ``normalize=True`` (the default) the weights are divided by their mean over t, so that
+    they average to 1 as L_simple's do: the two objectives then differ only in *how* they
+    spread the effort over t, not in the overall step size, and compare fairly at the same
+    learning rate. With ``normalize=False`` the loss is the bound's sum_{t} L_{t-1} (up to C_t)
+    divided by T * D, in nats per dimension.
+
+    Each call draws, from the trainer's generator, t and then eps, as :class:`LSimple` does
+    (without labels), so that the same seed shows both objectives the same t and eps. The
+    model's output is converted to eps when ``model.prediction`` is "x0" or "v".
+    """
+
+    def __init__(self, variance="beta", normalize=True):
+        if variance not in VARIANCES:
+            raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got normalize={normalize!r}")
+        self.variance, self.normalize = variance, normalize
+
+    def config(self):
+        return {"name": "weighted_eps", "variance": self.variance, "normalize": self.normalize}
+
+    def weights(self, schedule):
+        """lambda_t for every t, divided by their mean when ``normalize``; float64, shape (T,)."""
+        weights = vlb_weights(schedule, self.variance)
+        return weights / weights.mean() if self.normalize else weights
+
+    def __call__(self, model, schedule, x0, y, generator):
+        if y is not None:
+            raise ValueError("WeightedEps trains an unconditional model: pass no labels to the Trainer")
+        B, device = x0.shape[0], x0.device
+        t = torch.randint(0, schedule.T, (B,), generator=generator, device=device)
+        eps = torch.empty_like(x0).normal_(generator=generator)
+        x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
+        output = model(x_t, t)
+        if output.shape != x0.shape:
+            raise ValueError(f"the model returned shape {tuple(output.shape)} but x0 has shape "
+                             f"{tuple(x0.shape)}; the model must map x_t to a tensor of the same shape")
+        eps_hat = to_x0_eps(schedule, x_t, t, output, model.prediction)[1]
+        per_example = ((eps_hat.float() - eps.float()) ** 2).flatten(1).mean(1)
+        weights = self.weights(schedule).to(device)[t].float()
+        return (weights * per_example).mean()
