@@ -177,7 +177,7 @@ def test_exercises_hide_every_solution(solution):
     exercise_nb = nbformat.read(str(EXERCISES / solution.name), as_version=4)
     regions = sum(cell.source.count(BEGIN) for cell in solution_nb.cells if cell.cell_type == "code")
     assert regions >= 2
-    assert solution_nb.metadata["lesson_lib"]["lesson"] == solution.name[:2]
+    assert solution_nb.metadata["lesson_lib"]["lesson"] == solution.name.split("_")[0]
     stubs = 0
     for cell in exercise_nb.cells:
         if cell.cell_type == "code":

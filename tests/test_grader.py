@@ -94,6 +94,27 @@ def test_lesson_comes_from_option_file_name_or_metadata(tmp_path):
         grader.resolve_lesson(None, plain, "alice.ipynb")
     with pytest.raises(grader.UsageError, match="must be a number"):
         grader.resolve_lesson("one", plain, "x.ipynb")
+    for bad in ("1bb", "b", "01-b", "1234"):
+        with pytest.raises(grader.UsageError, match="must be a number"):
+            grader.resolve_lesson(bad, plain, "x.ipynb")
+
+
+def test_a_lesson_between_two_others_has_a_letter(tmp_path):
+    """Lesson 1b (between 1 and 2): from --lesson, the file name or the metadata, as "01b"."""
+    tagged = nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": "01b"}})
+    plain = nbformat.v4.new_notebook()
+    assert grader.resolve_lesson("1b", plain, "x.ipynb") == ("01b", [])
+    assert grader.resolve_lesson(" 01B ", plain, "x.ipynb") == ("01b", [])
+    assert grader.resolve_lesson(None, plain, tmp_path / "01b_reverse_process.ipynb") == ("01b", [])
+    assert grader.resolve_lesson(None, tagged, "01b_reverse_process.ipynb") == ("01b", [])
+    assert grader.resolve_lesson(None, tagged, "alice.ipynb") == ("01b", [])
+    assert grader.resolve_lesson(None, plain, "01_forward_process.ipynb") == ("01", [])
+    lesson, warnings = grader.resolve_lesson(None, tagged, "01_forward_process.ipynb")
+    assert lesson == "01" and warnings == ["the notebook metadata says lesson 01b, but lesson 01 (from the file "
+                                           "name) was graded"]
+    assert available_lessons().index("01b") == available_lessons().index("01") + 1
+    with pytest.raises(grader.UsageError, match="unknown lesson 01c"):
+        grader.resolve_lesson(None, plain, "01c_other.ipynb")
 
 
 @pytest.mark.parametrize("lesson", available_lessons())

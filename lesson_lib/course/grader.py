@@ -56,24 +56,29 @@ __all__ = ["grade", "format_report", "write_json", "main", "UsageError", "Grader
 
 # --- which lesson ----------------------------------------------------------------------
 
+LESSON_ID = re.compile(r"(\d{1,3})([a-z]?)")   # 01, 2, 01b: a number, then an optional letter
+
+
 def _normalize_lesson(value, where):
-    text = str(value).strip()
-    if not text.isdigit() or len(text) > 3:
-        raise UsageError(f"the lesson must be a number such as 01, got {protocol.printable(value, 40)!r} "
-                         f"from {where}")
-    return f"{int(text):02d}"
+    match = LESSON_ID.fullmatch(str(value).strip().lower())
+    if match is None:
+        raise UsageError(f"the lesson must be a number such as 01 (or with a letter, 01b), got "
+                         f"{protocol.printable(value, 40)!r} from {where}")
+    return f"{int(match.group(1)):02d}{match.group(2)}"
 
 
 def resolve_lesson(requested, nb, path):
-    """The lesson to grade and a list of warnings: ``--lesson``, else the number the file name
-    starts with (``01_forward_process.ipynb``), else the notebook's ``metadata.lesson_lib.lesson``
-    (a student can edit the metadata, not the name the instructor filed the work under)."""
+    """The lesson to grade and a list of warnings: ``--lesson``, else the id the file name
+    starts with (``01_forward_process.ipynb``, ``01b_reverse_process.ipynb``: a number, then an
+    optional letter for a lesson inserted between two others), else the notebook's
+    ``metadata.lesson_lib.lesson`` (a student can edit the metadata, not the name the
+    instructor filed the work under)."""
     warnings = []
     from_meta, meta_note = notebook.metadata_lesson(nb) if nb is not None else (None, None)
     if meta_note:
         warnings.append(meta_note)
-    match = re.match(r"(\d{1,3})[_\-. ]", Path(path).name)
-    from_name = f"{int(match.group(1)):02d}" if match else None
+    match = re.match(r"(\d{1,3}[a-z]?)[_\-. ]", Path(path).name)
+    from_name = _normalize_lesson(match.group(1), "the file name") if match else None
     if requested is not None:
         lesson, source = _normalize_lesson(requested, "--lesson"), "--lesson"
     elif from_name:

@@ -55,9 +55,11 @@ def metadata_lesson(nb):
     if not isinstance(meta, dict) or "lesson" not in meta:
         return None, None
     value = meta["lesson"]
-    if (type(value) is int and 0 <= value < 100) or (type(value) is str and value.strip().isdigit()
-                                                     and len(value.strip()) <= 3):
-        return f"{int(value):02d}", None
+    if type(value) is int and 0 <= value < 100:
+        return f"{value:02d}", None
+    match = re.fullmatch(r"(\d{1,3})([a-z]?)", value.strip()) if type(value) is str else None
+    if match:                                               # "01", or "01b" for an inserted lesson
+        return f"{int(match.group(1)):02d}{match.group(2)}", None
     return None, "the notebook metadata lesson_lib.lesson is not a lesson number; it was ignored"
 
 
