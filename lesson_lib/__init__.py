@@ -31,7 +31,8 @@ One idea per module, grouped by layer; read them in this order:
                   percent script, for review), and the grader with its parts:
                   notebook (reading a submission), worker (runs it), protocol (its messages),
                   sandbox (bubblewrap), session (one submission's run), batch (a whole class),
-                  flags (what an instructor should look at)
+                  flags (what an instructor should look at); feedback (the grader's checks
+                  of one exercise, run in the student's notebook for the student's own feedback)
 
 Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and

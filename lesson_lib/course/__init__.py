@@ -11,4 +11,5 @@
     session       one submission's workers, followed under one time budget
     worker        the only process that runs student code
     flags         what an instructor may want to look at (not verdicts)
+    feedback      the checks of one exercise, run in the student's notebook (feedback, not grading)
 """
