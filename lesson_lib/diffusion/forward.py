@@ -150,3 +150,30 @@ def to_x0_eps(schedule, x_t, t, output, prediction="eps"):
     if prediction == "x0":
         return output, eps_from_x0(schedule, x_t, t, output)
     return x0_from_v(schedule, x_t, t, output), eps_from_v(schedule, x_t, t, output)
+
+
+def empirical_posterior(x_prev, x_t, edges):
+    """The mean and variance of x_{t-1} among the samples whose x_t falls in each bin, for 1-D samples
+    of the chain (pairs x_{t-1}, x_t): an estimate of q(x_{t-1} | x_t) to hold against the posterior
+    of Eqs. 6-7 (when every pair starts from one x_0) or against another model of the reverse step.
+
+    ``x_prev`` and ``x_t`` have shape ``(N,)`` or ``(N, 1)``; ``edges`` (``(K + 1,)``, increasing)
+    bound K bins. Returns ``(centres, mean, variance, count)``, each of shape ``(K,)``; a bin with
+    fewer than 2 samples gets NaN mean and variance.
+    """
+    x_prev, x_t = x_prev.reshape(-1).double(), x_t.reshape(-1).double()
+    if x_prev.shape != x_t.shape:
+        raise ValueError(f"x_prev and x_t must hold the same number of samples, got {x_prev.numel()} and {x_t.numel()}")
+    edges = torch.as_tensor(edges, dtype=torch.float64)
+    if edges.ndim != 1 or edges.numel() < 2 or not bool((edges[1:] > edges[:-1]).all()):
+        raise ValueError("edges must be an increasing 1-D tensor of at least 2 bin edges, e.g. torch.linspace(-1, 1, 11)")
+    K = edges.numel() - 1
+    inside = (x_t >= edges[0]) & (x_t < edges[-1])
+    index = (torch.bucketize(x_t[inside], edges, right=True) - 1).clamp(0, K - 1)
+    x = x_prev[inside]
+    count = torch.bincount(index, minlength=K).double()
+    total = torch.zeros(K, dtype=torch.float64).index_add_(0, index, x)
+    squares = torch.zeros(K, dtype=torch.float64).index_add_(0, index, x ** 2)
+    mean = torch.where(count > 1, total / count.clamp(min=1), torch.nan)
+    variance = torch.where(count > 1, (squares - count * mean ** 2) / (count - 1).clamp(min=1), torch.nan)
+    return (edges[1:] + edges[:-1]) / 2, mean, variance, count.long()
