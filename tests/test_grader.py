@@ -243,6 +243,47 @@ BUGS = [  # (lesson, check, a wrong implementation that the check must reject)
 ]
 
 
+BUGS += [  # the questions of lessons 1 and 2: a guess or a half measurement does not pass
+    ("01", "signal_left_measures_both_schedules", """
+        def signal_left(t, T=1000):
+            return {"linear": 0.078, "cosine": 0.49, "more": "cosine"}  # the answer at t = 500 only
+     """),
+    ("01", "signal_left_measures_both_schedules", """
+        def signal_left(t, T=1000):
+            linear = alpha_bars_from_betas(linear_betas(T))[t].item()
+            cosine = alpha_bars_from_betas(cosine_betas(T))[t].item()
+            return {"linear": linear, "cosine": cosine, "more": "cosine"}  # always the same name
+     """),
+    ("01", "signal_left_measures_both_schedules", """
+        def signal_left(t, T=1000):
+            linear = alpha_bars_from_betas(linear_betas(T))[t - 1].item()  # off by one
+            cosine = alpha_bars_from_betas(cosine_betas(T))[t - 1].item()
+            return {"linear": linear, "cosine": cosine, "more": "linear" if linear > cosine else "cosine"}
+     """),
+    ("01", "signal_left_measures_both_schedules", """
+        def signal_left(t, T=1000):
+            linear = alpha_bars_from_betas(linear_betas(T))[t]  # tensors, not numbers
+            cosine = alpha_bars_from_betas(cosine_betas(T))[t]
+            return {"linear": linear, "cosine": cosine, "more": "linear" if linear > cosine else "cosine"}
+     """),
+    ("02", "sigma_squared_fits_the_data", """
+        def sigma_squared(t, betas, alpha_bars, data):
+            return betas[t].item()  # beta_t for both
+     """),
+    ("02", "sigma_squared_fits_the_data", """
+        def sigma_squared(t, betas, alpha_bars, data):
+            tilde = ((1 - alpha_bars[t - 1]) / (1 - alpha_bars[t]) * betas[t]).item()
+            return tilde if data == "standard normal" else betas[t].item()  # the two swapped
+     """),
+    ("02", "sigma_squared_fits_the_data", """
+        def sigma_squared(t, betas, alpha_bars, data):
+            if data == "standard normal":
+                return betas[t].item()
+            return ((1 - alpha_bars[t]) / (1 - alpha_bars[t + 1]) * betas[t + 1]).item()  # off by one
+     """),
+]
+
+
 @pytest.mark.parametrize("lesson, check_name, source", BUGS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BUGS)])
 def test_checks_reject_common_bugs(lesson, check_name, source):
     expect_rejected(lesson, check_name, source, error=Exception)
@@ -481,6 +522,6 @@ def test_nothing_to_run_needs_no_worker_and_exits_0(tmp_path, capsys):
     out = tmp_path / "report.json"
     assert grader.main([str(path), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["total"] == 0 and report["max"] == 10
+    assert report["total"] == 0 and report["max"] == 12
     assert all(r["status"] == "missing" for r in report["checks"])
     assert "total" in capsys.readouterr().out

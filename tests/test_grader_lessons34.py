@@ -18,8 +18,9 @@ NOTEBOOKS = {"03": "03_unet.ipynb", "04": "04_training_images.ipynb"}
 
 
 @pytest.mark.parametrize("lesson", sorted(NOTEBOOKS))
-def test_points_total_ten(lesson):
-    assert sum(check.points for check in load_checks(lesson)) == 10
+def test_points_total_twelve(lesson):
+    """Ten for the implementations, two for the questions (parameter count; the EMA)."""
+    assert sum(check.points for check in load_checks(lesson)) == 12
 
 
 @pytest.mark.parametrize("lesson", sorted(NOTEBOOKS))
@@ -167,6 +168,40 @@ BUGS = [  # (lesson, check, a wrong implementation that the check must reject)
         labels="drop = torch.rand(B, generator=torch.Generator().manual_seed(0)) < p_uncond\n"
                "    labels = torch.where(drop, torch.full_like(y, model.num_classes), y)")),  # same mask
     ("04", "training_step_draws_t_and_eps", training_step(T="schedule.T - 1")),  # never T - 1
+]
+
+
+BUGS += [  # the questions: a formula that misses a layer, a guess, the wrong closed form
+    ("03", "resblock_parameter_count_is_exact", """
+        def resblock_parameter_count(in_ch, out_ch, time_dim):
+            return 2 * in_ch + 2 * out_ch + 9 * in_ch * out_ch + 9 * out_ch * out_ch + 2 * out_ch \\
+                + time_dim * out_ch + out_ch + in_ch * out_ch + out_ch  # the skip conv even when in_ch == out_ch
+     """),
+    ("03", "resblock_parameter_count_is_exact", """
+        def resblock_parameter_count(in_ch, out_ch, time_dim):
+            skip = in_ch * out_ch if in_ch != out_ch else 0
+            return 9 * in_ch * out_ch + 9 * out_ch * out_ch + time_dim * out_ch + skip  # no biases, no norms
+     """),
+    ("03", "resblock_parameter_count_is_exact", """
+        def resblock_parameter_count(in_ch, out_ch, time_dim):
+            return float(sum(p.numel() for p in ResBlock(in_ch, out_ch, time_dim).parameters()))  # a float
+     """),
+    ("04", "ema_of_constant_weights", """
+        def ema_of_constant(theta_ema, theta, decay, steps):
+            return theta_ema  # the average never moves
+     """),
+    ("04", "ema_of_constant_weights", """
+        def ema_of_constant(theta_ema, theta, decay, steps):
+            return theta + (1 - decay) ** steps * (theta_ema - theta)  # decay and 1 - decay swapped
+     """),
+    ("04", "ema_steps_averaged_is_one_over_one_minus_decay", """
+        def ema_steps_averaged(decay):
+            return 1000.0  # the answer for decay = 0.999 only
+     """),
+    ("04", "ema_steps_averaged_is_one_over_one_minus_decay", """
+        def ema_steps_averaged(decay):
+            return decay / (1 - decay)  # the mean age of the averaged steps
+     """),
 ]
 
 

@@ -3,13 +3,13 @@
 Each check draws its inputs in the grader (``case``), calls the student's function on them in
 the worker (``probe``) and compares the answers with lesson_lib's reference implementation in
 the grader (the judge). Sizes and timesteps are partly random, drawn from the run's seed, and
-always include the edge cases (T = 1, the first and last timestep). Total: 10 points.
+always include the edge cases (T = 1, the first and last timestep). Total: 12 points.
 """
 
 import torch
 
 from lesson_lib.course.checks import (call_described, call_each, check, expect_close, expect_tensor,
-                                      field, pairs)
+                                      field, pairs, type_name)
 from lesson_lib.diffusion import forward
 from lesson_lib.diffusion.schedules import NoiseSchedule, cosine_beta_schedule, linear_beta_schedule
 
@@ -205,3 +205,44 @@ def posterior_at_first_step(case, answer):
     _posterior_judge(case, answer, (
         "At code t = 0 the previous alpha-bar is alpha-bar_0 = 1, not alpha_bars[-1] (Python "
         "wraps index -1 around to the last entry): prepend a 1 to alpha_bars."))
+
+
+# --- a question: which schedule keeps more of the signal ------------------------------------
+
+def _signal_case():
+    """t = 500 (the notebook's question), a t near the end (where the linear schedule keeps
+    more) and one anywhere else: a fixed answer cannot fit all three."""
+    return {"ts": [500, int(torch.randint(995, 1000, ())), int(torch.randint(1, 995, ()))]}
+
+
+def _signal_probe(ns, case):
+    return [ns["signal_left"](t) for t in case["ts"]]
+
+
+@check(points=2, uses=["signal_left"], case=_signal_case, probe=_signal_probe)
+def signal_left_measures_both_schedules(case, answer):
+    """signal_left(t) measures alpha-bar_t of both schedules (T = 1000) and names the one that keeps more."""
+    linear, cosine = NoiseSchedule.linear(1000).alpha_bars, NoiseSchedule.cosine(1000).alpha_bars
+    for t, got in pairs(case["ts"], answer):
+        what = f"signal_left({t})"
+        if not isinstance(got, dict):
+            raise AssertionError(f"{what} returned {type_name(got)}, expected a dict with the keys "
+                                 f"'linear', 'cosine' and 'more'")
+        for name, reference in (("linear", linear), ("cosine", cosine)):
+            value = field(got, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise AssertionError(f"{what}[{name!r}] is {type_name(value)}, expected a number "
+                                     f"(a Python float: .item())")
+            expected = reference[t].item()
+            if abs(value - expected) > 1e-6 * max(1.0, abs(expected)) + 1e-12:
+                raise AssertionError(f"{what}[{name!r}] = {value:.6g}, expected alpha-bar_t of the {name} "
+                                     f"schedule at code t = {t}, {expected:.6g}. {INDEX_HINT}")
+        more = "linear" if linear[t] > cosine[t] else "cosine"
+        if field(got, "more") != more:
+            raise AssertionError(f"{what}['more'] = {_shown(field(got, 'more'))}, but at t = {t} the "
+                                 f"{more} schedule keeps more signal: compare the two numbers you measured")
+
+
+def _shown(value):
+    """A short printable form of a student's answer for a message."""
+    return repr(value)[:40] if isinstance(value, str) else f"a {type_name(value)}"

@@ -5,7 +5,8 @@ sigma_t^2 = beta_t) for a fixed toy "network". ``training_step`` draws its own t
 the probe records what the model was called with and the parameters after each step; the
 judge recovers eps from x_t by inverting Eq. 4 and compares the loss and the SGD update with
 :func:`lesson_lib.diffusion.losses.l_simple` for that same t and eps, on a copy of the model
-rebuilt in the grader from the weights it drew. Total: 10 points.
+rebuilt in the grader from the weights it drew. ``sigma_squared`` answers which reverse
+variance is optimal for two kinds of data (Ho et al., Sec. 3.2). Total: 12 points.
 """
 
 import torch
@@ -210,3 +211,37 @@ def training_step_draws_t_and_eps(case, answer):
     """training_step draws t uniformly from 0..T-1 and fresh eps ~ N(0, I) at every call."""
     (_, t, eps, _), (_, t2, eps2, _) = _steps(case, answer)
     expect_fresh_t_and_eps(t, eps, t2, eps2, case["T"])
+
+
+# --- a question: which sigma_t^2 --------------------------------------------------------------
+
+DATA_KINDS = ("single point", "standard normal")
+
+
+def _sigma_case():
+    T = int(torch.randint(50, 1001, ()))
+    order = list(DATA_KINDS) if torch.rand(()) < 0.5 else list(reversed(DATA_KINDS))
+    return {"betas": NoiseSchedule.linear(T, beta_start=1e-4 * 1000 / T, beta_end=0.02 * 1000 / T).betas,
+            "questions": [[int(torch.randint(1, T, ())), kind] for kind in order] + [[T - 1, "single point"]]}
+
+
+def _sigma_probe(ns, case):
+    alpha_bars = torch.cumprod(1 - case["betas"], dim=0)
+    return [ns["sigma_squared"](t, case["betas"].clone(), alpha_bars.clone(), kind) for t, kind in case["questions"]]
+
+
+@check(points=2, uses=["sigma_squared"], case=_sigma_case, probe=_sigma_probe)
+def sigma_squared_fits_the_data(case, answer):
+    """sigma_squared gives beta-tilde_t when x0 is a single point and beta_t when x0 ~ N(0, I) (Ho Sec. 3.2)."""
+    schedule = NoiseSchedule(case["betas"])
+    for (t, kind), got in pairs(case["questions"], answer):
+        what = f"sigma_squared({t}, betas, alpha_bars, {kind!r})"
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise AssertionError(f"{what} returned {type_name(got)}, expected a number (a Python float: .item())")
+        expected = (schedule.posterior_variance if kind == "single point" else schedule.betas)[t].item()
+        if abs(got - expected) > 1e-6 * abs(expected) + 1e-12:
+            raise AssertionError(
+                f"{what} = {got:.6g}, expected {expected:.6g}. Ho et al. (Sec. 3.2): sigma_t^2 = beta_t is "
+                f"optimal for x0 ~ N(0, I), sigma_t^2 = beta-tilde_t = (1 - alpha-bar_{{t-1}}) / "
+                f"(1 - alpha-bar_t) beta_t for x0 fixed to one point (then p(x_{{t-1}} | x_t) is the "
+                f"posterior of lesson 1). {INDEX_HINT}")

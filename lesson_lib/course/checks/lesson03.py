@@ -6,7 +6,8 @@ self-attention block, and scaled dot-product attention itself. The two blocks co
 :class:`lesson_lib.models.unet.AttentionBlock`, so each check copies the weights of a reference block
 into the student's block and compares the outputs. The reference blocks start with some layers
 at zero (zero initialisation), so the weights are perturbed first: otherwise a forward pass that
-forgets those layers would pass. Total: 10 points.
+forgets those layers would pass. ``resblock_parameter_count`` asks for the size of a block
+(an exact integer, for sizes drawn at random). Total: 12 points.
 """
 
 import math
@@ -206,3 +207,28 @@ def attention_block_is_permutation_equivariant(case, answer):
                  rtol=1e-4, atol=1e-4, hint="Self-attention treats the H*W positions as a set, so permuting "
                  "them must permute the output. A reshape straight from (B, C, H, W) to (B, H*W, C) mixes "
                  "channels and positions; use x.flatten(2).transpose(1, 2). " + BLOCK_HINT)
+
+
+# --- a question: how many parameters in a ResBlock ---------------------------------------------
+
+def _count_case():
+    draw = lambda: 8 * int(torch.randint(1, 17, ()))  # noqa: E731  (8 to 128 channels)
+    same = draw()
+    return {"calls": [[[128, 256, 512], {}], [[same, same, int(torch.randint(4, 600, ()))], {}],
+                      [[draw(), draw(), int(torch.randint(4, 600, ()))], {}]]}
+
+
+@check(points=2, uses=["resblock_parameter_count"], case=_count_case, probe=call_each("resblock_parameter_count"))
+def resblock_parameter_count_is_exact(case, answer):
+    """resblock_parameter_count(in_ch, out_ch, time_dim) is the number of parameters of lesson_lib's ResBlock."""
+    for (args, _), got in pairs(case["calls"], answer):
+        in_ch, out_ch, time_dim = args
+        expected = sum(p.numel() for p in unet.ResBlock(in_ch, out_ch, time_dim).parameters())
+        what = f"resblock_parameter_count({in_ch}, {out_ch}, {time_dim})"
+        if type(got) is not int:
+            raise AssertionError(f"{what} returned {type(got).__name__}, expected an int")
+        if got != expected:
+            raise AssertionError(
+                f"{what} = {got}, expected {expected}. Count weights and biases: two GroupNorms (a scale and "
+                f"a shift per channel), two 3x3 convolutions (k*k*c_in*c_out + c_out), the time projection "
+                f"(time_dim*out_ch + out_ch) and, only when in_ch != out_ch, the 1x1 skip convolution.")

@@ -6,14 +6,18 @@ model with label dropout (Ho & Salimans, 2022): it draws its own t, eps and drop
 the probe records what the model was called with and the parameters after each step; the
 judge recovers eps from x_t by inverting Eq. 4 and compares the loss and the SGD update with :func:`lesson_lib.diffusion.losses.l_simple` for that same
 t, eps and labels. The dropout rate is checked statistically on a large batch (the bounds are
-five standard deviations wide). Total: 10 points.
+five standard deviations wide). ``ema_of_constant`` and ``ema_steps_averaged`` are two questions
+about what the average does, judged against lesson_lib's EMA. Total: 12 points.
+
+Why one module: these are the checks of one exercise notebook; the grader loads a lesson's checks
+from one module, and its parts share the probes and the model rebuilt in the grader.
 """
 
 
 import torch
 from torch import nn
 
-from lesson_lib.course.checks import (check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
+from lesson_lib.course.checks import (call_each, check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
                                       expect_tensor, field, pairs, type_name)
 from lesson_lib.diffusion import losses
 from lesson_lib.diffusion.schedules import NoiseSchedule
@@ -287,3 +291,61 @@ def training_step_draws_t_and_eps(case, answer):
     """training_step draws t uniformly from 0..T-1 and fresh eps ~ N(0, I) at every call."""
     (_, t, eps, _, _), (_, t2, eps2, _, _) = _steps(case, answer)
     expect_fresh_t_and_eps(t, eps, t2, eps2, case["T"])
+
+
+# --- two questions about the average ---------------------------------------------------------
+
+def _reference_ema(theta_ema, theta, decay, steps):
+    """The EMA of a weight that stays at ``theta`` for ``steps`` updates, by lesson_lib's EMA
+    (its warm-up skipped: the decay is ``decay`` from the first update)."""
+    from lesson_lib.training.ema import EMA
+
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(theta_ema)
+    ema = EMA(model, decay=decay)
+    ema.num_updates = 10 ** 12  # past the warm-up
+    with torch.no_grad():
+        model.weight.fill_(theta)
+    for _ in range(steps):
+        ema.update(model)
+    return ema.model.weight.item()
+
+
+def _constant_case():
+    return {"calls": [[[0.5, 0.5, 0.999, 1000], {}],
+                      [[float(torch.randn(())), float(torch.randn(())), 0.9, int(torch.randint(1, 50, ()))], {}],
+                      [[float(torch.randn(())), 1.0, float(torch.rand(()) * 0.5 + 0.4), int(torch.randint(0, 30, ()))], {}]]}
+
+
+@check(points=1, uses=["ema_of_constant"], case=_constant_case, probe=call_each("ema_of_constant"))
+def ema_of_constant_weights(case, answer):
+    """ema_of_constant gives the EMA after `steps` updates towards weights that do not change."""
+    for (args, _), got in pairs(case["calls"], answer):
+        what = f"ema_of_constant({', '.join(f'{a:.4g}' for a in args)})"
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise AssertionError(f"{what} returned {type_name(got)}, expected a number")
+        expected = _reference_ema(*args)
+        if abs(got - expected) > 1e-9 + 1e-6 * abs(expected):
+            raise AssertionError(f"{what} = {got:.6g}, expected {expected:.6g}: each update keeps a fraction "
+                                 f"decay of the distance to theta, so after n steps theta_ema is "
+                                 f"theta + decay^n (theta_ema - theta); equal weights stay equal.")
+
+
+def _window_case():
+    return {"calls": [[[0.999], {}], [[0.9], {}], [[1 - float(torch.rand(())) * 0.01], {}]]}
+
+
+@check(points=1, uses=["ema_steps_averaged"], case=_window_case, probe=call_each("ema_steps_averaged"))
+def ema_steps_averaged_is_one_over_one_minus_decay(case, answer):
+    """ema_steps_averaged(decay) is 1 / (1 - decay), the length of a plain mean that weighs the newest step as much."""
+    for (args, _), got in pairs(case["calls"], answer):
+        decay = args[0]
+        what = f"ema_steps_averaged({decay:.6g})"
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise AssertionError(f"{what} returned {type_name(got)}, expected a number")
+        expected = 1.0 / _reference_ema(0.0, 1.0, decay, 1)  # one update from 0 towards 1: the newest weight
+        if abs(got - expected) > 1e-6 * expected:
+            raise AssertionError(f"{what} = {got:.6g}, expected {expected:.6g}: the newest weights enter the "
+                                 f"average with weight 1 - decay, as in a plain mean over 1 / (1 - decay) steps "
+                                 f"(the weights (1 - decay) decay^k of older steps add up to 1).")
