@@ -42,7 +42,8 @@ def show_grid(images, row_labels=None, col_labels=None, title=None, row_title=No
               figsize=None, show=True):
     """Show a labelled grid: ``images`` of shape (rows, cols, C, H, W) in [-1, 1], one label per
     row (at its left) and per column (above the top row). ``row_title`` / ``col_title`` name what
-    the rows and columns are ("class", "timestep t"). Returns the matplotlib figure."""
+    the rows and columns are ("class", "timestep t"). ``show=False`` returns the figure instead of
+    showing it (for tests, or to save it); shown, it returns None, so a notebook does not draw it twice."""
     if not isinstance(images, torch.Tensor):
         images = torch.stack([torch.stack(list(row)) for row in images])
     if images.dim() != 5:
@@ -73,9 +74,9 @@ def show_grid(images, row_labels=None, col_labels=None, title=None, row_title=No
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    if show:
-        plt.show()
-    return fig
+    if not show:
+        return fig
+    plt.show()
 
 
 def load_sample_photo(size=128):
