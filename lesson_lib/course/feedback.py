@@ -24,7 +24,8 @@ NOTEBOOK.ipynb``, see :mod:`lesson_lib.course.grader`), which never runs student
 the judge.
 
 A mistake in the student's code never crashes the cell: it becomes a ✗ line with the
-exception's type and message. Mistakes in the call itself (an unknown lesson, a name that no
+exception's type and message (there is no time limit here: a function that never returns
+hangs the cell, as it would any other). Mistakes in the call itself (an unknown lesson, a name that no
 check uses) raise ``ValueError``, because the notebook, not the student's answer, is wrong.
 
 ``check`` prints and returns None (so a notebook shows only the lines); :func:`run` returns the
