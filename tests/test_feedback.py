@@ -120,3 +120,20 @@ def q_sample(x0, t, alpha_bars, eps):
         assert (mine[name]["status"], mine[name]["points"]) == (row["status"], row["points"]), name
     for name in ("linear_betas_matches_reference", "posterior_at_first_step", "q_sample_matches_equation_4"):
         assert mine[name]["reason"].startswith(theirs[name]["reason"].split(" (")[0].split(" not defined")[0])
+
+
+def test_a_judge_that_trips_over_an_odd_answer_says_so(monkeypatch):
+    """As in the grader: a judge error other than AssertionError is "an unexpected form"."""
+    from lesson_lib.course import checks
+
+    def judge(case, answer):
+        return answer["x"]  # a KeyError for an answer without "x"
+
+    odd = checks.Check("odd_answer", 2, ("f",), "f answers a dict with x", None,
+                       lambda ns, case: ns["f"](), judge)
+    monkeypatch.setattr(checks, "load_checks", lambda lesson: [odd])
+    row, = feedback.run("01", "f", {"f": lambda: {"y": 1}})
+    assert (row["status"], row["points"]) == ("failed", 0)
+    assert row["reason"] == "the answer has an unexpected form (KeyError: 'x')"
+    row, = feedback.run("01", "f", {"f": lambda: {"x": 1}})
+    assert (row["status"], row["points"]) == ("passed", 2)
