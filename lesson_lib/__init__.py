@@ -4,7 +4,7 @@ One idea per module, grouped by layer; read them in this order:
 
     diffusion/    the maths of the course (imports only models.base, files and arguments)
         schedules    the noise schedules beta_1..beta_T and every quantity derived from them
-        forward      the forward process q(x_t | x_0), the chain, the posterior, eps/x0/v conversions
+        forward      the forward process q(x_t | x_0), the chain, the posterior (and its empirical check), eps/x0/v conversions
         losses       L_simple, the bound's weight lambda_t (vlb_weights, WeightedEps), the Trainer's objective interface
         denoiser     any network as one prediction (x0_hat, eps_hat): precision, checks, clipping
         steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)

@@ -175,7 +175,8 @@ def test_weight_at_t0_is_the_gaussian_decoder():
 
 
 def test_where_the_weight_is_largest():
-    """Linear schedule: lambda_t falls over the first steps and is largest at t = 1; cosine: the clipped last beta makes it largest at T."""
+    """Linear schedule: lambda_t falls over the first steps and is largest at t = 1; cosine: the clipped
+    last beta makes it largest at t = T."""
     lin, cos = vlb_weights(NoiseSchedule.linear(1000)), vlb_weights(NoiseSchedule.cosine(1000))
     assert int(lin.argmax()) == 0 and lin[0] > 40 * lin[-1] and (lin[1:100] < lin[:99]).all()
     assert int(cos.argmax()) == 999 and cos[-1] / cos[500] > 100
