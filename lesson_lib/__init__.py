@@ -11,6 +11,7 @@ One idea per module, grouped by layer; read them in this order:
         timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
         sampling     the one sampling loop; DDPM (Algorithm 2) and DDIM as presets of it
         guidance     classifier guidance and classifier-free guidance, as wrappers of the denoiser
+        distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective
     models/       the networks (never import diffusion/, training/, evaluation/ or course/)
         base         what every network shares: config, from_config, prediction, num_classes
         embeddings   the sinusoidal time embedding
@@ -20,7 +21,8 @@ One idea per module, grouped by layer; read them in this order:
         noisy_classifier  f_phi(y | x_t, t), the guide of classifier guidance (the U-Net's down path)
     data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches)
     training/     trainer (one loop for every model), ema, checkpoint, profiles (ci, cpu, gpu),
-                  classifier_fit (the classifiers' recipe), noisy_classifier_fit (lesson 5's guide)
+                  classifier_fit (the classifiers' recipe), noisy_classifier_fit (lesson 5's guide),
+                  distill (progressive distillation: one Trainer per halving)
     evaluation/   metrics (2-D quality, nearest neighbours), fid (FID and KID), judges (class accuracy)
     pretrained    the one format of every shipped model, and its verifying loader
     files         atomic writes and sha256, used by every layer

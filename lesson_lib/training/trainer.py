@@ -56,6 +56,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0          # linear learning-rate warm-up from 0 to lr
+    lr_decay_steps: int = 0        # anneal lr linearly to 0 at this step (0 = constant lr)
     grad_clip: float = 1.0         # clip the global gradient norm to this (0 = off)
     ema_decay: float = 0.995
     class_dropout: float = 0.0     # P(label -> null class), for classifier-free guidance (default objective)
@@ -70,6 +71,8 @@ class TrainConfig:
         self.batch_size = integer(self.batch_size, "batch_size", minimum=1)
         self.log_every = integer(self.log_every, "log_every", minimum=1)
         self.warmup_steps = integer(self.warmup_steps, "warmup_steps", minimum=0, hint="0 means no warm-up")
+        self.lr_decay_steps = integer(self.lr_decay_steps, "lr_decay_steps", minimum=0,
+                                      hint="0 keeps lr constant; N anneals it linearly to 0 at step N")
         self.seed = integer(self.seed, "seed")
         self.lr = number(self.lr, "lr", minimum=0, strict_minimum=True)
         self.weight_decay = number(self.weight_decay, "weight_decay", minimum=0)
@@ -83,6 +86,16 @@ class TrainConfig:
         for name in ("bf16", "channels_last"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True, False or None (automatic), got {name}={getattr(self, name)!r}")
+
+
+def learning_rate_factor(config, step):
+    """lr / config.lr at (0-based) optimisation step ``step``: a linear warm-up over
+    ``warmup_steps``, times a linear anneal 1 - step / lr_decay_steps (never below 0) when
+    ``lr_decay_steps`` is set (as each halving of progressive distillation does)."""
+    factor = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    if config.lr_decay_steps:
+        factor *= max(0.0, 1.0 - step / config.lr_decay_steps)
+    return factor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -224,9 +237,9 @@ class Trainer:
         """One optimisation step; returns the loss as a (device) tensor, without syncing."""
         cfg = self.config
         x0, y = self._batch()
-        if cfg.warmup_steps:
+        if cfg.warmup_steps or cfg.lr_decay_steps:
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps)
+                group["lr"] = cfg.lr * learning_rate_factor(cfg, self.step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.objective(self.forward_model, self.schedule, x0, y, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
@@ -373,5 +386,10 @@ class Trainer:
 _FREE_TO_CHANGE = ("log_every", "compile")
 
 
+# Settings added later, with the value that a checkpoint written before them trained with.
+_ADDED_DEFAULTS = {"lr_decay_steps": 0}
+
+
 def _resumable(train_config):
+    train_config = {**_ADDED_DEFAULTS, **train_config}
     return {k: v for k, v in train_config.items() if k not in _FREE_TO_CHANGE}

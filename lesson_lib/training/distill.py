@@ -1,0 +1,100 @@
+"""Progressive distillation as a sequence of ordinary training runs (Salimans & Ho, 2022, Algorithm 2).
+
+Each halving is one :class:`~lesson_lib.training.trainer.Trainer` with the objective
+:class:`~lesson_lib.diffusion.distillation.Distillation`: the student starts as a copy of its
+teacher (dropout off), has its own optimiser, a learning rate annealed linearly to 0 within
+the halving (``lr_decay_steps``) and no EMA (``ema_decay = 0``: the sampled weights are the
+trained ones); when it is done it becomes the next teacher. Every halving writes its own
+checkpoint, so an interrupted run resumes where it stopped (finished halvings are only reloaded).
+"""
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..arguments import integer
+from ..diffusion.distillation import WEIGHTINGS, Distillation
+from .trainer import TrainConfig, Trainer
+
+
+def student_from(teacher):
+    """A copy of ``teacher`` with dropout switched off (the paper's students train without it),
+    rebuilt from its config so that the config says so too, with the teacher's weights."""
+    config = dict(teacher.config)
+    if "dropout" in config:
+        config["dropout"] = 0.0
+    student = type(teacher).from_config(config)
+    student.load_state_dict(copy.deepcopy(teacher.state_dict()))
+    return student
+
+
+def halving_config(config, train_steps, student_steps):
+    """The TrainConfig of one halving: ``config`` with no EMA, no warm-up, the lr annealed
+    linearly to 0 over ``train_steps``, and a seed of its own."""
+    return dataclasses.replace(config, ema_decay=0.0, warmup_steps=0, lr_decay_steps=train_steps,
+                               class_dropout=0.0, seed=config.seed + student_steps)
+
+
+def progressive_distillation(teacher, schedule, data, labels=None, *, start_steps=64, end_steps=1,
+                             train_steps=200, config=None, weighting="snr_trunc", checkpoint_dir=None,
+                             device=None, progress=False, on_student=None):
+    """Halve ``teacher`` (sampled with DDIM on ``start_steps`` steps of the nested grid of
+    :func:`~lesson_lib.diffusion.distillation.distillation_timesteps`) down to ``end_steps``.
+
+    Args:
+        teacher: the first teacher (a :class:`~lesson_lib.models.base.Model`; v or x0 prediction
+            is advised, see :func:`~lesson_lib.diffusion.distillation.eps_error_gain`).
+        start_steps, end_steps: the teacher's steps and the last student's; their ratio is a power of 2.
+        train_steps: optimisation steps per halving (an int, or a dict {student_steps: int}).
+        config: the :class:`TrainConfig` each halving starts from (lr, batch size, seed);
+            see :func:`halving_config` for what is overridden.
+        checkpoint_dir: where ``student_{N}.pt`` of each halving is written (and resumed from).
+        on_student: ``on_student(N, trainer)`` after each halving (e.g. to export it).
+
+    Returns a list of ``(N, trainer)`` from the first student (start_steps / 2) to the last;
+    ``trainer.model`` is the student, ``trainer.history`` its logged losses.
+    """
+    start_steps = integer(start_steps, "start_steps", minimum=2)
+    end_steps = integer(end_steps, "end_steps", minimum=1, maximum=start_steps // 2)
+    ratio = start_steps // end_steps
+    if start_steps % end_steps or ratio & (ratio - 1):
+        raise ValueError(f"start_steps / end_steps must be a power of 2, got {start_steps} / {end_steps}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got weighting={weighting!r}")
+    config = config or TrainConfig(batch_size=min(64, len(data)), lr=1e-4)
+    results, student_steps = [], start_steps // 2
+    while student_steps >= end_steps:
+        steps = train_steps[student_steps] if isinstance(train_steps, dict) else train_steps
+        steps = integer(steps, "train_steps", minimum=1)
+        path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"student_{student_steps}.pt"
+        trainer = Trainer(student_from(teacher), schedule, data, halving_config(config, steps, student_steps),
+                          labels=labels, device=device, checkpoint_path=path,
+                          objective=Distillation(teacher, student_steps, weighting))
+        trainer.resume()
+        trainer.run(steps, progress=progress, checkpoint_every=max(1, steps // 4) if path else 0)
+        results.append((student_steps, trainer))
+        if on_student is not None:
+            on_student(student_steps, trainer)
+        teacher = trainer.model.eval()
+        student_steps //= 2
+    return results
+
+
+@torch.no_grad()
+def sample_student(model, schedule, steps, shape, labels=None, generator=None, clip_x0=True):
+    """Sample ``model`` with DDIM (eta = 0) on ``steps`` steps of the nested distillation grid,
+    x0_hat clipped at the end only (as the paper evaluates). Returns images in [-1, 1]."""
+    from ..diffusion.denoiser import Denoiser
+    from ..diffusion.distillation import sampler_timesteps
+    from ..diffusion.sampling import evaluating, sample
+    from ..diffusion.steps import ddim_step
+    device = next(model.parameters()).device
+    x_T = torch.randn(shape, generator=generator, device=device) if generator is not None else \
+        torch.randn(shape, device=device)
+    cond = None if labels is None else {"y": labels.to(device)}
+    with evaluating(model):
+        denoise = Denoiser(model, schedule.to(device), clip_x0=clip_x0)
+        return sample(denoise, schedule.to(device), x_T, sampler_timesteps(schedule.T, steps), ddim_step,
+                      stochastic=False, cond=cond)
