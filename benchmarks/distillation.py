@@ -86,13 +86,105 @@ def train(out, recipe):
     log(out, "finished")
 
 
+def load_run(out):
+    """The small teacher (64 steps) and every finished student of ``out``: {steps: model}."""
+    from lesson_lib.pretrained import model_from_state
+    from lesson_lib.training.checkpoint import load_checkpoint
+    models = {}
+    for path in sorted(Path(out).glob("*_*.pt")):
+        n = int(path.stem.split("_")[1])
+        state = load_checkpoint(path, map_location="cpu")
+        models[n] = (model_from_state(state, ema=False)[0], state)
+    return models
+
+
+def evaluate(model, schedule, steps, n, seed=0, batch=250):
+    """FID (classifier features, against n test images) and class accuracy of n samples of
+    ``model`` with DDIM on ``steps`` steps of the nested grid, labels 0..9 in turn."""
+    from lesson_lib.evaluation.fid import compute_metrics
+    from lesson_lib.evaluation.judges import class_accuracy
+    from lesson_lib.training.distill import sample_student
+    labels = torch.arange(n) % 10
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.cat([sample_student(model, schedule, steps, (len(y), 1, 28, 28), y, generator)
+                        for y in labels.split(batch)])
+    return {"steps": steps, "fid": compute_metrics(images)["fid"],
+            "accuracy": class_accuracy(images, labels)["accuracy"]}, images
+
+
+def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16, 32, 64)):
+    """The distillation ladder: FID and class accuracy against the number of network calls, for
+    each student (at its own steps) and for DDIM of the same teacher at the same steps, with the
+    real-vs-real floor at the same n. Prints a table and returns its rows (also out/table.json)."""
+    from lesson_lib.evaluation.fid import real_floor
+    torch.set_num_threads(1)
+    models = load_run(out)
+    _, schedule = load_pretrained("mnist_cond")
+    floor = real_floor("mnist", n)["fid"]
+    teacher = models[max(models)][0]
+    rows = []
+    for steps in baseline_steps:
+        if steps in models:
+            student = evaluate(models[steps][0], schedule, steps, n)[0] if steps != max(models) else None
+            ddim = evaluate(teacher, schedule, steps, n)[0]
+            rows.append({"calls": steps, "student": student, "ddim": ddim})
+            print(f"{steps:>5}  student {_fmt(student)}   DDIM {_fmt(ddim)}   floor {floor:.3f}", flush=True)
+    result = {"n": n, "floor": floor, "rows": rows}
+    (Path(out) / "table.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _fmt(row):
+    return "      -        -" if row is None else f"FID {row['fid']:7.3f} acc {row['accuracy']:.3f}"
+
+
+def export(out="runs/distill", names=(8, 4, 2, 1), weights_dir=None):
+    """Write the students on ``names`` steps to lesson_lib/weights/mnist_distilled_{N} (fp16,
+    hash-checked cards), with the table's figures when out/table.json exists."""
+    from lesson_lib.pretrained import save_artifact
+    models = load_run(out)
+    table = json.loads((Path(out) / "table.json").read_text()) if (Path(out) / "table.json").exists() else None
+    recipe = json.loads((Path(out) / "recipe.json").read_text())
+    weights_dir = Path(weights_dir or Path(__file__).resolve().parents[1] / "lesson_lib" / "weights")
+    for n in names:
+        model, state = models[n]
+        fp16 = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        artifact = {"model_class": state["model_class"], "model_config": state["model_config"],
+                    "betas": state["betas"], "ema": {"model": fp16}, "step": state["step"],
+                    "train_config": state["train_config"], "objective": state["objective"],
+                    "history": state["history"]}
+        row = None if table is None else next((r for r in table["rows"] if r["calls"] == n), None)
+        card = {"kind": "diffusion", "name": f"mnist_distilled_{n}", "dataset": "mnist",
+                "description": (f"Class-conditional MNIST student sampled with DDIM on {n} step(s) of the nested "
+                                f"grid (lesson_lib.diffusion.distillation.sampler_timesteps), by progressive "
+                                f"distillation (Salimans & Ho 2022) of a v-prediction U-Net (base_channels "
+                                f"{recipe['base_channels']}) that was itself distilled from mnist_cond's "
+                                f"predictions on the {recipe['teacher_steps']}-step grid; fp16 weights."),
+                "model_config": state["model_config"], "prediction": state["model_config"]["prediction"],
+                "sampling_steps": n, "schedule": "linear, T=1000, beta 1e-4 -> 0.02",
+                "recipe": recipe, "objective": state["objective"],
+                "hardware": "2-core CPU, one thread", "torch": torch.__version__,
+                "command": f"python benchmarks/distillation.py train --out {out} && "
+                           f"python benchmarks/distillation.py table --out {out} && "
+                           f"python benchmarks/distillation.py export --out {out}",
+                "evaluation": None if row is None else {"n": table["n"], "fid_floor": table["floor"],
+                                                         "student": row["student"], "ddim_same_steps": row["ddim"]}}
+        save_artifact(artifact, weights_dir / f"mnist_distilled_{n}.pt", card)
+        print(f"wrote mnist_distilled_{n}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train"])
+    p.add_argument("what", choices=["train", "table", "export"])
     p.add_argument("--out", default="runs/distill")
+    p.add_argument("--n", type=int, default=500, help="samples per FID (table)")
     args = p.parse_args(argv)
     if args.what == "train":
         train(args.out, RECIPE)
+    elif args.what == "table":
+        distillation_table(args.out, args.n)
+    else:
+        export(args.out)
 
 
 if __name__ == "__main__":

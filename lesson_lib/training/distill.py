@@ -97,4 +97,4 @@ def sample_student(model, schedule, steps, shape, labels=None, generator=None, c
     with evaluating(model):
         denoise = Denoiser(model, schedule.to(device), clip_x0=clip_x0)
         return sample(denoise, schedule.to(device), x_T, sampler_timesteps(schedule.T, steps), ddim_step,
-                      stochastic=False, cond=cond)
+                      stochastic=False, cond=cond, progress=False)
