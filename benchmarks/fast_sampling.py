@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Fewer steps without retraining: the DDIM table on the shipped MNIST model.
+
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim [--n 500] [--steps 10 20 50]
+        [--etas 0 0.5 1] [--no-strided] [--json docs/fast_sampling_table.json]
+
+``--table ddim`` (Song et al. 2021, Table 1 analogue): for every step count S and every eta,
+``n`` samples of ``mnist_cond`` (n/10 per class) with DDIM (Eq. 12) on the course's default
+spacing (``timesteps.spaced(T, S, "linspace")``), plus one row per S of strided DDPM (Nichol &
+Dhariwal 2021: ancestral steps on the same sub-sequence with beta_{t->s} = 1 - alpha-bar_t /
+alpha-bar_s). Every cell starts from the same x_T (and stochastic cells draw their step noise
+from the same seed), so cells differ only by the sampler. x0_hat is clipped to [-1, 1] in every
+cell (as ``lesson_lib.sample`` does). Each cell reports FID against n MNIST test images on the
+course classifier's features (:mod:`lesson_lib.evaluation.fid`), next to the real-data floor
+(n train vs n test images), and samples/s on this machine.
+
+Other tables plug in as one function ``table_NAME(model, schedule, args, log) -> dict`` and one
+entry in ``TABLES`` (e.g. a distillation ladder); the command line, the JSON writer and the
+header are shared.
+
+Recorded figures: docs/benchmarks.md and docs/fast_sampling_table.json (read by lesson 6).
+"""
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample
+from lesson_lib.diffusion.timesteps import spaced
+from lesson_lib.evaluation.fid import compute_metrics, real_floor
+from lesson_lib.pretrained import load_pretrained
+
+
+def draw(model, schedule, n, sampler, S, eta, seed, device, batch=250):
+    """``n`` class-balanced samples of one cell, in batches; x_T and the step noise come from ``seed``,
+    so every cell starts from the same x_T."""
+    labels = torch.arange(10).repeat(n // 10 + 1)[:n]
+    gen = torch.Generator(device).manual_seed(seed)
+    x_T = torch.randn((n, model.in_channels, model.image_size, model.image_size), generator=gen, device=device)
+    out = []
+    for i in range(0, n, batch):
+        kwargs = dict(x_T=x_T[i:i + batch], clip_x0=True, device=device, progress=False,
+                      generator=torch.Generator(device).manual_seed(seed + 1 + i),
+                      model_kwargs={"y": labels[i:i + batch].to(device)})
+        if sampler == "ddim":
+            out.append(ddim_sample(model, schedule, steps=S, eta=eta, **kwargs).cpu())
+        else:
+            out.append(ddpm_sample(model, schedule, timesteps=spaced(schedule.T, S, "linspace"), **kwargs).cpu())
+    return torch.cat(out)
+
+
+def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
+    floor = real_floor("mnist", args.n, data_dir=args.data, device=args.device)
+    log(f"real-data floor at n = {args.n}: FID {floor['fid']:.2f}")
+    cells = [("ddim", S, eta) for S in args.steps for eta in args.etas]
+    if not args.no_strided:
+        cells += [("strided_ddpm", S, None) for S in args.steps]
+    rows = []
+    for sampler, S, eta in cells:
+        start = time.perf_counter()
+        images = draw(model, schedule, args.n, sampler, S, eta, args.seed, args.device)
+        seconds = time.perf_counter() - start
+        fid = compute_metrics(images, dataset="mnist", data_dir=args.data, device=args.device)["fid"]
+        row = dict(sampler=sampler, S=S, eta=eta, fid=round(fid, 3), samples_per_s=round(args.n / seconds, 2))
+        rows.append(row)
+        partial(dict(table="ddim", floor_fid=round(floor["fid"], 3), spacing="linspace", clip_x0=True, rows=rows))
+        log(f"{sampler:>13}  S={S:<5} eta={'-' if eta is None else eta:<4} FID {fid:8.2f}   "
+            f"{row['samples_per_s']:.2f} samples/s")
+    return dict(table="ddim", floor_fid=round(floor["fid"], 3), spacing="linspace", clip_x0=True, rows=rows)
+
+
+TABLES = {"ddim": table_ddim}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", choices=sorted(TABLES), default="ddim")
+    p.add_argument("--n", type=int, default=500, help="samples per cell (a multiple of 10)")
+    p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000], help="step counts S")
+    p.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="DDIM eta values")
+    p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
+    p.add_argument("--json", default=None, help="also write the table and its settings here")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.n < 10 or args.n % 10:
+        p.error(f"--n must be a positive multiple of 10 (n/10 samples per class), got --n {args.n}")
+    hardware = (f"{args.device} ({platform.processor() or platform.machine()}), "
+                f"{torch.get_num_threads()} thread(s)")
+    print(f"table {args.table}: n = {args.n} per cell, seed {args.seed}, {hardware}", flush=True)
+    model, schedule = load_pretrained("mnist_cond", device=args.device)
+
+    def write(result, complete=False):
+        result.update(n=args.n, seed=args.seed, model="mnist_cond", hardware=hardware, complete=complete,
+                      feature_network="course MNIST classifier (penultimate layer)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+                f.write("\n")
+        return result
+
+    result = TABLES[args.table](model, schedule, args, log=lambda s: print(s, flush=True), partial=write)
+    return write(result, complete=True)
+
+
+if __name__ == "__main__":
+    main()
