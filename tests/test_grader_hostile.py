@@ -361,14 +361,14 @@ def test_every_submission_has_a_report_with_a_reason(graded):
     skipped = 0 if SANDBOXED else len(UNSAFE_WITHOUT_SANDBOX)
     assert len(graded["rows"]) == len(graded["reports"]) == len(SUBMISSIONS) + 5 - skipped >= 25
     for name, one in graded["reports"].items():
-        assert one["max"] == 10 and 0 <= one["total"] <= 10, name
+        assert one["max"] == 12 and 0 <= one["total"] <= 12, name
         for result in one["checks"]:
             assert result["status"] == "passed" or result["reason"], (name, result)
     assert (graded["out"] / "summary.csv").read_text().count("\n") == len(graded["rows"]) + 1
 
 
 def test_honest_students_keep_their_true_scores(graded):
-    assert report(graded, "honest")["total"] == report(graded, "copycat")["total"] == 10
+    assert report(graded, "honest")["total"] == report(graded, "copycat")["total"] == 12
     assert report(graded, "untouched")["total"] == 0
     assert all(r["status"] == "not implemented" for r in report(graded, "untouched")["checks"])
 
