@@ -54,9 +54,8 @@ def draw(model, schedule, n, sampler, S, eta, seed, device, batch=250):
 def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
     floor = real_floor("mnist", args.n, data_dir=args.data, device=args.device)
     log(f"real-data floor at n = {args.n}: FID {floor['fid']:.2f}")
-    cells = [("ddim", S, eta) for S in args.steps for eta in args.etas]
-    if not args.no_strided:
-        cells += [("strided_ddpm", S, None) for S in args.steps]
+    cells = [cell for S in args.steps for cell in                  # S by S, so a cut-short run has whole S
+             [("ddim", S, eta) for eta in args.etas] + ([] if args.no_strided else [("strided_ddpm", S, None)])]
     rows = []
     for sampler, S, eta in cells:
         start = time.perf_counter()

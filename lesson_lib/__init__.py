@@ -12,6 +12,7 @@ One idea per module, grouped by layer; read them in this order:
         sampling     the one sampling loop; DDPM (Algorithm 2) and DDIM as presets of it
         guidance     classifier guidance and classifier-free guidance, as wrappers of the denoiser
         distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective
+        inversion    DDIM inversion (encode x_0 to x_T with the same loop, climbing) and slerp
     models/       the networks (never import diffusion/, training/, evaluation/ or course/)
         base         what every network shares: config, from_config, prediction, num_classes
         embeddings   the sinusoidal time embedding
