@@ -78,7 +78,7 @@ def main(argv=None):
     p.add_argument("--table", choices=sorted(TABLES), default="ddim")
     p.add_argument("--n", type=int, default=500, help="samples per cell (a multiple of 10)")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000], help="step counts S")
-    p.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="DDIM eta values")
+    p.add_argument("--etas", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="DDIM eta values (none: strided DDPM only)")
     p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")

@@ -33,6 +33,7 @@ SMALLEST = {
     "benchmarks/loop_overhead.py": ["--help"],
     "benchmarks/pretrained_quality.py": ["--help"],
     "benchmarks/guidance.py --n 200 --steps 25": ["--help"],
+    "benchmarks/fast_sampling.py --table ddim --n 500 --steps 10 20 50": ["--help"],
     "benchmarks/gpu_session.py --dataset cifar10 --data DIR --out OUT": ["--help"],
 }
 
