@@ -70,7 +70,19 @@ def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
     return dict(table="ddim", floor_fid=round(floor["fid"], 3), spacing="linspace", clip_x0=True, rows=rows)
 
 
-TABLES = {"ddim": table_ddim}
+def table_distillation(model, schedule, args, log=print, partial=lambda result: None):
+    """The distillation ladder of lesson 7 (benchmarks/distillation.py): FID and class accuracy
+    against network calls for each student of the run in ``--run`` and for DDIM of its teacher
+    at the same steps. ``model`` is not used: the students come from the run's checkpoints."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("distillation", Path(__file__).with_name("distillation.py"))
+    distillation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(distillation)
+    return dict(table="distillation", **distillation.distillation_table(args.run, args.n))
+
+
+TABLES = {"ddim": table_ddim, "distillation": table_distillation}
 
 
 def main(argv=None):
@@ -81,6 +93,7 @@ def main(argv=None):
     p.add_argument("--etas", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="DDIM eta values (none: strided DDPM only)")
     p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", default="runs/distill", help="--table distillation: the run of benchmarks/distillation.py train")
     p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
     p.add_argument("--json", default=None, help="also write the table and its settings here")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
