@@ -246,3 +246,21 @@ def test_to_keeps_values(schedule):
     assert meta.betas.device.type == "meta" and meta.betas.dtype == torch.float64
     assert schedule.betas.device.type == "cpu"               # the original is untouched
     assert "T=1000" in repr(schedule)
+
+
+def test_alpha_bar_matched_linear_stays_below_one_and_matches_reference():
+    from lesson_lib.diffusion.schedules import alpha_bar_matched_linear_schedule
+    ref = torch.cumprod(1 - linear_beta_schedule(1000), dim=0)
+    for T in (1, 10, 50, 1000):
+        betas = alpha_bar_matched_linear_schedule(T)
+        assert betas.shape == (T,) and betas.dtype == torch.float64
+        assert torch.all((betas > 0) & (betas < 1))
+        ab = torch.cumprod(1 - betas, dim=0)
+        taus = [round(i * 1000 / T) - 1 for i in range(1, T + 1)]
+        assert torch.allclose(ab, ref[taus], rtol=1e-12)
+    # at T = 1000 it is the paper's schedule itself
+    assert torch.allclose(alpha_bar_matched_linear_schedule(1000), linear_beta_schedule(1000), rtol=1e-9)
+    # unlike the T-scaled linear schedule, whose last beta is clipped to 0.999 at T = 10
+    assert alpha_bar_matched_linear_schedule(10)[-1].item() < 0.9
+    with pytest.raises(ValueError, match="reference_T"):
+        alpha_bar_matched_linear_schedule(2000)

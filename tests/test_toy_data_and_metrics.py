@@ -117,3 +117,19 @@ def test_sample_quality_2d():
     noise = sample_quality_2d(torch.randn(500, 2, generator=torch.Generator().manual_seed(0)), data, seed=5)
     assert noise["ratio"] > 2.5                                 # Gaussian noise is far from a swiss roll
     assert noise["floor"] == fresh["floor"]                    # the floor depends only on n and seed
+
+
+def test_out_of_range_fraction_and_median_nn_distance():
+    from lesson_lib.evaluation.metrics import median_nn_distance, out_of_range_fraction
+    data = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    samples = torch.tensor([[0.5, 0.5], [0.0, 0.0], [2.0, 0.5], [0.5, -3.0]])
+    assert out_of_range_fraction(samples, data) == 0.5
+    assert out_of_range_fraction(samples, data, margin=1.0) == 0.25
+    # nearest distances: sqrt(0.5), 0, sqrt(1.25), 3 -> median of the middle two
+    expected = (0.5 ** 0.5 + 1.25 ** 0.5) / 2
+    assert abs(median_nn_distance(samples, data) - expected) < 1e-6
+    # one exploded point moves the median not at all
+    far = samples.clone(); far[3] = torch.tensor([1e6, 1e6])
+    assert abs(median_nn_distance(far, data) - expected) < 1e-6
+    with pytest.raises(ValueError, match="margin"):
+        out_of_range_fraction(samples, data, margin=-1)

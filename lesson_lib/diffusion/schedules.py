@@ -63,6 +63,28 @@ def cosine_beta_schedule(T, s=0.008, max_beta=0.999):
     return betas.clamp(min=0, max=max_beta)
 
 
+def alpha_bar_matched_linear_schedule(T, reference_T=1000, beta_start=1e-4, beta_end=0.02):
+    """A T-step schedule whose alpha-bar follows the paper's ``reference_T``-step linear
+    schedule (Ho et al., 2020, Sec. 4) at the T evenly spaced times it keeps.
+
+    Scaling the betas by reference_T / T pushes beta_T = 0.02 * 1000 / T past 1 for T < 50,
+    and clipping it to 0.999 destroys the signal in one step. Instead keep the reference
+    alpha-bars at times tau_i = round(i * reference_T / T), i = 1..T, and set
+    beta_i = 1 - alpha-bar_{tau_i} / alpha-bar_{tau_{i-1}} (the respacing of Nichol &
+    Dhariwal, 2021, Sec. 4). alpha-bar is decreasing and positive, so every beta lies in
+    (0, 1) without clipping, and alpha-bar_T equals the reference's. Returns float64 ``(T,)``.
+    """
+    _check_T(T)
+    _check_T(reference_T)
+    if T > reference_T:
+        raise ValueError(f"T must not exceed reference_T, got T={T} > reference_T={reference_T}; "
+                         f"raise reference_T or use linear_beta_schedule")
+    ref = torch.cumprod(1 - linear_beta_schedule(reference_T, beta_start, beta_end), dim=0)
+    taus = torch.tensor([round(i * reference_T / T) for i in range(1, T + 1)])
+    kept = torch.cat([torch.ones(1, dtype=torch.float64), ref[taus - 1]])
+    return 1 - kept[1:] / kept[:-1]
+
+
 class NoiseSchedule:
     """Every quantity derived from beta_1..beta_T, named after the paper's symbols.
 

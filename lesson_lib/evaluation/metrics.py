@@ -89,3 +89,24 @@ def within_class_spread(features, labels):
         d = torch.cdist(f, f)
         spreads.append(d.sum().item() / (len(f) * (len(f) - 1)))
     return sum(spreads) / len(spreads)
+
+
+def out_of_range_fraction(samples, data, margin=0.0):
+    """The fraction of ``samples`` (N, d) outside the data's bounding box, widened by ``margin``
+    on every side: a handful of exploded points can dominate a mean distance such as
+    :func:`sliced_wasserstein`, so report this count beside it (lesson 2).
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be non-negative, got margin={margin!r}")
+    lo = data.min(dim=0).values - margin
+    hi = data.max(dim=0).values + margin
+    outside = ((samples < lo) | (samples > hi)).any(dim=1)
+    return outside.double().mean().item()
+
+
+def median_nn_distance(samples, data):
+    """The median Euclidean distance from each sample to its nearest data point: a robust
+    companion to a mean distance, unmoved by a few far-off samples (lesson 2).
+    """
+    _, d = nearest_neighbours(samples, data)
+    return d.quantile(0.5).item()   # the mean of the middle two when N is even
