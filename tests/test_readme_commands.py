@@ -28,6 +28,8 @@ SMALLEST = {
     "-m lesson_lib.evaluate --pretrained mnist_cond --n 1000 --steps 20": ["--n", "20", "--steps", "2"],
     "-m lesson_lib.course.assignments generate": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
     "-m lesson_lib.course.assignments check": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
+    "-m lesson_lib.course.pairing sync": ["--help"],
+    "-m lesson_lib.course.pairing check": [str(ROOT / "notebooks")],
     "benchmarks/throughput.py": ["--help"],
     "benchmarks/swiss_roll.py": ["--help"],
     "benchmarks/loop_overhead.py": ["--help"],

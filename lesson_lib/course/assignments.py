@@ -33,6 +33,8 @@ from pathlib import Path
 
 import nbformat
 
+from . import pairing
+
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: implement this (see the docstring above).")'
@@ -176,7 +178,8 @@ def main(argv=None):
     try:
         if args.command == "generate":
             for path in generate(args.solutions, args.exercises):
-                print(f"wrote {path}")
+                pairing.sync(path)              # the exercise's percent script, for review
+                print(f"wrote {path} and {pairing.script_path(path).name}")
             return 0
         problems = check(args.solutions, args.exercises)
     except (RegionError, FileNotFoundError) as error:
