@@ -12,6 +12,14 @@ This is the only place that runs the network for sampling, so it is the only pla
 handles mixed precision, checks the output's shape, converts eps/x0/v and clips x0_hat.
 Guidance and conditioning wrap a denoiser in another callable with the same signature
 (``(x_t, t, **cond) -> Prediction``); the sampling loop never changes.
+
+A model with a *learned variance* (Nichol & Dhariwal, 2021; ``model.learn_sigma = True``)
+returns 2C channels: the first C are its eps/x0/v prediction, the last C are v, and the
+denoiser reports frac = (v + 1) / 2 in ``pred.frac``. It also reports ``pred.log_variance`` =
+frac log beta_t + (1 - frac) log beta-tilde_t for the step t -> t - 1 of the original chain
+(beta-tilde clipped at t = 0 to beta-tilde of t = 1, as improved-diffusion does). Why frac and
+not only log Sigma: a respaced step t -> s has its own beta_{t->s} and beta-tilde_{t->s}, which
+only the step knows, so :func:`~lesson_lib.diffusion.steps.ddpm_step` interpolates with frac.
 """
 
 from typing import NamedTuple, Optional
@@ -20,15 +28,20 @@ import torch
 
 from ..models.base import check_prediction
 from .forward import eps_from_x0, to_x0_eps
+from .schedules import extract
+from .steps import learned_range
 
 
 class Prediction(NamedTuple):
     """What a denoiser says about x_t: its estimates of x_0 and of eps (consistent with each
-    other through Eq. 4), and, for a model with a learned variance, log Sigma (else None)."""
+    other through Eq. 4), and, for a model with a learned variance, log Sigma of the step
+    t -> t - 1 and the interpolation weight frac = (v + 1) / 2 it came from (else None).
+    A wrapper that changes x0/eps keeps the rest with ``pred._replace(x0=..., eps=...)``."""
 
     x0: torch.Tensor
     eps: torch.Tensor
     log_variance: Optional[torch.Tensor] = None
+    frac: Optional[torch.Tensor] = None
 
 
 def model_prediction(model, prediction=None):
@@ -65,6 +78,9 @@ class Denoiser:
         clip_x0: clip x0_hat to [-1, 1] (True) or [-c, c] (a number); eps_hat is then derived
             again from the clipped x0_hat, so the pair stays consistent (as DDIM needs).
         autocast: run the network under bfloat16 autocast (outputs come back in the dtype of x_t).
+
+    A model with ``learn_sigma = True`` must return 2C channels (see the module's docstring);
+    ``pred.frac`` and ``pred.log_variance`` then come with every prediction.
     """
 
     def __init__(self, model, schedule, prediction=None, clip_x0=False, autocast=False):
@@ -73,19 +89,31 @@ class Denoiser:
         self.prediction = model_prediction(model, prediction)
         self.clip_x0 = clip_x0
         self.autocast = autocast
+        self.learn_sigma = bool(getattr(model, "learn_sigma", False))
 
     def __call__(self, x_t, t, **cond):
         with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             output = self.model(x_t, t, **cond)
-        if output.shape != x_t.shape:
+        expected = x_t.shape
+        if self.learn_sigma:
+            expected = (x_t.shape[0], 2 * x_t.shape[1]) + tuple(x_t.shape[2:])
+        if output.shape != expected:
+            what = ("twice the channels of x_t (the prediction, then v of the learned variance)"
+                    if self.learn_sigma else "a tensor of the same shape")
             raise ValueError(f"the model returned shape {tuple(output.shape)} for x_t of shape "
-                             f"{tuple(x_t.shape)}; it must predict a tensor of the same shape")
+                             f"{tuple(x_t.shape)}; it must predict {what}")
         output = output.to(x_t.dtype)
+        frac = log_variance = None
+        if self.learn_sigma:
+            output, v = output.chunk(2, dim=1)
+            frac = (v + 1) / 2
+            log_variance = learned_range(frac, extract(self.schedule.betas.log(), t, x_t),
+                                         extract(self.schedule.posterior_log_variance, t, x_t))
         x0_hat, eps_hat = to_x0_eps(self.schedule, x_t, t, output, self.prediction)
         if self.clip_x0:
             x0_hat = clip(x0_hat, self.clip_x0)
             eps_hat = eps_from_x0(self.schedule, x_t, t, x0_hat)
-        return Prediction(x0_hat, eps_hat)
+        return Prediction(x0_hat, eps_hat, log_variance, frac)
 
 
 class ClipX0:
@@ -102,4 +130,4 @@ class ClipX0:
         if not self.clip_x0:
             return pred
         x0_hat = clip(pred.x0, self.clip_x0)
-        return Prediction(x0_hat, eps_from_x0(self.schedule, x_t, t, x0_hat), pred.log_variance)
+        return pred._replace(x0=x0_hat, eps=eps_from_x0(self.schedule, x_t, t, x0_hat))

@@ -18,6 +18,19 @@ import torch
 VARIANCES = ("beta", "beta_tilde")
 
 
+def learned_range(frac, log_beta, log_beta_tilde):
+    """The learned variance of Nichol & Dhariwal (2021), Eq. 15: the network outputs v per
+    dimension, frac = (v + 1) / 2, and
+
+        log Sigma = frac * log beta + (1 - frac) * log beta-tilde,
+
+    an interpolation (in log space) between the two fixed choices of Ho et al.: frac = 1 is
+    sigma^2 = beta, frac = 0 is sigma^2 = beta-tilde. ``log_beta`` and ``log_beta_tilde`` must
+    broadcast against ``frac`` (e.g. shape (B, 1, ..., 1)); they are those of the step being
+    taken, so on a respaced chain they are beta_{t->s} and beta-tilde_{t->s}."""
+    return frac * log_beta + (1 - frac) * log_beta_tilde
+
+
 def _levels(schedule, t, s):
     """alpha-bar_t and alpha-bar_s as float64 tensors of shape (B,)."""
     alpha_bars = schedule.alpha_bars_with_0
@@ -44,7 +57,15 @@ def ddpm_step(schedule, x_t, t, s, pred, noise=None, variance="beta"):
         x_s      = mean + sigma * noise
 
     (Ho et al., Eqs. 6-7 and 11). At the last step (s = -1) the mean is x0_hat itself and no
-    noise is added. ``pred.log_variance``, when the model learned its variance, replaces sigma^2.
+    noise is added.
+
+    A model with a learned variance (Nichol & Dhariwal 2021) replaces sigma^2: when
+    ``pred.frac`` is given, sigma^2 = :func:`learned_range` of this step's own beta_{t->s} and
+    beta-tilde_{t->s} (so a respaced chain interpolates between *its* beta and beta-tilde, as
+    improved-diffusion's SpacedDiffusion does by recomputing the betas); otherwise
+    ``pred.log_variance``, when given, is used as it is (it belongs to the step t -> t - 1 of
+    the original chain). ``variance`` is then ignored. At s = -1 no noise is added, so the
+    zero beta-tilde_{t->-1} is only clamped to 1e-20 to keep its log finite.
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
@@ -55,7 +76,10 @@ def ddpm_step(schedule, x_t, t, s, pred, noise=None, variance="beta"):
     mean = _bcast(coef_x0, x_t) * pred.x0 + _bcast(coef_xt, x_t) * x_t
     if noise is None:
         return mean
-    if pred.log_variance is not None:
+    if getattr(pred, "frac", None) is not None:
+        beta_tilde = ((1 - a_s) / (1 - a_t) * beta).clamp(min=1e-20)
+        std = (0.5 * learned_range(pred.frac, _bcast(beta.log(), x_t), _bcast(beta_tilde.log(), x_t))).exp()
+    elif pred.log_variance is not None:
         std = (0.5 * pred.log_variance).exp()
     else:
         var = beta if variance == "beta" else (1 - a_s) / (1 - a_t) * beta

@@ -220,6 +220,10 @@ class UNet(Model):
         use_attention: False removes every attention block, middle included (ablation).
         use_skips: False removes the skip connections: the up path then sees only the
             bottleneck features and its ResBlocks are built for the narrower input (ablation).
+        learn_sigma: True doubles the output channels (Nichol & Dhariwal, 2021): the first
+            ``in_channels`` are the prediction, the last ``in_channels`` are v of the learned
+            variance (see :mod:`lesson_lib.diffusion.denoiser`). Default False, so configs
+            stored without it (every checkpoint before lesson 8) build the same network.
 
     ``model.config`` holds every constructor argument (JSON-friendly: lists, not tuples), and
     ``UNet.from_config(config)`` rebuilds the same architecture.
@@ -227,7 +231,7 @@ class UNet(Model):
 
     def __init__(self, in_channels=3, base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
                  attention_resolutions=(16,), dropout=0.1, num_classes=None, image_size=32,
-                 prediction="eps", attention_heads=1, use_attention=True, use_skips=True):
+                 prediction="eps", attention_heads=1, use_attention=True, use_skips=True, learn_sigma=False):
         super().__init__()
         channel_mults = [int(m) for m in channel_mults]
         attention_resolutions = [int(r) for r in attention_resolutions]
@@ -237,13 +241,14 @@ class UNet(Model):
                            num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
                            dropout=dropout, num_classes=num_classes, image_size=image_size,
                            prediction=prediction, attention_heads=attention_heads,
-                           use_attention=use_attention, use_skips=use_skips)
+                           use_attention=use_attention, use_skips=use_skips, learn_sigma=bool(learn_sigma))
         self.prediction = prediction
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.image_size = image_size
         self._warned_sizes = set()
         self.use_skips = use_skips
+        self.learn_sigma = bool(learn_sigma)
         self.num_levels = len(channel_mults)
         time_dim = 4 * base_channels
         heads = attention_heads
@@ -287,7 +292,8 @@ class UNet(Model):
                 resolution *= 2
         assert not skip_channels
 
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, in_channels, 3, padding=1)))
+        out_channels = 2 * in_channels if learn_sigma else in_channels
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
     @staticmethod
     def _check_args(in_channels, base_channels, channel_mults, num_res_blocks, attention_resolutions,
@@ -362,7 +368,8 @@ class UNet(Model):
                              f"the null class), got values in {int(y.min())}..{int(y.max())}")
 
     def forward(self, x, t, y=None):
-        """eps_theta(x_t, t, y) (or x0/v, see ``prediction``), shaped like ``x``."""
+        """eps_theta(x_t, t, y) (or x0/v, see ``prediction``), shaped like ``x``; with
+        ``learn_sigma`` the prediction and v, concatenated along the channels."""
         self._check_inputs(x, t, y)
         emb = self.embed(t, None if y is None else y.long())
         h = self.conv_in(x)

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Likelihood in bits per dimension on MNIST: the shipped model, a learned-variance model, baselines.
+
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --minutes 35 --run runs/mnist_lv
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py export --run runs/mnist_lv
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py table [--n 1000] [--K 16] [--json FILE]
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py fid [--n 256] [--steps 10 25 50] [--seeds 0 1]
+
+``train`` fine-tunes a learned-variance copy of ``mnist_cond`` with L_hybrid
+(:class:`lesson_lib.diffusion.likelihood.Hybrid`, lambda = 0.001, label dropout 0.1): the eps
+head and every other weight are copied, the new v channel of the output convolution starts at
+zero (v = 0, frac = 0.5: log Sigma half-way between log beta and log beta-tilde). It is a
+resumable Trainer run (checkpoint every 25 steps; run the same command again to continue) that
+stops after ``--minutes``. ``export`` writes ``lesson_lib/weights/mnist_learned_variance.*``.
+
+``table`` prints the bound on ``--n`` MNIST test images (the first n, unconditional: the null
+class) with K stratified timesteps per image (:func:`lesson_lib.diffusion.likelihood.bits_per_dim`),
+for sigma^2 = beta, beta-tilde and the learned variance, with the prior, L_0 and sum L_t
+terms and the standard error over images, next to two baselines fit on the 60,000 training
+images: an independent categorical per pixel (Laplace pseudo-count 1) and one 256-bin
+histogram shared by all pixels. ``fid`` measures FID against the number of DDPM sampling
+steps, learned vs fixed variances (conditional samples, n/10 per class). Recorded figures:
+docs/benchmarks.md and the model card of ``mnist_learned_variance``.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import time
+
+import torch
+
+from lesson_lib.data.images import load_mnist
+from lesson_lib.diffusion.denoiser import Denoiser
+from lesson_lib.diffusion.likelihood import Hybrid, bits_per_dim, mean_by_timestep
+from lesson_lib.models.unet import UNet
+from lesson_lib.pretrained import WEIGHTS_DIR, export_model, load_pretrained, model_card, write_card
+from lesson_lib.training.trainer import TrainConfig, Trainer
+
+NAME = "mnist_learned_variance"
+TRAIN_CONFIG = dict(batch_size=32, lr=1e-4, warmup_steps=50, ema_decay=0.995, seed=0, log_every=25)
+
+
+def learned_variance_copy(model):
+    """A learn_sigma=True U-Net with ``model``'s weights: the output convolution's first C
+    channels are the eps head, the last C (v) start at zero, so frac = 0.5 everywhere."""
+    config = dict(model.config, learn_sigma=True)
+    copy = UNet.from_config(config)
+    state = model.state_dict()
+    weight, bias = state["out.2.weight"], state["out.2.bias"]
+    state["out.2.weight"] = torch.cat([weight, torch.zeros_like(weight)])
+    state["out.2.bias"] = torch.cat([bias, torch.zeros_like(bias)])
+    copy.load_state_dict(state)
+    return copy
+
+
+def make_trainer(run, data_dir):
+    base, schedule = load_pretrained("mnist_cond")
+    model = learned_variance_copy(base)
+    x, y = load_mnist("train", data_dir=data_dir)
+    os.makedirs(run, exist_ok=True)
+    return Trainer(model, schedule, x, TrainConfig(**TRAIN_CONFIG), labels=y, device="cpu",
+                   checkpoint_path=os.path.join(run, "checkpoint.pt"), objective=Hybrid(0.001, class_dropout=0.1))
+
+
+def train(args):
+    torch.set_num_threads(args.threads)
+    trainer = make_trainer(args.run, args.data)
+    resumed = trainer.resume()
+    clock = os.path.join(args.run, "seconds.json")
+    spent = json.load(open(clock))["seconds"] if resumed and os.path.exists(clock) else 0.0
+    print(f"{'resumed at step ' + str(trainer.step) if resumed else 'new run'}; {spent:.0f} s spent", flush=True)
+    start = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *a: setattr(trainer, "stop_requested", True))
+
+    def tick(tr):
+        elapsed = spent + time.perf_counter() - start
+        json.dump({"seconds": elapsed, "step": tr.step}, open(clock, "w"))
+        if tr.history:
+            print(f"step {tr.step} loss {tr.history[-1][1]:.5f} {elapsed:.0f} s", flush=True)
+        if elapsed > args.minutes * 60:
+            tr.stop_requested = True
+
+    trainer.run(10 ** 6, progress=False, checkpoint_every=25, callback_every=25, callback=tick)
+    tick(trainer)
+    trainer.save()
+    print(f"stopped at step {trainer.step}", flush=True)
+
+
+def export(args):
+    trainer = make_trainer(args.run, args.data)
+    if not trainer.resume():
+        raise SystemExit(f"no checkpoint in {args.run}; run `train` first")
+    seconds = json.load(open(os.path.join(args.run, "seconds.json")))["seconds"]
+    path = WEIGHTS_DIR / f"{NAME}.pt"
+    export_model(trainer, path)
+    card = {"kind": "diffusion", "name": NAME, "dataset": "mnist",
+            "description": "mnist_cond with a learned variance (Nichol & Dhariwal 2021): the U-Net outputs eps and v "
+                           "(learn_sigma=True), fine-tuned from mnist_cond's weights with L_hybrid (lambda 0.001, label "
+                           "dropout 0.1); the v channel started at zero (frac 0.5). EMA weights stored in float16.",
+            "model_config": dict(trainer.model.config),
+            "parameters": sum(p.numel() for p in trainer.model.parameters()),
+            "schedule": "linear, T=1000, beta 1e-4 -> 0.02", "prediction": trainer.model.prediction,
+            "objective": trainer.objective.config(), "train_config": TRAIN_CONFIG, "steps": trainer.step,
+            "examples_seen": trainer.step * TRAIN_CONFIG["batch_size"], "wall_time_s": round(seconds, 1),
+            "hardware": f"CPU, 1 thread ({platform.processor() or platform.machine()}), shared 2-core machine",
+            "torch": torch.__version__, "start": "mnist_cond (shipped weights)",
+            "command": f"OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --minutes {args.minutes} "
+                       f"--run RUN && python benchmarks/likelihood.py export --run RUN",
+            "history": [list(h) for h in trainer.history]}
+    old = WEIGHTS_DIR / f"{NAME}.json"
+    if old.exists():
+        card["evaluation"] = json.loads(old.read_text()).get("evaluation", {})
+    print(write_card(path, card)["sha256"])
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+def baselines(train_u8, test_u8, pseudo_count=1.0):
+    """Bits per dimension on the test images of (a) an independent categorical per pixel and (b)
+    one 256-bin histogram for all pixels, both fit on the training images with a Laplace
+    pseudo-count."""
+    tr = train_u8.reshape(train_u8.shape[0], -1).long()
+    te = test_u8.reshape(test_u8.shape[0], -1).long()
+    D = tr.shape[1]
+    counts = torch.zeros(D, 256, dtype=torch.float64)
+    counts.scatter_add_(1, tr.T.contiguous(), torch.ones_like(tr.T, dtype=torch.float64))
+    p_pixel = (counts + pseudo_count) / (counts.sum(1, keepdim=True) + 256 * pseudo_count)
+    per_pixel = -p_pixel.log2().gather(1, te.T.contiguous()).mean().item()
+    shared = counts.sum(0) + pseudo_count
+    p_shared = shared / shared.sum()
+    histogram = -p_shared.log2()[te].mean().item()
+    return per_pixel, histogram
+
+
+def table(args):
+    torch.set_num_threads(args.threads)
+    x_test, _ = load_mnist("test", data_dir=args.data)
+    x0 = x_test[:args.n]
+    train_u8, _ = load_mnist("train", data_dir=args.data, as_uint8=True)
+    test_u8, _ = load_mnist("test", data_dir=args.data, as_uint8=True)
+    per_pixel, histogram = baselines(train_u8, test_u8[:args.n])
+    rows, curves = [], {}
+    models = ["mnist_cond"] + ([NAME] if (WEIGHTS_DIR / f"{NAME}.pt").exists() else [])
+    for name in models:
+        model, schedule = load_pretrained(name)
+        g = torch.Generator().manual_seed(args.seed)
+        start = time.perf_counter()
+        results = bits_per_dim(Denoiser(model, schedule, clip_x0=True), schedule, x0, args.K,
+                               generator=g, batch_size=args.batch_size)
+        seconds = time.perf_counter() - start
+        for variance, r in results.items():
+            rows.append({"model": name, "variance": variance, "bits_per_dim": round(r.total, 4),
+                         "standard_error": round(r.standard_error, 4), "prior": round(r.prior, 6),
+                         "L_0": round(r.decoder, 4), "sum_L_t": round(r.diffusion, 4), "seconds": round(seconds, 1)})
+            centres, means, _ = mean_by_timestep(r.t, r.L_t, bins=20, T=schedule.T)
+            curves[f"{name}/{variance}"] = {"t": [round(c, 1) for c in centres.tolist()],
+                                            "L_t": [float(f"{m:.4g}") for m in means.tolist()]}
+    zeros = (test_u8[:args.n] == 0).double().mean().item()
+    out = {"n": args.n, "K": args.K, "seed": args.seed, "split": "MNIST test (first n)",
+           "hardware": f"CPU, {args.threads} thread(s), {platform.machine()}", "torch": torch.__version__,
+           "clip_x0": True, "conditioning": "unconditional (null class)", "rows": rows,
+           "baselines": {"per_pixel_categorical": round(per_pixel, 4), "shared_histogram": round(histogram, 4)},
+           "fraction_exact_zeros": round(zeros, 4), "L_t_curves": curves}
+    print(f"bits/dim on {args.n} MNIST test images, K = {args.K} stratified timesteps per image "
+          f"(+ exact L_0 and prior), seed {args.seed}; {out['hardware']}")
+    print(f"{'model':24s} {'variance':10s} {'bits/dim':>9s} {'+-SE':>7s} {'L_T':>9s} {'L_0':>7s} {'sum L_t':>8s}")
+    for r in rows:
+        print(f"{r['model']:24s} {r['variance']:10s} {r['bits_per_dim']:9.3f} {r['standard_error']:7.3f} "
+              f"{r['prior']:9.2e} {r['L_0']:7.3f} {r['sum_L_t']:8.3f}")
+    print(f"{'per-pixel categorical':24s} {'':10s} {per_pixel:9.3f}   (fit on 60,000 train, pseudo-count 1)")
+    print(f"{'shared 256-bin histogram':24s} {'':10s} {histogram:9.3f}")
+    print(f"fraction of test pixels that are exactly 0: {zeros:.3f}")
+    if args.json:
+        json.dump(out, open(args.json, "w"), indent=1)
+
+
+def fid(args):
+    from lesson_lib.diffusion.sampling import ddpm_sample
+    from lesson_lib.evaluation.fid import compute_metrics, real_floor
+    torch.set_num_threads(args.threads)
+    x_test, _ = load_mnist("test", data_dir=args.data)
+    x_train, _ = load_mnist("train", data_dir=args.data)
+    reference = x_test[:args.n]
+    floor = real_floor(x_train[:args.n], reference, dataset="mnist") if "dataset" in real_floor.__code__.co_varnames \
+        else real_floor(x_train[:args.n], reference)
+    rows = []
+    labels = torch.arange(10).repeat_interleave(math.ceil(args.n / 10))[:args.n]
+    variants = [("mnist_cond", "beta"), ("mnist_cond", "beta_tilde"), (NAME, "learned")]
+    for name, variance in variants:
+        model, schedule = load_pretrained(name)
+        for steps in args.steps:
+            for seed in args.seeds:
+                start = time.perf_counter()
+                g = torch.Generator().manual_seed(seed)
+                x = ddpm_sample(model, schedule, (args.n, 1, 28, 28), steps=steps, variance=variance if variance != "learned" else "beta",
+                                generator=g, model_kwargs={"y": labels}, clip_x0=True, progress=False)
+                m = compute_metrics(x, reference, dataset="mnist")
+                rows.append({"model": name, "variance": variance, "steps": steps, "seed": seed,
+                             "fid": round(float(m["fid"]), 3), "seconds": round(time.perf_counter() - start, 1)})
+                print(rows[-1], flush=True)
+    out = {"n": args.n, "floor": floor, "rows": rows, "hardware": f"CPU, {args.threads} thread(s)"}
+    print(json.dumps(out, indent=1))
+    if args.json:
+        json.dump(out, open(args.json, "w"), indent=1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("train", "export", "table", "fid"))
+    parser.add_argument("--data", default=os.environ.get("DDPM_DATA_DIR"))
+    parser.add_argument("--run", default="runs/mnist_lv")
+    parser.add_argument("--minutes", type=float, default=35)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--K", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    {"train": train, "export": export, "table": table, "fid": fid}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Likelihood: the variational bound in bits per dimension, its terms, and L_hybrid.
+
+Ho et al. (2020), Eq. 5, bound the negative log-likelihood of a datum x_0 by
+
+    L_vlb = L_T + sum_{t>1} L_{t-1} + L_0
+    L_T     = KL( q(x_T | x_0) || N(0, I) )                                   (the prior term)
+    L_{t-1} = KL( q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t) )            (Gaussians, closed form)
+    L_0     = -log p_theta(x_0 | x_1),  a Gaussian integrated over the 8-bit bin of x_0
+
+each averaged over the D dimensions and divided by ln 2: *bits per dimension*. On data in
+[-1, 1] the 256 levels are 2/255 apart, so a bin is x_0 +- 1/255; the two edge bins (0 and
+255) are open, (-inf, -1 + 1/255] and [1 - 1/255, inf) (Ho et al., Eq. 13). A model that spends
+b bits per dimension would code a 28x28 MNIST digit in 784 b bits; the uniform code spends 8.
+
+Code indices: timestep t = 0..T-1 here is step t + 1 of the paper, so the term computed at
+index t is the paper's L_t for t >= 1 and the decoder L_0 at t = 0, exactly as
+improved-diffusion's ``_vb_terms_bpd`` does. The reverse process p_theta(x_{t-1} | x_t) =
+N(mu_theta, Sigma) has the posterior mean with x0_hat in place of x_0 (Eq. 7), and Sigma is one of
+
+* ``"beta"``: sigma^2 = beta_t;  ``"beta_tilde"``: sigma^2 = beta-tilde_t (clipped at t = 0 to
+  beta-tilde of index 1, where beta-tilde is 0), the two fixed choices of Ho et al.;
+* ``"learned"``: log Sigma = frac log beta_t + (1 - frac) log beta-tilde_t (Nichol & Dhariwal
+  2021, Eq. 15), so "beta" and "beta_tilde" are its ends frac = 1 and frac = 0. (At t = 0
+  improved-diffusion's FIXED_LARGE uses beta-tilde of index 1 instead of beta_0; we keep beta_0,
+  the frac = 1 end of the learned range.)
+
+:func:`bits_per_dim` estimates the bound of a batch of real images. The prior and L_0 are
+computed exactly per image; the sum over t = 1..T-1 by stratified Monte Carlo with K
+timesteps per image (one uniform draw in each of K equal strata, weighted by the stratum's
+size: unbiased), and all variances from the same network evaluations. :class:`Hybrid` is
+L_hybrid = L_simple + lambda L_vlb as a training objective, :class:`LVlb` the bound alone
+with the importance sampler of t (:class:`LossSecondMomentSampler`).
+
+Why one module of about 400 lines: the KL, the decoder, the prior and the reverse variance
+are the terms of one bound; the estimator, the two objectives and the timestep sampler all
+compute that same bound, and must agree term by term.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ..arguments import integer, number
+from .forward import to_x0_eps
+from .sampling import evaluating
+from .schedules import check_timesteps, extract
+from .steps import learned_range
+
+LN2 = math.log(2.0)
+VARIANCE_CHOICES = ("beta", "beta_tilde", "learned")
+BINS = 256
+
+
+# --- the terms ----------------------------------------------------------------------------
+
+def normal_kl(mean1, log_var1, mean2, log_var2):
+    """KL( N(mean1, e^log_var1) || N(mean2, e^log_var2) ) per element, in nats:
+
+        0.5 (-1 + log_var2 - log_var1 + e^(log_var1 - log_var2) + (mean1 - mean2)^2 e^(-log_var2)).
+    """
+    return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_variance):
+    """log P(x) per element, in nats, where x lies on the 256-level grid of [-1, 1] and P puts on
+    each level the mass of N(mean, e^log_variance) over its bin x +- 1/255 (Ho et al., Eq. 13),
+    the bin of -1 reaching down to -inf and that of 1 up to +inf.
+
+    Computed with the exact normal CDF Phi (``torch.special.ndtr``; improved-diffusion uses a
+    tanh approximation), from the side of the mean where the two CDF values differ most, and
+    the edge bins through log Phi directly, so that tails do not round to log 0. Like the
+    reference, a bin's probability is floored at 1e-12.
+    """
+    half = 1.0 / (BINS - 1)
+    inv_std = torch.exp(-0.5 * log_variance)
+    upper = (x - mean + half) * inv_std
+    lower = (x - mean - half) * inv_std
+    right = lower > 0                     # the bin lies right of the mean: use the survival function
+    mass = torch.where(right, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+                       torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    middle = torch.log(mass.clamp(min=1e-12))
+    low_edge = torch.special.log_ndtr(upper)       # P(X <= -1 + 1/255)
+    high_edge = torch.special.log_ndtr(-lower)     # P(X >= 1 - 1/255)
+    return torch.where(x < -1 + half, low_edge, torch.where(x > 1 - half, high_edge, middle))
+
+
+def _mean_over_dims(values):
+    return values.flatten(1).mean(dim=1)
+
+
+def prior_bpd(schedule, x0):
+    """L_T = KL( q(x_T | x_0) || N(0, I) ) per example, in bits per dimension; q(x_T | x_0) =
+    N(sqrt(alpha-bar_T) x_0, (1 - alpha-bar_T) I). No network: it is what the forward process
+    leaves of x_0."""
+    x0 = x0.double()
+    a_T = schedule.alpha_bars[-1].to(x0.device)
+    kl = normal_kl(a_T.sqrt() * x0, torch.log1p(-a_T).expand_as(x0), torch.zeros_like(x0), torch.zeros_like(x0))
+    return _mean_over_dims(kl) / LN2
+
+
+def reverse_log_variance(schedule, t, x, variance, pred=None):
+    """log Sigma of p_theta(x_{t-1} | x_t) at code index ``t``, shaped to broadcast against ``x``:
+    log beta_t ("beta"), log beta-tilde_t clipped at t = 0 ("beta_tilde"), or
+    :func:`~lesson_lib.diffusion.steps.learned_range` of ``pred.frac`` between them ("learned")."""
+    log_beta = extract(schedule.betas.log(), t, x)
+    log_beta_tilde = extract(schedule.posterior_log_variance, t, x)
+    if variance == "beta":
+        return log_beta
+    if variance == "beta_tilde":
+        return log_beta_tilde
+    if variance == "learned":
+        if pred is None or getattr(pred, "frac", None) is None:
+            raise ValueError("variance='learned' needs a model with a learned variance (pred.frac is None); "
+                             "use variance='beta' or 'beta_tilde' for a model with fixed variances")
+        return learned_range(pred.frac.to(x.dtype), log_beta, log_beta_tilde)
+    raise ValueError(f"variance must be one of {VARIANCE_CHOICES}, got variance={variance!r}")
+
+
+def vlb_terms(schedule, x0, x_t, t, x0_hat, log_variance):
+    """The term of the bound at code index ``t`` for each example, in bits per dimension
+    (shape (B,)): KL( q(x_{t-1} | x_t, x_0) || N(mu_theta, Sigma) ) for t >= 1 and the decoder
+    -log p_theta(x_0 | x_1) (:func:`discretized_gaussian_log_likelihood`) for t = 0.
+
+    mu_theta is the posterior mean (Ho et al., Eq. 7) with ``x0_hat`` in place of x_0; at t = 0
+    it is x0_hat itself. Computed in float64."""
+    x0, x_t, x0_hat = x0.double(), x_t.double(), x0_hat.double()
+    log_variance = log_variance.double().expand_as(x_t)
+    if x_t.device.type != "cpu":          # no data-dependent indexing: the host need not wait
+        return torch.where(t == 0, _decoder_nll(schedule, x0, x_t, t, x0_hat, log_variance),
+                           _posterior_kl(schedule, x0, x_t, t, x0_hat, log_variance))
+    out = torch.empty(x_t.shape[0], dtype=torch.float64)
+    first = t == 0
+    for rows, term in ((first, _decoder_nll), (~first, _posterior_kl)):
+        if rows.any():
+            out[rows] = term(schedule, x0[rows], x_t[rows], t[rows], x0_hat[rows], log_variance[rows])
+    return out
+
+
+def _model_mean(schedule, x_t, t, x0_hat):
+    return extract(schedule.posterior_mean_coef_x0, t, x_t) * x0_hat + \
+        extract(schedule.posterior_mean_coef_xt, t, x_t) * x_t
+
+
+def _posterior_kl(schedule, x0, x_t, t, x0_hat, log_variance):
+    true_mean, true_log_var = _model_mean(schedule, x_t, t, x0), extract(schedule.posterior_log_variance, t, x_t)
+    kl = normal_kl(true_mean, true_log_var, _model_mean(schedule, x_t, t, x0_hat), log_variance)
+    return _mean_over_dims(kl) / LN2
+
+
+def _decoder_nll(schedule, x0, x_t, t, x0_hat, log_variance):
+    log_p = discretized_gaussian_log_likelihood(x0, _model_mean(schedule, x_t, t, x0_hat), log_variance)
+    return -_mean_over_dims(log_p) / LN2
+
+
+# --- the bound of a batch of real images --------------------------------------------------
+
+class BitsPerDim(NamedTuple):
+    """The bound of one reverse-process variance on a batch of images, in bits per dimension.
+
+    ``total = prior + decoder + diffusion`` (means over the images); ``diffusion`` is the
+    estimate of sum_{t=1}^{T-1} L_t. ``standard_error`` is that of ``total`` over the images (it
+    holds both the spread of the data and that of the timestep draws). ``per_image`` holds each
+    image's total; ``t`` and ``L_t`` every sampled (timestep, term) pair, for plotting L_t
+    against t (t = 0 rows are the decoder). ``timesteps_per_image`` is K (None: all T - 1)."""
+
+    total: float
+    prior: float
+    decoder: float
+    diffusion: float
+    standard_error: float
+    n: int
+    timesteps_per_image: object
+    per_image: torch.Tensor
+    t: torch.Tensor
+    L_t: torch.Tensor
+
+
+def check_8bit(x0, name="x0"):
+    """x0 must be images on the 256-level grid of [-1, 1] (k / 127.5 - 1)."""
+    if not torch.is_tensor(x0) or not x0.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor of images in [-1, 1]")
+    levels = (x0.double() + 1) * 127.5
+    if x0.numel() and ((levels - levels.round()).abs().max() > 1e-3 or levels.min() < -1e-3 or levels.max() > 255.001):
+        raise ValueError(f"{name} must hold 8-bit images scaled to [-1, 1] (uint8 / 127.5 - 1); the bound is a "
+                         f"likelihood of discrete data. Images in [0, 1] need x * 2 - 1 first, and dequantised "
+                         f"or augmented images have no 8-bit likelihood")
+
+
+def stratified_timesteps(n, T, K, generator=None):
+    """K timesteps in 1..T-1 for each of ``n`` images: one uniform draw in each of K strata of
+    (almost) equal size, and the weights (the strata's sizes) that make sum_k w_k L_{t_k} an
+    unbiased estimate of sum_{t=1}^{T-1} L_t. Returns long (n, K) and float64 (K,) tensors."""
+    K = integer(K, "timesteps_per_image", minimum=1, maximum=T - 1,
+                hint=f"at most T - 1 = {T - 1}, or None for every timestep")
+    edges = torch.round(torch.linspace(1, T, K + 1, dtype=torch.float64)).long()
+    sizes = edges[1:] - edges[:-1]
+    u = torch.rand(n, K, generator=generator, dtype=torch.float64)
+    t = edges[:-1] + (u * sizes).floor().long().clamp(max=sizes - 1)
+    return t, sizes.double()
+
+
+@torch.no_grad()
+def bits_per_dim(denoise, schedule, x0, timesteps_per_image=16, *, variances=None, cond=None, generator=None,
+                 batch_size=256):
+    """The variational bound (Ho et al., Eq. 5) of each image of ``x0``, in bits per dimension.
+
+    Args:
+        denoise: ``denoise(x_t, t, **cond) -> Prediction``, e.g.
+            ``Denoiser(model, schedule, clip_x0=True)`` (improved-diffusion clips x0_hat too).
+        x0: 8-bit images scaled to [-1, 1], shape (n, C, H, W) (or (n, D)).
+        timesteps_per_image: K, the stratified draws of t in 1..T-1 per image; None computes
+            every term (T network evaluations per image).
+        variances: which reverse variances to score (see :func:`reverse_log_variance`), all from
+            the same network evaluations; default "beta" and "beta_tilde", and "learned" when the
+            denoiser reports ``pred.frac``.
+        cond: keyword arguments for the denoiser with one row per image (e.g. ``{"y": labels}``).
+        generator: a CPU ``torch.Generator`` for the timesteps and the noise.
+        batch_size: network evaluations per forward pass.
+
+    Returns a dict variance -> :class:`BitsPerDim`. Each image also costs one evaluation at t = 0
+    (the decoder L_0 is computed exactly: on MNIST it is most of the bound).
+    """
+    check_8bit(x0)
+    n, T, device = x0.shape[0], schedule.T, x0.device
+    batch_size = integer(batch_size, "batch_size", minimum=1)
+    cond = cond or {}
+    for key, value in cond.items():
+        if not torch.is_tensor(value) or value.shape[0] != n:
+            raise ValueError(f"cond[{key!r}] must be a tensor with one row per image ({n})")
+    if timesteps_per_image is None:
+        ts = torch.arange(1, T).repeat(n, 1)
+        weights = torch.ones(T - 1, dtype=torch.float64)
+    else:
+        ts, weights = stratified_timesteps(n, T, timesteps_per_image, generator)
+    K = ts.shape[1]
+    ts = torch.cat([torch.zeros(n, 1, dtype=torch.long), ts], dim=1)           # t = 0: the decoder
+    weights = torch.cat([torch.ones(1, dtype=torch.float64), weights])
+    image = torch.arange(n).repeat_interleave(K + 1)
+    flat_t = ts.reshape(-1)
+    terms = {}
+    with evaluating(getattr(denoise, "model", None)):
+        for start in range(0, image.numel(), batch_size):
+            idx, t = image[start:start + batch_size], flat_t[start:start + batch_size]
+            x = x0[idx.to(device)]
+            t_dev = t.to(device)
+            eps = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(device=device, dtype=x.dtype)
+            x_t = extract(schedule.sqrt_alpha_bars, t_dev, x) * x + extract(schedule.sqrt_one_minus_alpha_bars, t_dev, x) * eps
+            pred = denoise(x_t, t_dev, **{k: v[idx.to(v.device)] for k, v in cond.items()})
+            if variances is None:
+                variances = ("beta", "beta_tilde") + (("learned",) if getattr(pred, "frac", None) is not None else ())
+            for variance in variances:
+                log_var = reverse_log_variance(schedule, t_dev, x_t, variance, pred)
+                terms.setdefault(variance, []).append(vlb_terms(schedule, x, x_t, t_dev, pred.x0, log_var).cpu())
+    prior = prior_bpd(schedule, x0).cpu()
+    results = {}
+    for variance, values in terms.items():
+        L = torch.cat(values).reshape(n, K + 1)
+        decoder = L[:, 0]
+        diffusion = (L[:, 1:] * weights[1:]).sum(dim=1)
+        per_image = prior + decoder + diffusion
+        se = per_image.std().item() / math.sqrt(n) if n > 1 else float("nan")
+        results[variance] = BitsPerDim(per_image.mean().item(), prior.mean().item(), decoder.mean().item(),
+                                       diffusion.mean().item(), se, n, timesteps_per_image, per_image,
+                                       ts.reshape(-1), L.reshape(-1))
+    return results
+
+
+def mean_by_timestep(t, values, bins=20, T=1000):
+    """Average sampled terms ``values`` within ``bins`` equal ranges of t in 1..T-1 (t = 0 rows,
+    the decoder, are left out): returns (bin centres, means, counts), for a plot of L_t against t."""
+    keep = t > 0
+    t, values = t[keep].double(), values[keep].double()
+    edges = torch.linspace(1, T, bins + 1, dtype=torch.float64)
+    which = torch.bucketize(t, edges[1:-1], right=True)
+    sums = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, values)
+    counts = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, torch.ones_like(values))
+    return (edges[:-1] + edges[1:]) / 2, sums / counts.clamp(min=1), counts
+
+
+# --- training objectives --------------------------------------------------------------------
+
+def _split_output(model, output, x0):
+    expected = (x0.shape[0], 2 * x0.shape[1]) + tuple(x0.shape[2:])
+    if tuple(output.shape) != expected:
+        raise ValueError(f"the model returned shape {tuple(output.shape)}, but a learned-variance objective needs "
+                         f"{expected} (the prediction, then v): build the model with learn_sigma=True")
+    return output.chunk(2, dim=1)
+
+
+def _draw(model, schedule, x0, y, generator, class_dropout):
+    B, device = x0.shape[0], x0.device
+    if y is not None and class_dropout > 0:
+        drop = torch.rand(B, generator=generator, device=device) < class_dropout
+        y = torch.where(drop, torch.full_like(y, model.num_classes), y)
+    return y
+
+
+def _learned_vlb(model, schedule, x0, x_t, t, pred_out, v):
+    """L_t of each example with the mean detached (so L_vlb trains only the variance) and
+    log Sigma from v: the reference's ``cat(eps_hat.detach(), v)``."""
+    prediction = getattr(model, "prediction", "eps")
+    x0_hat, _ = to_x0_eps(schedule, x_t, t, pred_out.detach().float(), prediction)
+    log_var = learned_range((v.float() + 1) / 2, extract(schedule.betas.log(), t, x_t.float()),
+                            extract(schedule.posterior_log_variance, t, x_t.float()))
+    return vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
+
+
+def _targets(schedule, x0, eps, t, prediction):
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    return extract(schedule.sqrt_alpha_bars, t, x0) * eps - extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
+
+
+class Hybrid:
+    """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, Eq. 16), lambda = 0.001, as a
+    training objective for :class:`~lesson_lib.training.trainer.Trainer` (``objective=``).
+
+    Per example, with t uniform over 0..T-1: L_simple is the squared error of the prediction
+    half of the output, and L_vlb = T L_t (the bound's term at t, in bits per dimension, as
+    improved-diffusion's ``RESCALED_MSE`` computes it) with the predicted mean detached, so the
+    bound trains the variance and L_simple the mean. Each call draws, from the trainer's
+    generator and in this order: the dropped labels (probability ``class_dropout``, as
+    :class:`~lesson_lib.diffusion.losses.LSimple`), t, and eps.
+    """
+
+    def __init__(self, lambda_vlb=0.001, class_dropout=0.0):
+        self.lambda_vlb = number(lambda_vlb, "lambda_vlb", minimum=0)
+        self.class_dropout = number(class_dropout, "class_dropout", minimum=0, maximum=1, strict_maximum=True)
+
+    def config(self):
+        return {"name": "hybrid", "lambda_vlb": self.lambda_vlb, "class_dropout": self.class_dropout}
+
+    def __call__(self, model, schedule, x0, y, generator):
+        y = _draw(model, schedule, x0, y, generator, self.class_dropout)
+        B, device = x0.shape[0], x0.device
+        t = torch.randint(0, schedule.T, (B,), generator=generator, device=device)
+        eps = torch.empty_like(x0).normal_(generator=generator)
+        x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
+        out, v = _split_output(model, model(x_t, t) if y is None else model(x_t, t, y=y), x0)
+        prediction = getattr(model, "prediction", "eps")
+        mse = F.mse_loss(out.float(), _targets(schedule, x0, eps, t, prediction).float())
+        vlb = _learned_vlb(model, schedule, x0, x_t, t, out, v)
+        return mse + self.lambda_vlb * schedule.T * vlb.mean().float()
+
+
+class LossSecondMomentSampler:
+    """Importance sampling of t for L_vlb (Nichol & Dhariwal 2021, Sec. 3.3, Eq. 18):
+
+        p_t proportional to sqrt(E[L_t^2]),   L_vlb = E_{t ~ p}[ L_t / p_t ] = E_{t ~ p}[ T L_t w_t ]
+
+    with E[L_t^2] the mean of the last ``history`` losses seen at t, mixed with the uniform
+    distribution (weight ``uniform_prob``) so that no t is starved, and w_t = 1 / (T p_t). Until
+    every t holds ``history`` losses it samples uniformly (w = 1), as improved-diffusion's
+    ``LossSecondMomentResampler`` does. Its state (the loss history) is not part of a Trainer
+    checkpoint: a resumed run warms it up again.
+    """
+
+    def __init__(self, T, history=10, uniform_prob=0.001):
+        self.T = integer(T, "T", minimum=1)
+        self.history = integer(history, "history", minimum=1)
+        self.uniform_prob = number(uniform_prob, "uniform_prob", minimum=0, maximum=1)
+        self.losses = torch.zeros(self.T, self.history, dtype=torch.float64)
+        self.counts = torch.zeros(self.T, dtype=torch.long)
+
+    def warmed_up(self):
+        return bool((self.counts >= self.history).all())
+
+    def probabilities(self):
+        """p_t (shape (T,), float64)."""
+        if not self.warmed_up():
+            return torch.full((self.T,), 1.0 / self.T, dtype=torch.float64)
+        p = (self.losses ** 2).mean(dim=1).sqrt()
+        p = p / p.sum()
+        return (1 - self.uniform_prob) * p + self.uniform_prob / self.T
+
+    def sample(self, batch, generator=None, device="cpu"):
+        """``t, w = sampler.sample(B)``: timesteps drawn from p_t and the weights 1 / (T p_t)."""
+        p = self.probabilities()
+        t = torch.multinomial(p, batch, replacement=True, generator=generator)
+        return t.to(device), (1.0 / (self.T * p[t])).to(device)
+
+    def update(self, t, losses):
+        """Record the per-example ``losses`` seen at timesteps ``t`` (newest replaces oldest)."""
+        t = check_timesteps(torch.as_tensor(t).cpu().long(), self.T, "t")
+        for ti, loss in zip(t.tolist(), torch.as_tensor(losses).detach().double().cpu().tolist()):
+            row = self.losses[ti]
+            if self.counts[ti] >= self.history:
+                row[:-1] = row[1:].clone()
+                row[-1] = loss
+            else:
+                row[self.counts[ti]] = loss
+            self.counts[ti] += 1
+
+
+class LVlb:
+    """The bound alone as a training objective: L_vlb = T E_{t ~ p}[ w_t L_t ] with t drawn by
+    :class:`LossSecondMomentSampler` (``importance=True``) or uniformly; here the mean is not
+    detached, so the bound trains mean and variance (Nichol & Dhariwal's L_vlb runs).
+    The sampler draws t from torch's global generator, eps from the trainer's."""
+
+    def __init__(self, importance=True, class_dropout=0.0, history=10, uniform_prob=0.001):
+        self.importance = bool(importance)
+        self.class_dropout = number(class_dropout, "class_dropout", minimum=0, maximum=1, strict_maximum=True)
+        self.history, self.uniform_prob = history, uniform_prob
+        self.sampler = None
+
+    def config(self):
+        return {"name": "l_vlb", "importance": self.importance, "class_dropout": self.class_dropout,
+                "history": self.history, "uniform_prob": self.uniform_prob}
+
+    def __call__(self, model, schedule, x0, y, generator):
+        y = _draw(model, schedule, x0, y, generator, self.class_dropout)
+        B, device = x0.shape[0], x0.device
+        if self.sampler is None:
+            self.sampler = LossSecondMomentSampler(schedule.T, self.history, self.uniform_prob)
+        if self.importance:
+            t, w = self.sampler.sample(B, device=device)
+        else:
+            t = torch.randint(0, schedule.T, (B,), generator=generator, device=device)
+            w = torch.ones(B, dtype=torch.float64, device=device)
+        eps = torch.empty_like(x0).normal_(generator=generator)
+        x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
+        out, v = _split_output(model, model(x_t, t) if y is None else model(x_t, t, y=y), x0)
+        prediction = getattr(model, "prediction", "eps")
+        x0_hat, _ = to_x0_eps(schedule, x_t, t, out.float(), prediction)
+        log_var = learned_range((v.float() + 1) / 2, extract(schedule.betas.log(), t, x_t.float()),
+                                extract(schedule.posterior_log_variance, t, x_t.float()))
+        L = vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
+        self.sampler.update(t, L)
+        return (schedule.T * w * L).mean().float()
