@@ -13,6 +13,8 @@ One idea per module, grouped by layer; read them in this order:
         guidance     classifier guidance and classifier-free guidance, as wrappers of the denoiser
         distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective
         inversion    DDIM inversion (encode x_0 to x_T with the same loop, climbing) and slerp
+        likelihood   the variational bound in bits/dim (Gaussian KLs, the discretised decoder), the
+                     learned variance's range, and L_hybrid as an objective
     models/       the networks (never import diffusion/, training/, evaluation/ or course/)
         base         what every network shares: config, from_config, prediction, num_classes
         embeddings   the sinusoidal time embedding
