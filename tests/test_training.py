@@ -338,3 +338,9 @@ def test_bf16_only_where_the_gpu_supports_it(monkeypatch):
         use_bf16("cuda", True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert use_bf16("cuda") is True and use_bf16("cuda", False) is False
+    # Recent PyTorch says True on a T4 by default, because it can emulate bfloat16 there (slowly):
+    # only native support counts.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert use_bf16("cuda") is False
+    from lesson_lib.diffusion.denoiser import bf16_supported
+    assert bf16_supported("cuda") is False and bf16_supported("cpu") is False

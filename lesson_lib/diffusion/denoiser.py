@@ -32,6 +32,19 @@ from .schedules import extract
 from .steps import learned_range
 
 
+def bf16_supported(device):
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU of the Ampere generation or
+    newer (A100, H100, ...). Recent PyTorch also answers True for older GPUs such as Colab's T4,
+    where bfloat16 is emulated and slower than float32; ``including_emulation=False`` asks for
+    native support only (older PyTorch has no such argument and answers natively already)."""
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:
+        return bool(torch.cuda.is_bf16_supported())
+
+
 class Prediction(NamedTuple):
     """What a denoiser says about x_t: its estimates of x_0 and of eps (consistent with each
     other through Eq. 4), and, for a model with a learned variance, log Sigma of the step

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..arguments import float_tensor, integer, number
-from .denoiser import ClipX0, Denoiser, Prediction
+from .denoiser import ClipX0, Denoiser, Prediction, bf16_supported
 from .schedules import check_timesteps, extract
 from .steps import VARIANCES, ddim_step, ddpm_step
 from .timesteps import all_steps, spaced
@@ -172,7 +172,7 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
     _check_labels(model, model_kwargs)
     schedule = schedule.to(x.device)
     if autocast is None:              # bfloat16 where the GPU supports it (not on Colab's T4), else float32
-        autocast = x.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        autocast = bf16_supported(x.device)
     if guidance is None:
         denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
     else:

@@ -43,6 +43,7 @@ from .checkpoint import check_config, load_checkpoint, save_checkpoint
 from ..arguments import float_tensor, integer, number
 from ..data.loader import TensorLoader, to_device_if_fits
 from .ema import EMA
+from ..diffusion.denoiser import bf16_supported
 from ..diffusion.losses import LSimple
 from ..diffusion.schedules import NoiseSchedule
 
@@ -104,10 +105,11 @@ class NonFiniteLossError(RuntimeError):
 
 def use_bf16(device, requested=None):
     """Whether to train under bfloat16 autocast on ``device``: on a CUDA GPU that supports it
-    (``torch.cuda.is_bf16_supported()``: Ampere and newer, e.g. A100, H100, not Colab's T4), else
+    (:func:`~lesson_lib.diffusion.denoiser.bf16_supported`: Ampere and newer, e.g. A100, H100, not
+    Colab's T4, where bfloat16 is only emulated), else
     float32. ``requested`` (TrainConfig.bf16) True forces it and fails clearly where unsupported."""
     device = torch.device(device)
-    supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    supported = bf16_supported(device)
     if requested and not supported:
         raise ValueError(f"bf16=True, but {device} does not support bfloat16 "
                          f"({'this GPU predates Ampere' if device.type == 'cuda' else 'only CUDA GPUs do here'}); "
