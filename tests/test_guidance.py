@@ -438,3 +438,24 @@ def test_both_methods_run_on_the_shipped_model_with_the_shipped_guide_through_th
     with pytest.raises(ValueError, match="must lie in 0..9"):
         ddim_sample(model, schedule, (1, 1, 28, 28), steps=2, model_kwargs={"y": torch.tensor([10])},
                     progress=False, guidance=lambda d: ClassifierFreeGuidance(d, 1.0))
+
+
+def test_a_learned_variance_passes_through_both_guidances(schedule, mixture):
+    """Guidance moves the mean; a learned variance (log Sigma and frac) is the conditional model's."""
+    base = Denoiser(mixture, schedule)
+
+    def with_variance(x_t, t, y=None):
+        pred = base(x_t, t, y=y)
+        label = torch.full_like(t, K) if y is None else y            # None: the unconditional model
+        frac = (label.to(x_t.dtype) / K).unsqueeze(-1).expand_as(x_t)  # differs between y and the null class
+        return pred._replace(log_variance=-frac, frac=frac)
+
+    with_variance.schedule = schedule
+
+    x, t, y = _batch(schedule)
+    cfg = ClassifierFreeGuidance(with_variance, 2.0, null_class=K)(x, t, y=y)
+    cg = ClassifierGuidance(with_variance, _exact_classifier(mixture), 2.0)(x, t, y=y)
+    for guided, own in ((cfg, with_variance(x, t, y=y)), (cg, with_variance(x, t))):   # CG guides p(x_t)
+        torch.testing.assert_close(guided.frac, own.frac)
+        torch.testing.assert_close(guided.log_variance, own.log_variance)
+        assert not torch.allclose(guided.eps, own.eps)

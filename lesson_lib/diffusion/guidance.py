@@ -283,7 +283,7 @@ class ClassifierGuidance:
         inside = _in_interval(t, self.interval, x_t)
         if inside is not None:
             x0, eps = torch.where(inside, x0, pred.x0), torch.where(inside, eps, pred.eps)
-        return Prediction(x0, eps, pred.log_variance)
+        return pred._replace(x0=x0, eps=eps)            # a learned variance passes through
 
     def _mean_shifted_x0(self, x_t, t, y, pred):
         """The x0_hat whose DDPM-step mean is mu + s Sigma g (Algorithm 1): the step's mean is
@@ -373,4 +373,7 @@ class ClassifierFreeGuidance:
         inside = _in_interval(t, self.interval, x_t)
         if inside is not None:
             eps = torch.where(inside, eps, eps_c)
-        return Prediction(x0_from_eps(self.schedule, x_t, t, eps), eps)
+        # A learned variance is the conditional prediction's (as GLIDE samples it); guidance moves the mean only.
+        variance = {name: value.chunk(2)[0] for name, value in (("log_variance", both.log_variance),
+                                                                 ("frac", both.frac)) if value is not None}
+        return Prediction(x0_from_eps(self.schedule, x_t, t, eps), eps, **variance)
