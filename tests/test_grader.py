@@ -7,6 +7,7 @@ Every end-to-end grading starts at least one worker process, which imports torch
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -134,6 +135,26 @@ def test_every_check_passes_on_the_solution(lesson):
     namespace = definitions("solutions", lesson)
     for check in load_checks(lesson):
         check.fn(namespace)
+
+
+@pytest.mark.parametrize("lesson", available_lessons())
+def test_every_check_reaches_the_untouched_exercise(lesson):
+    namespace = definitions("exercises", lesson)
+    for check in load_checks(lesson):
+        assert all(name in namespace for name in check.uses)
+        with pytest.raises(NotImplementedError):
+            check.fn(namespace)
+
+
+def _documented_points():
+    """Lesson -> points, from the table in docs/grading.md."""
+    text = (REPO / "docs" / "grading.md").read_text(encoding="utf-8")
+    return {m[1]: int(m[2]) for m in re.finditer(r"^\|\s*(\d+[a-z]?)\s*\|.*\|\s*(\d+)\s*\|\s*$", text, re.M)}
+
+
+@pytest.mark.parametrize("lesson", available_lessons())
+def test_points_are_those_docs_grading_states(lesson):
+    assert _documented_points().get(lesson) == sum(check.points for check in load_checks(lesson))
 
 
 BUGS = [  # (lesson, check, a wrong implementation that the check must reject)
