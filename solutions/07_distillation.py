@@ -1,5 +1,8 @@
 # %% [markdown]
-# # Lesson 7 · Exercises: progressive distillation
+# # Exercises: progressive distillation
+#
+# *The lesson that goes with these exercises (lesson 7) is not written yet; Salimans & Ho (2022),
+# Algorithm 2, and `lesson_lib/diffusion/distillation.py` hold everything they need.*
 #
 # Progressive distillation (Salimans & Ho, 2022, Algorithm 2) trains a *student* to take in one DDIM step what its
 # *teacher* takes in two. For a student step $t \to t''$ with the teacher's mid-point $t'$ between them, the teacher

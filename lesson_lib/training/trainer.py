@@ -27,7 +27,7 @@ Every random number of the loop comes from a generator whose state the checkpoin
 the loader's (batches, flips), the objective's (t, eps, label dropout) and the global one
 (dropout inside the model).
 
-Why one module of about 360 lines: the loop, its checkpoints and its NaN guard share one state
+Why one module of about 400 lines: the loop, its checkpoints and its NaN guard share one state
 (model, EMA, optimizer, step, generators); split apart, each part would reach into the others.
 """
 
