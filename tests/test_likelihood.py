@@ -50,3 +50,132 @@ def test_bits_per_dim_is_the_sum_of_its_terms_and_refuses_non_8bit_data():
         assert v.total == pytest.approx(v.prior + v.decoder + v.diffusion, rel=1e-9)
     with pytest.raises(ValueError, match="8-bit"):
         bits_per_dim(lambda x_t, t: Prediction(0 * x_t, x_t), s, x0 * 0.5 + 0.001, 8)
+
+
+# --- the importance sampler of t -----------------------------------------------------------------
+
+def test_loss_second_moment_sampler_is_unbiased_and_mixes_in_the_uniform():
+    from lesson_lib.diffusion.likelihood import LossSecondMomentSampler
+    T, u = 20, 0.1
+    L = 0.01 + torch.linspace(0, 1, T, dtype=torch.float64) ** 4            # a skewed L_t, as the bound's is
+    sampler = LossSecondMomentSampler(T, history=4, uniform_prob=u)
+    assert torch.allclose(sampler.probabilities(), torch.full((T,), 1 / T, dtype=torch.float64))  # not warmed up
+    for _ in range(4):
+        sampler.update(torch.arange(T), L)
+    p = sampler.probabilities()
+    assert torch.allclose(p, (1 - u) * L / L.sum() + u / T, rtol=1e-12)
+    assert p.min() >= u / T - 1e-15 and p.sum().item() == pytest.approx(1.0, abs=1e-12)
+    g = torch.Generator().manual_seed(0)
+    t, w = sampler.sample(200_000, generator=g)
+    assert torch.allclose(w, 1 / (T * p[t]))
+    estimates = T * w * L[t]                                                  # each draw estimates sum_t L_t
+    mean, se = estimates.mean().item(), estimates.std().item() / math.sqrt(len(estimates))
+    assert abs(mean - L.sum().item()) < 4 * se
+    unweighted = T * L[t]                                                     # without w the estimate is biased
+    assert abs(unweighted.mean().item() - L.sum().item()) > 20 * se
+    # importance sampling lowers the variance of the estimate against uniform draws
+    uniform = T * L[torch.randint(0, T, (200_000,), generator=g)]
+    assert estimates.std() < 0.5 * uniform.std()
+
+
+# --- Gaussian data: the bound is tight when the reverse process is exact --------------------------
+
+def _gaussian_posterior(s, T=1000):
+    """For x0 ~ N(0, s^2 I): the exact x0_hat(x_t, t) and the exact variance of q(x_{t-1} | x_t)."""
+    schedule = NoiseSchedule.linear(T)
+    ab = schedule.alpha_bars
+    denom = ab * s ** 2 + 1 - ab
+    x0_var = s ** 2 * (1 - ab) / denom                                        # Var(x0 | x_t)
+    reverse_var = schedule.posterior_variance + schedule.posterior_mean_coef_x0 ** 2 * x0_var
+    gain = ab.sqrt() * s ** 2 / denom                                         # x0_hat = gain_t x_t
+    return schedule, gain, reverse_var
+
+
+def _kl_sum(schedule, gain, log_var_of, s, d=128, n=128, seed=0):
+    """L_t (bits/dim) of n draws of x0 ~ N(0, s^2 I_d) at every t = 1..T-1, with x0_hat = gain_t x_t."""
+    from lesson_lib.diffusion.likelihood import vlb_terms
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for chunk in torch.arange(1, schedule.T).split(100):
+        t = chunk.repeat_interleave(n)
+        x0 = s * torch.randn(len(t), d, generator=g, dtype=torch.float64)
+        ab = schedule.alpha_bars[t][:, None]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(len(t), d, generator=g, dtype=torch.float64)
+        rows.append(vlb_terms(schedule, x0, x_t, t, gain[t][:, None] * x_t, log_var_of(t)[:, None]))
+    return torch.cat(rows).reshape(schedule.T - 1, n)                        # (t, sample)
+
+
+def _sum_and_se(per_t):
+    return per_t.mean(1).sum().item(), (per_t.var(1) / per_t.shape[1]).sum().sqrt().item()
+
+
+def test_gaussian_data_the_kl_terms_are_the_mutual_information_with_the_exact_reverse_variance():
+    """With the true reverse kernels the bound equals the NLL (up to KL(q(x_T) || N(0, I))), so
+    E[sum_{t>=1} L_t] = I(x0; x_1) - I(x0; x_T) = 0.5 log2((1 + SNR_1 s^2) / (1 + SNR_T s^2)) bits/dim."""
+    s = 0.5
+    schedule, gain, reverse_var = _gaussian_posterior(s)
+    snr = schedule.alpha_bars / (1 - schedule.alpha_bars)
+    exact = 0.5 * math.log2((1 + snr[0] * s ** 2) / (1 + snr[-1] * s ** 2))
+    best = _kl_sum(schedule, gain, lambda t: reverse_var[t].log(), s)
+    got, se = _sum_and_se(best)
+    assert abs(got - exact) < 4 * se + 1e-3, (got, exact, se)
+    # the fixed variances are not the exact ones for N(0, s^2): on the same draws their bound is looser
+    for log_var in (schedule.posterior_log_variance, schedule.betas.log()):
+        gap, gap_se = _sum_and_se(_kl_sum(schedule, gain, lambda t: log_var[t], s) - best)
+        assert gap > 4 * gap_se + 1e-4, (gap, gap_se)
+
+
+# --- the learned variance on a respaced chain --------------------------------------------------------
+
+def test_learned_frac_on_a_respaced_step_uses_that_steps_beta_and_beta_tilde():
+    from lesson_lib.diffusion.denoiser import Prediction
+    from lesson_lib.diffusion.steps import ddpm_step
+    schedule = NoiseSchedule.linear(1000)
+    ab = schedule.alpha_bars
+    t, s = torch.tensor([600, 600]), torch.tensor([450, 450])
+    x_t = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    x0 = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    noise = torch.ones_like(x_t)
+    beta_ts = 1 - ab[600] / ab[450]
+    beta_tilde_ts = (1 - ab[450]) / (1 - ab[600]) * beta_ts
+    assert not math.isclose(beta_ts, schedule.betas[600].item(), rel_tol=0.1)   # the original step's beta differs
+    for frac, var in ((1.0, beta_ts), (0.0, beta_tilde_ts), (0.5, (beta_ts * beta_tilde_ts).sqrt())):
+        pred = Prediction(x0, 0 * x0, frac=torch.full_like(x_t, frac))
+        mean = ddpm_step(schedule, x_t, t, s, pred)
+        std = ddpm_step(schedule, x_t, t, s, pred, noise) - mean
+        assert torch.allclose(std ** 2, torch.full_like(std, float(var)), rtol=1e-10), frac
+
+
+# --- L_hybrid: the bound trains the variance only -------------------------------------------------------
+
+class _TwoHeads(torch.nn.Module):
+    """eps_hat = a x_t + b, v = tanh(c x_t + e): separate parameters for the mean and the variance heads."""
+
+    prediction = "eps"
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.tensor(0.3)), torch.nn.Parameter(torch.tensor(0.1))
+        self.c, self.e = torch.nn.Parameter(torch.tensor(0.2)), torch.nn.Parameter(torch.tensor(-0.1))
+
+    def forward(self, x, t):
+        return torch.cat([self.a * x + self.b, torch.tanh(self.c * x + self.e)], dim=1)
+
+
+def _hybrid_grads(lambda_vlb, seed=0):
+    from lesson_lib.diffusion.likelihood import Hybrid
+    torch.manual_seed(1)
+    model = _TwoHeads()
+    x0 = torch.randint(0, 256, (16, 1, 4, 4)).float() / 127.5 - 1
+    loss = Hybrid(lambda_vlb)(model, NoiseSchedule.linear(1000), x0, None, torch.Generator().manual_seed(seed))
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_hybrid_vlb_part_reaches_the_variance_head_only():
+    plain, hybrid = _hybrid_grads(0.0), _hybrid_grads(1000.0)
+    for name in ("a", "b"):                                  # the mean head: L_simple's gradient alone
+        assert torch.allclose(hybrid[name], plain[name], rtol=1e-6, atol=1e-10), name
+    for name in ("c", "e"):                                  # the variance head: L_simple gives none, L_vlb does
+        assert plain[name].abs().item() == 0
+        assert hybrid[name].abs().item() > 1e-6, name

@@ -386,7 +386,8 @@ class LossSecondMomentSampler:
 
     def update(self, t, losses):
         """Record the per-example ``losses`` seen at timesteps ``t`` (newest replaces oldest)."""
-        t = check_timesteps(torch.as_tensor(t).cpu().long(), self.T, "t")
+        t = torch.as_tensor(t).cpu().long()
+        check_timesteps(t, self.T, "t")
         for ti, loss in zip(t.tolist(), torch.as_tensor(losses).detach().double().cpu().tolist()):
             row = self.losses[ti]
             if self.counts[ti] >= self.history:
