@@ -32,8 +32,8 @@ from lesson_lib.pretrained import load_pretrained  # noqa: E402
 from lesson_lib.training.distill import progressive_distillation  # noqa: E402
 from lesson_lib.training.trainer import TrainConfig, Trainer  # noqa: E402
 
-RECIPE = {"teacher_steps": 64, "base_channels": 16, "convert_steps": 500, "convert_lr": 1e-3,
-          "halving_steps": 128, "halving_lr": 2e-4, "batch_size": 32, "weighting": "snr_trunc"}
+RECIPE = {"teacher_steps": 64, "base_channels": 16, "convert_steps": 1500, "convert_lr": 1e-3,
+          "halving_steps": 512, "halving_lr": 2e-4, "batch_size": 32, "weighting": "snr_trunc"}
 
 
 def log(out, message):
@@ -178,9 +178,13 @@ def main(argv=None):
     p.add_argument("what", choices=["train", "table", "export"])
     p.add_argument("--out", default="runs/distill")
     p.add_argument("--n", type=int, default=500, help="samples per FID (table)")
+    p.add_argument("--convert-steps", type=int, default=RECIPE["convert_steps"],
+                   help="training steps of the conversion of mnist_cond into the small v teacher (train)")
+    p.add_argument("--halving-steps", type=int, default=RECIPE["halving_steps"],
+                   help="training steps per halving (train)")
     args = p.parse_args(argv)
     if args.what == "train":
-        train(args.out, RECIPE)
+        train(args.out, dict(RECIPE, convert_steps=args.convert_steps, halving_steps=args.halving_steps))
     elif args.what == "table":
         distillation_table(args.out, args.n)
     else:
