@@ -1,8 +1,5 @@
 # %% [markdown]
-# # Exercises: progressive distillation
-#
-# *The lesson that goes with these exercises (lesson 7) is not written yet; Salimans & Ho (2022),
-# Algorithm 2, and `lesson_lib/diffusion/distillation.py` hold everything they need.*
+# # Lesson 7 · Exercises: progressive distillation
 #
 # Progressive distillation (Salimans & Ho, 2022, Algorithm 2) trains a *student* to take in one DDIM step what its
 # *teacher* takes in two. For a student step $t \to t''$ with the teacher's mid-point $t'$ between them, the teacher
