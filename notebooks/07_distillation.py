@@ -5,17 +5,18 @@
 #
 # A DDPM sampler (Algorithm 2 of Ho et al. 2020) calls the network T = 1000 times per sample. Lesson 6 cut that to
 # tens of calls without retraining: DDIM is a discretisation of an ODE, and on the shipped MNIST model it stays at the
-# FID floor down to S = 10. Below that it breaks down: each DDIM step moves along a straight line from an estimate
-# $\hat x_0$ that, at high noise, is a blurred average of many digits. **Progressive distillation** (Salimans & Ho 2022)
+# FID floor down to S = 10 (n = 200). On 1 or 2 steps it does not: each DDIM step moves along a straight line from an
+# estimate $\hat x_0$ that, at high noise, is a blurred average of many digits (sections 4 and 5 show it). **Progressive distillation** (Salimans & Ho 2022)
 # retrains the network so that one DDIM step of a *student* does what two DDIM steps of its *teacher* do, then lets the
 # student teach the next student: 64 → 32 → 16 → 8 → 4 → 2 → 1 steps.
 #
 # | part | what runs | runtime, 2-core CPU, one thread |
 # |---|---|---|
 # | sections 1–2: Algorithm 2, the target identity, the v-parameterisation and its weights, the eps/v measurement | a few network calls | seconds |
-# | section 3: two halvings on the swiss roll, live | a v-prediction MLP teacher and two students; `ci`: 2,000 + 2 × 300 training steps; `cpu`/`gpu`: 4,000 + 3 × 400 | `ci`: about 1.5 min |
+# | section 3: two halvings on the swiss roll, live | a v-prediction MLP teacher and its students; `ci`: 2,000 + 2 × 300 training steps; `cpu`/`gpu`: 4,000 + 3 × 400 | `ci`: 30–50 s; `cpu`: about 1 min |
 # | section 4: the shipped MNIST students | 10 samples per sampler at 1, 2, 4, 8 steps | seconds |
 # | section 5: the stored ladder | read from `docs/distillation_table.json` (`benchmarks/distillation.py`, not run here) | — |
+# | the whole notebook | | `ci` (the stored outputs): 48 s with `jupyter nbconvert --execute` on a 2-core CPU shared with other jobs |
 #
 # Library: `lesson_lib.diffusion.distillation` (`distillation_timesteps`, `distillation_target`, `teacher_target`,
 # `loss_weights`, `eps_error_gain`, the `Distillation` objective), `lesson_lib.training.distill`
@@ -298,7 +299,7 @@ for n, _ in students:
 # v-prediction U-Net (`base_channels` 16, 0.41M parameters; 500 steps of `Distillation` with `teacher_steps=1`). That
 # network is the teacher on 64 DDIM steps; it was halved six times, 64 → 32 → … → 1, with **128 training steps per
 # halving** at batch 32 (lr $2\cdot10^{-4}$ annealed to 0, truncated-SNR weight). The paper trains each halving for
-# about 50,000 steps at batch 128 or more. The students on 8, 4, 2 and 1 steps ship as `mnist_distilled_8`, `_4`, `_2`, `_1`.
+# about 50,000 steps (CIFAR-10). The students on 8, 4, 2 and 1 steps ship as `mnist_distilled_8`, `_4`, `_2`, `_1`.
 #
 # Below, each row is one class, and every image of a row starts from the same $x_T$. On the left, the students on 1, 2, 4
 # and 8 steps; on the right, DDIM with the same numbers of steps on the same nested grid, of `mnist_cond`: the 64-step
@@ -404,12 +405,14 @@ for aim, holds in aims.items():
 #   4-step student's gap (4.00) is larger than 4-step DDIM's (3.16), not half of it. (c) does not hold: 70% of the 4-step
 #   student's samples are classified as their class, not 90%.
 #
-# Why (a) and (c) fail: a student copies its teacher, and this teacher is weak. It is a 0.41M-parameter network fitted
-# to `mnist_cond` in 500 steps, and only 73% of its own 64-step samples are classified as the class asked for
-# (`mnist_cond`'s reach 97% on its model card: DDIM on 100 steps, n = 2,000). Each halving then had 128 training steps at batch 32 on one CPU thread;
-# Salimans & Ho train each halving for about 50,000 steps at batch 128 or more. What 128 steps did achieve is the
-# ladder's flat line: the students lost little against their teacher. What they could not do is exceed it, and a
-# better teacher needs more training, not more halvings.
+# Why (a) and (c) fail. A student copies its teacher, and here even a perfect copy would fail both: the 64-step
+# teacher's own gap (3.57) is more than twice what (a) allows at 4 steps (half of 3.16), and only 73% of its own samples
+# are classified as the class asked for (`mnist_cond`'s reach 97% on its model card: DDIM on 100 steps, n = 2,000).
+# The teacher is weak because of the CPU budget: a 0.41M-parameter network fitted to `mnist_cond` in 500 steps at
+# batch 32. The halvings then had 128 training steps each, at batch 32 on one CPU thread, where Salimans & Ho train each
+# halving for about 50,000 steps; their cost here is the 0.84 in FID that the students lose between 64 steps and 1.
+# And (a) assumed that DDIM of the teacher is already poor at 4 steps; on this model it is not (3.92, better than its
+# 64 steps): it fails at 1 and 2 steps, and there the students are better.
 
 # %% [markdown]
 # ## Summary
