@@ -81,11 +81,11 @@ started = time.time()
 #
 # $$\tilde x = \frac{z'' - (\sigma''/\sigma_t)\,z_t}{\alpha'' - (\sigma''/\sigma_t)\,\alpha_t};$$
 #
-# 5. the loss is $w(\lambda_t)\,\lVert\tilde x - \hat x_\theta(z_t)\rVert^2$ with $\lambda_t = \log(\alpha_t^2/\sigma_t^2)$ (section 3);
+# 5. the loss is $w(\lambda_t)\,\lVert\tilde x - \hat x_\theta(z_t)\rVert^2$ with $\lambda_t = \log(\alpha_t^2/\sigma_t^2)$ (section 2);
 # 6. when the student has converged it becomes the teacher, $\eta \leftarrow \theta$, and $N \leftarrow N/2$.
 #
 # Each halving trains with its own optimiser and a learning rate annealed linearly to 0, without EMA and without dropout
-# (the paper's Sec. 4 and Appendix); `progressive_distillation` runs each halving as an ordinary `Trainer` with the
+# (as in the paper's experiments); `progressive_distillation` runs each halving as an ordinary `Trainer` with the
 # `Distillation` objective. The numerator and denominator of $\tilde x$ are differences of nearly equal numbers when
 # $t'' \approx t$, so the library computes the teacher's steps and $\tilde x$ in float64.
 #
@@ -129,7 +129,7 @@ with torch.no_grad():
 # A DDPM predicts $\hat\epsilon$ and recovers $\hat x = (z_t - \sigma_t\hat\epsilon)/\alpha_t$, so an error in $\hat\epsilon$
 # reaches $\hat x$ multiplied by $\sigma_t/\alpha_t = 1/\sqrt{\mathrm{SNR}_t}$, $\mathrm{SNR}_t = \alpha_t^2/\sigma_t^2$
 # (`eps_error_gain`). For the linear schedule that gain is 157 at $t = 999$. With 1000 small steps this does not matter:
-# the first steps barely use $\hat x$, and later steps correct it. A sampler of 1–4 steps *is* mostly its first $\hat x$.
+# each early step moves $z$ only a little towards $\hat x$, and later steps, at lower noise, correct it. A sampler of 1–4 steps *is* mostly its first $\hat x$.
 # Salimans & Ho (Sec. 4) therefore predict
 #
 # $$v \equiv \alpha_t\,\epsilon - \sigma_t\,x, \qquad \hat x = \alpha_t z_t - \sigma_t\hat v, \qquad \hat\epsilon = \sigma_t z_t + \alpha_t\hat v ,$$
