@@ -1,6 +1,6 @@
 """Progressive distillation on MNIST: the students of lesson 7 and their ladder table.
 
-    python benchmarks/distillation.py train --out runs/distill            # resumable; one core ~70 min
+    python benchmarks/distillation.py train --out runs/distill            # resumable; one core ~1 h
     python benchmarks/distillation.py table --out runs/distill --n 500     # FID / class accuracy vs calls
     python benchmarks/distillation.py export --out runs/distill           # writes lesson_lib/weights/mnist_distilled_*
 
@@ -112,14 +112,16 @@ def evaluate(model, schedule, steps, n, seed=0, batch=250):
             "accuracy": class_accuracy(images, labels)["accuracy"]}, images
 
 
-def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16, 32, 64)):
+def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16, 32, 64), shipped_steps=(1, 2, 4, 8)):
     """The distillation ladder: FID and class accuracy against the number of network calls, for
-    each student (at its own steps) and for DDIM of the same teacher at the same steps, with the
-    real-vs-real floor at the same n. Prints a table and returns its rows (also out/table.json)."""
+    each student (at its own steps), for DDIM of the same teacher at the same steps and (at
+    ``shipped_steps``) for DDIM of the shipped mnist_cond on the same grid, with the real-vs-real
+    floor at the same n. Every sampler starts from the same x_T. Prints a table and returns its
+    rows (also out/table.json)."""
     from lesson_lib.evaluation.fid import real_floor
     torch.set_num_threads(1)
     models = load_run(out)
-    _, schedule = load_pretrained("mnist_cond")
+    shipped, schedule = load_pretrained("mnist_cond")
     floor = real_floor("mnist", n)["fid"]
     teacher = models[max(models)][0]
     rows = []
@@ -127,9 +129,12 @@ def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16
         if steps in models:
             student = evaluate(models[steps][0], schedule, steps, n)[0] if steps != max(models) else None
             ddim = evaluate(teacher, schedule, steps, n)[0]
-            rows.append({"calls": steps, "student": student, "ddim": ddim})
-            print(f"{steps:>5}  student {_fmt(student)}   DDIM {_fmt(ddim)}   floor {floor:.3f}", flush=True)
-    result = {"n": n, "floor": floor, "rows": rows}
+            original = evaluate(shipped, schedule, steps, n)[0] if steps in shipped_steps else None
+            rows.append({"calls": steps, "student": student, "ddim": ddim, "ddim_mnist_cond": original})
+            print(f"{steps:>5}  student {_fmt(student)}   DDIM {_fmt(ddim)}   DDIM of mnist_cond {_fmt(original)}   "
+                  f"floor {floor:.3f}", flush=True)
+    result = {"n": n, "floor": floor, "rows": rows, "recipe": json.loads((Path(out) / "recipe.json").read_text()),
+              "hardware": "2-core x86_64 CPU, one thread", "torch": torch.__version__}
     (Path(out) / "table.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -164,11 +169,13 @@ def export(out="runs/distill", names=(8, 4, 2, 1), weights_dir=None):
                 "sampling_steps": n, "schedule": "linear, T=1000, beta 1e-4 -> 0.02",
                 "recipe": recipe, "objective": state["objective"],
                 "hardware": "2-core CPU, one thread", "torch": torch.__version__,
-                "command": f"python benchmarks/distillation.py train --out {out} && "
+                "command": f"python benchmarks/distillation.py train --out {out} --convert-steps "
+                           f"{recipe['convert_steps']} --halving-steps {recipe['halving_steps']} && "
                            f"python benchmarks/distillation.py table --out {out} && "
                            f"python benchmarks/distillation.py export --out {out}",
                 "evaluation": None if row is None else {"n": table["n"], "fid_floor": table["floor"],
-                                                         "student": row["student"], "ddim_same_steps": row["ddim"]}}
+                                                         "student": row["student"], "ddim_same_steps": row["ddim"],
+                                                         "ddim_mnist_cond_same_steps": row.get("ddim_mnist_cond")}}
         save_artifact(artifact, weights_dir / f"mnist_distilled_{n}.pt", card)
         print(f"wrote mnist_distilled_{n}")
 
