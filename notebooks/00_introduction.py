@@ -153,8 +153,8 @@ plt.show()
 # | cost of one network evaluation | [3 — The U-Net](03_unet.ipynb) | parameters and shapes per block of the network called at every step |
 # | sample quality and mode coverage at image scale | [4 — Training on MNIST and CIFAR-10](04_training_images.ipynb) | FID and KID against the real-data floor; nearest training neighbours (does the model copy, or cover?) |
 # | quality against diversity | [5 — Guidance](05_guidance.ipynb) | class accuracy, FID and within-class diversity as guidance strength grows |
-# | fast sampling | planned | DDIM and distillation: FID against the number of steps — not in the course yet |
-# | likelihood | planned | the variational bound in bits/dim, learned variances — not in the course yet |
+# | fast sampling | [6 — Fewer steps without retraining](06_fast_sampling.ipynb), [7 — Progressive distillation](07_distillation.ipynb) | FID against the number of network calls: strided DDPM and DDIM without retraining, then students distilled to 8, 4, 2 and 1 steps |
+# | likelihood | [8 — Learned variances and bits per dimension](08_likelihood.ipynb) | the variational bound in bits/dim, term by term, against two baselines anyone can check; learned against fixed variances |
 #
 # **Takeaway.** Diffusion models are explicit-density latent-variable models trained on a variational bound. They reach GAN-level
 # quality without giving up mode coverage, and pay for it in sampling steps: the rest of the course builds that model, then

@@ -101,7 +101,7 @@ plt.show()
 # %% [markdown]
 # With a small step ($\beta_t \approx 0.002$) the exact reverse step *is* a Gaussian, to a total-variation distance of 0.0003;
 # with one big step ($\beta_t = 0.225$) it has the two bumps of the data, and the best Gaussian misses a third of its mass (total variation 0.34). This is why DDPM needs many small steps (lesson 2's $T = 10$ run fails for this reason),
-# and why fast samplers need more than a Gaussian step (later lessons).
+# and why fast samplers need more than a Gaussian step (lessons 6 and 7).
 
 # %% [markdown]
 # ## 2. The posterior $q(x_{t-1} \mid x_t, x_0)$, derived

@@ -235,7 +235,7 @@ for name, (_, m) in runs.items():
 #   Clipping $\hat x_0$ to $[-2.2, 2.2]$ brings it to 0.95 × the floor and 0.02% outside. This is why image samplers clip $\hat x_0$ to $[-1, 1]$ (`clip_x0=True`).
 # * **Clipping does not improve a model without exploded points**: the baseline scores 1.23 × unclipped and 1.22 × clipped.
 # * $\sigma_t^2 = \beta_t$ and $\tilde\beta_t$ give similar quality (1.23 × and 1.34 ×), as Ho et al. report.
-# * $T = 1000$ (1.04 ×) is within one sample set's spread of $T = 100$ here, and ten times slower to sample: the 2-D problem is easy. DDIM (Song et al., 2021; `ddim_sample` in `lesson_lib.diffusion.sampling`, used in lesson 4) samples a model trained with large $T$ in few steps; a lesson on fast sampling is planned.
+# * $T = 1000$ (1.04 ×) is within one sample set's spread of $T = 100$ here, and ten times slower to sample: the 2-D problem is easy. DDIM (Song et al., 2021; `ddim_sample` in `lesson_lib.diffusion.sampling`, used in lesson 4) samples a model trained with large $T$ in few steps; lesson 6 opens it.
 #
 # **Next:** lesson 3 replaces the MLP with a U-Net that can denoise images.
 #

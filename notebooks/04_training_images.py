@@ -146,8 +146,8 @@ print("at the last step the EMA's held-out loss is the lower one:", held_out["EM
 # ## 2. Samples: raw weights, their EMA, and a model trained long enough
 #
 # We ask for one row per digit class, from the same starting noise $x_T$ for all three models. Sampling uses DDIM
-# with 30 steps (Song et al., 2021: a model trained with all $T$ steps can be sampled on a sub-sequence of them; a
-# lesson on fast sampling is planned) to keep this fast.
+# with 30 steps (Song et al., 2021: a model trained with all $T$ steps can be sampled on a sub-sequence of them; lesson 6
+# opens it) to keep this fast.
 #
 # The third panel is the course's shipped model: the same code, the `gpu` profile's model, trained for 150 seconds on
 # one GPU (an NVIDIA H200). Its model card records how it was trained and how good it is. **On a GPU (the `gpu`
@@ -329,4 +329,4 @@ show_grid(torch.cat([cifar.view(10, 4, 3, 32, 32), real], dim=1), row_labels=lis
 # * Check for memorisation by comparing nearest-neighbour distances with those of held-out data.
 # * Quality in numbers: FID, KID and class accuracy, always next to the real-data floor at the same $n$ (`python -m lesson_lib.evaluate`; `docs/metrics.md`).
 #
-# **Next:** lesson 5 steers these class-conditional models with guidance; a lesson on fast sampling (DDIM in depth, distillation) is planned.
+# **Next:** lesson 5 steers these class-conditional models with guidance; lessons 6 and 7 sample them in far fewer steps (DDIM in depth, distillation).

@@ -391,4 +391,4 @@ for r in rows:
 #   floor.
 #
 # **Exercises** (`exercises/05_guidance.ipynb`): the classifier-guided $\tilde\epsilon$, the CFG combination, and a
-# question about the two conventions. **Next** (planned): a lesson on sampling in far fewer steps (DDIM in depth, distillation).
+# question about the two conventions. **Next:** lesson 6 samples in far fewer steps (DDIM in depth), lesson 7 distils the sampler itself.
