@@ -143,6 +143,13 @@ def _fmt(row):
     return "      -        -" if row is None else f"FID {row['fid']:7.3f} acc {row['accuracy']:.3f}"
 
 
+def _wall_time(out):
+    """From the first to the last line of out/log.txt (conversion and every halving), as text."""
+    stamps = [line.split()[0] for line in (Path(out) / "log.txt").read_text().splitlines() if line.strip()]
+    seconds = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in (t.split(":") for t in (stamps[0], stamps[-1]))]
+    return f"{((seconds[1] - seconds[0]) % 86400) / 60:.0f} min (conversion and all halvings, from {out}/log.txt)"
+
+
 def export(out="runs/distill", names=(8, 4, 2, 1), weights_dir=None):
     """Write the students on ``names`` steps to lesson_lib/weights/mnist_distilled_{N} (fp16,
     hash-checked cards), with the table's figures when out/table.json exists."""
@@ -168,7 +175,8 @@ def export(out="runs/distill", names=(8, 4, 2, 1), weights_dir=None):
                 "model_config": state["model_config"], "prediction": state["model_config"]["prediction"],
                 "sampling_steps": n, "schedule": "linear, T=1000, beta 1e-4 -> 0.02",
                 "recipe": recipe, "objective": state["objective"],
-                "hardware": "2-core CPU, one thread", "torch": torch.__version__,
+                "hardware": "2-core x86_64 CPU shared with other jobs, one thread", "torch": torch.__version__,
+                "training_wall_time": _wall_time(out),
                 "command": f"python benchmarks/distillation.py train --out {out} --convert-steps "
                            f"{recipe['convert_steps']} --halving-steps {recipe['halving_steps']} && "
                            f"python benchmarks/distillation.py table --out {out} && "
