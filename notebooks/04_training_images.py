@@ -22,7 +22,7 @@
 #
 # | profile | hardware | default | `FULL_RUN = True` |
 # |---|---|---|---|
-# | `ci` | 2-core cloud CPU | 16 min measured while other jobs shared the machine (load 4–6 on 2 cores); about 6 min on a quiet one (estimate from the cell times of an earlier stored run); two tiny trainings take most of it | the same |
+# | `ci` | 2-core cloud CPU | 3 min (172 s) measured in the test suite on a clean clone (two test workers on the 2 cores); 16 min while other jobs shared the machine (load 4–6 on 2 cores); two tiny trainings take most of it | the same |
 # | `cpu` | 2-core cloud CPU | 8–28 min (estimate from measured training images/s of the same U-Net on 2-core CPUs, docs/benchmarks.md section 7) | 40 min to 2.5 h (estimate) |
 # | `gpu` | NVIDIA H200 | about 4 min (estimated from its measured training throughput) | about 2 h (estimated) |
 # | `gpu` | Colab's free T4 | about 10–20 min (**estimate**, not measured: assuming float32, as the T4 has no bfloat16, at 30–50% of its published 8.1 TFLOPS) | 8–14 h (estimate) |
