@@ -84,7 +84,10 @@ def discretized_log_likelihood(x, mean, log_variance):
     inv_std = torch.exp(-0.5 * log_variance)
     upper = (x - mean + half) * inv_std
     lower = (x - mean - half) * inv_std
-    middle = torch.log((torch.special.ndtr(upper) - torch.special.ndtr(lower)).clamp(min=1e-12))
+    right = lower > 0                     # the bin lies right of the mean: subtract survival functions there
+    mass = torch.where(right, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+                       torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    middle = torch.log(mass.clamp(min=1e-12))
     low_edge = torch.special.log_ndtr(upper)
     high_edge = torch.special.log_ndtr(-lower)
     return torch.where(x < -1 + half, low_edge, torch.where(x > 1 - half, high_edge, middle))
