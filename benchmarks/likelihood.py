@@ -24,7 +24,6 @@ docs/benchmarks.md and the model card of ``mnist_learned_variance``.
 """
 import argparse
 import json
-import math
 import os
 import platform
 import signal
@@ -34,9 +33,9 @@ import torch
 
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.denoiser import Denoiser
-from lesson_lib.diffusion.likelihood import Hybrid, bits_per_dim, mean_by_timestep
+from lesson_lib.diffusion.likelihood import Hybrid, bits_per_dim, decoder_floor_bpd, mean_by_timestep
 from lesson_lib.models.unet import UNet
-from lesson_lib.pretrained import WEIGHTS_DIR, export_model, load_pretrained, model_card, write_card
+from lesson_lib.pretrained import WEIGHTS_DIR, export_model, load_pretrained, write_card
 from lesson_lib.training.trainer import TrainConfig, Trainer
 
 NAME = "mnist_learned_variance"
@@ -136,15 +135,10 @@ def baselines(train_u8, test_u8, pseudo_count=1.0):
 
 
 def perfect_decoder_bpd(x0, schedule):
-    """L_0 in bits/dim if the network's x0_hat at t = 0 were the true x0, for sigma^2 = beta_1 and
-    beta-tilde (clipped): what the decoder's fixed width costs even with a perfect mean."""
-    from lesson_lib.diffusion.likelihood import LN2, discretized_gaussian_log_likelihood
-    x0 = x0.double()
-    out = {}
-    for variance, log_var in (("beta", schedule.betas[0].log()), ("beta_tilde", schedule.posterior_log_variance[0])):
-        log_p = discretized_gaussian_log_likelihood(x0, x0, torch.full_like(x0, float(log_var)))
-        out[variance] = round(-log_p.mean().item() / LN2, 4)
-    return out
+    """L_0 in bits/dim if x0_hat were the true x0, for sigma^2 = beta_1 and beta-tilde (clipped):
+    what the decoder's fixed width costs even with a perfect mean."""
+    return {variance: round(decoder_floor_bpd(x0, float(log_var)), 4)
+            for variance, log_var in (("beta", schedule.betas[0].log()), ("beta_tilde", schedule.posterior_log_variance[0]))}
 
 
 def table(args):

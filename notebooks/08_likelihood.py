@@ -36,8 +36,8 @@ import torch
 from lesson_lib.course.plotting import show_images
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.denoiser import Denoiser
-from lesson_lib.diffusion.likelihood import (LN2, LossSecondMomentSampler, bits_per_dim,
-                                             discretized_gaussian_log_likelihood, prior_bpd)
+from lesson_lib.diffusion.likelihood import (LossSecondMomentSampler, bits_per_dim, decoder_floor_bpd,
+                                             discretized_gaussian_log_likelihood)
 from lesson_lib.pretrained import load_pretrained
 from lesson_lib.training.profiles import current_profile
 
@@ -304,14 +304,13 @@ plt.tight_layout(); plt.show()
 #
 # Give the decoder the **true** $x_0$ as its mean and keep only its fixed width $\sigma$: what remains of $L_0$ is the cost of
 # the width alone, a floor under any network's $L_0$ at that $\sigma$. The cell computes it on 1,000 test images for a range
-# of $\sigma$ with `discretized_gaussian_log_likelihood` (no network), and marks the schedule's two choices at $t = 1$:
+# of $\sigma$ with `decoder_floor_bpd` (no network), and marks the schedule's two choices at $t = 1$:
 # $\sqrt{\beta_1} = 0.01$ and $\sqrt{\tilde\beta}$ clipped $= 0.0074$. Dots: the shipped models' measured $L_0$ from the table.
 
 # %%
 x1000 = x_test[:1000].double()
 sigmas = torch.logspace(-3.5, -1, 30, dtype=torch.float64)
-floor = [-discretized_gaussian_log_likelihood(x1000, x1000, torch.full_like(x1000, 2 * math.log(s))).mean().item() / LN2
-         for s in sigmas.tolist()]
+floor = [decoder_floor_bpd(x1000, 2 * math.log(s)) for s in sigmas.tolist()]
 marks = {"sqrt(beta_1)": schedule.betas[0].sqrt().item(),
          "sqrt(beta-tilde), clipped": schedule.posterior_log_variance[0].mul(0.5).exp().item()}
 fig, ax = plt.subplots(figsize=(8, 4))
@@ -329,8 +328,7 @@ ax.set_title("the decoder's floor: L_0 of a perfect mean against its width")
 ax.legend(fontsize=8)
 plt.tight_layout(); plt.show()
 for label, s in marks.items():
-    value = -discretized_gaussian_log_likelihood(x1000, x1000, torch.full_like(x1000, 2 * math.log(s))).mean().item() / LN2
-    print(f"{label:26s} sigma = {s:.4f}: L_0 with a perfect mean = {value:.2f} bits/dim")
+    print(f"{label:26s} sigma = {s:.4f}: L_0 with a perfect mean = {decoder_floor_bpd(x1000, 2 * math.log(s)):.2f} bits/dim")
 print("stored (benchmarks/likelihood.py, same images):", table["L_0_perfect_x0_hat"])
 perfect = table["L_0_perfect_x0_hat"]
 for r in table["rows"]:
@@ -353,29 +351,24 @@ for r in table["rows"]:
 #
 # Nichol & Dhariwal's second use of the learned variance: with fewer sampling steps (strided DDPM, lesson 6) it should keep
 # the quality that fixed variances lose. The figure reads `docs/likelihood_fid.json` (`benchmarks/likelihood.py fid`: FID on
-# the course feature network against S, per seed, beside the real-data floor at the same n) when it is present.
+# the course feature network against S, per seed, beside the real-data floor at the same n).
 
 # %%
-fid_path = DOCS / "likelihood_fid.json"
-if fid_path.exists():
-    fid = json.loads(fid_path.read_text())
-    fig, ax = plt.subplots(figsize=(7, 4))
-    arms = sorted({(r["model"], r["variance"]) for r in fid["rows"]})
-    for model_name, variance in arms:
-        rows = [r for r in fid["rows"] if (r["model"], r["variance"]) == (model_name, variance)]
-        steps = sorted({r["steps"] for r in rows})
-        means = [sum(r["fid"] for r in rows if r["steps"] == s) / sum(r["steps"] == s for r in rows) for s in steps]
-        ax.plot(steps, means, "o-", label=f"{model_name}, {variance}")
-        ax.plot([r["steps"] for r in rows], [r["fid"] for r in rows], ".", color="0.6", ms=4)
-    ax.axhline(fid["floor"], color="k", ls=":", label=f"real-data floor (n = {fid['n']})")
-    ax.set_xscale("log")
-    ax.set_xlabel("DDPM sampling steps S (log scale)"); ax.set_ylabel("FID (course features; grey: single seeds)")
-    ax.set_title(f"FID against S, n = {fid['n']} samples per point")
-    ax.legend(fontsize=8)
-    plt.tight_layout(); plt.show()
-else:
-    print(f"{fid_path} is not there: FID against the number of steps, learned against fixed variance, "
-          f"has not been measured yet (run benchmarks/likelihood.py fid --json {fid_path}).")
+fid = json.loads((DOCS / "likelihood_fid.json").read_text())
+fig, ax = plt.subplots(figsize=(7, 4))
+arms = sorted({(r["model"], r["variance"]) for r in fid["rows"]})
+for model_name, variance in arms:
+    rows = [r for r in fid["rows"] if (r["model"], r["variance"]) == (model_name, variance)]
+    steps = sorted({r["steps"] for r in rows})
+    means = [sum(r["fid"] for r in rows if r["steps"] == s) / sum(r["steps"] == s for r in rows) for s in steps]
+    ax.plot(steps, means, "o-", label=f"{model_name}, {variance}")
+    ax.plot([r["steps"] for r in rows], [r["fid"] for r in rows], ".", color="0.6", ms=4)
+ax.axhline(fid["floor"], color="k", ls=":", label=f"real-data floor (n = {fid['n']})")
+ax.set_xscale("log")
+ax.set_xlabel("DDPM sampling steps S (log scale)"); ax.set_ylabel("FID (course features; grey: single seeds)")
+ax.set_title(f"FID against S, n = {fid['n']} samples per point")
+ax.legend(fontsize=8)
+plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # The stored measurement (n = 200 samples per point, two seeds, floor 1.18): the large fixed variance

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lesson_lib.diffusion.likelihood import bits_per_dim, discretized_gaussian_log_likelihood, normal_kl
+from lesson_lib.diffusion.likelihood import bits_per_dim, decoder_floor_bpd, discretized_gaussian_log_likelihood, normal_kl
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.steps import learned_range
 
@@ -179,3 +179,21 @@ def test_hybrid_vlb_part_reaches_the_variance_head_only():
     for name in ("c", "e"):                                  # the variance head: L_simple gives none, L_vlb does
         assert plain[name].abs().item() == 0
         assert hybrid[name].abs().item() > 1e-6, name
+
+
+def test_decoder_floor_is_the_bin_mass_of_a_perfect_mean():
+    """With the mean on the pixel's level and sigma = 0.01, a black pixel (open edge bin) keeps
+    Phi(h / sigma) of the mass and an interior one Phi(h / sigma) - Phi(-h / sigma), h = 1/255;
+    the floor falls as sigma shrinks and vanishes when sigma is far below a bin."""
+    h, sigma = 1 / 255, 0.01
+    phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    log_var = 2 * math.log(sigma)
+    black = torch.full((4,), -1.0, dtype=torch.float64)
+    interior = torch.full((4,), 128 / 127.5 - 1, dtype=torch.float64)
+    assert decoder_floor_bpd(black, log_var) == pytest.approx(-math.log2(phi(h / sigma)), rel=1e-9)
+    assert decoder_floor_bpd(interior, log_var) == pytest.approx(-math.log2(phi(h / sigma) - phi(-h / sigma)), rel=1e-9)
+    mixed = torch.cat([black, interior])
+    assert decoder_floor_bpd(mixed, log_var) == pytest.approx(
+        (decoder_floor_bpd(black, log_var) + decoder_floor_bpd(interior, log_var)) / 2, rel=1e-12)
+    floors = [decoder_floor_bpd(mixed, 2 * math.log(s)) for s in (0.02, 0.01, 0.005, 0.002)]
+    assert floors == sorted(floors, reverse=True) and decoder_floor_bpd(mixed, 2 * math.log(1e-4)) < 1e-9

@@ -87,6 +87,16 @@ def discretized_gaussian_log_likelihood(x, mean, log_variance):
     return torch.where(x < -1 + half, low_edge, torch.where(x > 1 - half, high_edge, middle))
 
 
+def decoder_floor_bpd(x0, log_variance):
+    """L_0 in bits per dimension (the mean over every element of ``x0``) if the network's x0_hat at
+    t = 0 were x0 itself: -log P(x0) / ln 2 of :func:`discretized_gaussian_log_likelihood` with the
+    mean on the true level. What the decoder's width alone costs; ``log_variance`` is a number or
+    a tensor that broadcasts against ``x0`` (e.g. log beta_1 of the schedule)."""
+    x0 = x0.double()
+    log_variance = torch.as_tensor(log_variance, dtype=torch.float64).expand_as(x0)
+    return -discretized_gaussian_log_likelihood(x0, x0, log_variance).mean().item() / LN2
+
+
 def _mean_over_dims(values):
     return values.flatten(1).mean(dim=1)
 
