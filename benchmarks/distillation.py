@@ -14,9 +14,7 @@ then halved 64 -> 32 -> ... -> 1 by :func:`lesson_lib.training.distill.progressi
 """
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
