@@ -33,7 +33,7 @@ from lesson_lib.evaluation.fid import compute_metrics, real_floor
 from lesson_lib.pretrained import load_pretrained
 
 
-def draw(model, schedule, n, sampler, S, eta, seed, device, batch=250):
+def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50):
     """``n`` class-balanced samples of one cell, in batches; x_T and the step noise come from ``seed``,
     so every cell starts from the same x_T."""
     labels = torch.arange(10).repeat(n // 10 + 1)[:n]
@@ -59,7 +59,7 @@ def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
     rows = []
     for sampler, S, eta in cells:
         start = time.perf_counter()
-        images = draw(model, schedule, args.n, sampler, S, eta, args.seed, args.device)
+        images = draw(model, schedule, args.n, sampler, S, eta, args.seed, args.device, batch=args.batch)
         seconds = time.perf_counter() - start
         fid = compute_metrics(images, dataset="mnist", data_dir=args.data, device=args.device)["fid"]
         row = dict(sampler=sampler, S=S, eta=eta, fid=round(fid, 3), samples_per_s=round(args.n / seconds, 2))
@@ -93,6 +93,8 @@ def main(argv=None):
     p.add_argument("--etas", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="DDIM eta values (none: strided DDPM only)")
     p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=50,
+                   help="samples per network call (50 is the fastest on one CPU thread; the step noise is seeded per batch)")
     p.add_argument("--run", default="runs/distill", help="--table distillation: the run of benchmarks/distillation.py train")
     p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
     p.add_argument("--json", default=None, help="also write the table and its settings here")
@@ -106,7 +108,7 @@ def main(argv=None):
     model, schedule = load_pretrained("mnist_cond", device=args.device)
 
     def write(result, complete=False):
-        result.update(n=args.n, seed=args.seed, model="mnist_cond", hardware=hardware, complete=complete,
+        result.update(n=args.n, seed=args.seed, batch=args.batch, model="mnist_cond", hardware=hardware, complete=complete,
                       feature_network="course MNIST classifier (penultimate layer)")
         if args.json:
             with open(args.json, "w") as f:
