@@ -3,8 +3,11 @@
 
     OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --minutes 35 --run runs/mnist_lv
     OMP_NUM_THREADS=1 python benchmarks/likelihood.py export --run runs/mnist_lv
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --objective vlb --minutes 50 --run runs/mnist_vlb
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py export --objective vlb --run runs/mnist_vlb
     OMP_NUM_THREADS=1 python benchmarks/likelihood.py table [--n 1000] [--K 16] [--json FILE]
-    OMP_NUM_THREADS=1 python benchmarks/likelihood.py fid [--n 256] [--steps 10 25 50] [--seeds 0 1]
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py fid [--n 256] [--steps 10 25 50] [--seeds 0 1] [--models ...]
+    python benchmarks/likelihood.py cards     # the stored table and FID into the shipped cards' evaluation
 
 ``train`` fine-tunes a learned-variance copy of ``mnist_cond`` with L_hybrid
 (:class:`lesson_lib.diffusion.likelihood.Hybrid`, lambda = 0.001, label dropout 0.1): the eps
@@ -12,6 +15,10 @@ head and every other weight are copied, the new v channel of the output convolut
 zero (v = 0, frac = 0.5: log Sigma half-way between log beta and log beta-tilde). It is a
 resumable Trainer run (checkpoint every 25 steps; run the same command again to continue) that
 stops after ``--minutes``. ``export`` writes ``lesson_lib/weights/mnist_learned_variance.*``.
+``--objective vlb`` fine-tunes that L_hybrid model further with the bound alone
+(:class:`lesson_lib.diffusion.likelihood.LVlb`: t importance-sampled, the mean not detached,
+Nichol & Dhariwal's L_vlb runs) and exports ``mnist_vlb``: under L_hybrid the mean at t = 1,
+whose decoder term L_0 is most of the bound on MNIST, is trained only by L_simple's 1/T share.
 
 ``table`` prints the bound on ``--n`` MNIST test images (the first n, unconditional: the null
 class) with K stratified timesteps per image (:func:`lesson_lib.diffusion.likelihood.bits_per_dim`),
@@ -19,7 +26,7 @@ for sigma^2 = beta, beta-tilde and the learned variance, with the prior, L_0 and
 terms and the standard error over images, next to two baselines fit on the 60,000 training
 images: an independent categorical per pixel (Laplace pseudo-count 1) and one 256-bin
 histogram shared by all pixels. ``fid`` measures FID against the number of DDPM sampling
-steps, learned vs fixed variances (conditional samples, n/10 per class). Recorded figures:
+steps, learned vs fixed variances (conditional samples, n/10 per class; ``--models`` picks the arms). Recorded figures:
 docs/benchmarks.md and the model card of ``mnist_learned_variance``.
 """
 import argparse
@@ -33,13 +40,26 @@ import torch
 
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.denoiser import Denoiser
-from lesson_lib.diffusion.likelihood import Hybrid, bits_per_dim, decoder_floor_bpd, mean_by_timestep
+from lesson_lib.diffusion.likelihood import Hybrid, LVlb, bits_per_dim, decoder_floor_bpd, mean_by_timestep
 from lesson_lib.models.unet import UNet
 from lesson_lib.pretrained import WEIGHTS_DIR, export_model, load_pretrained, write_card
 from lesson_lib.training.trainer import TrainConfig, Trainer
 
 NAME = "mnist_learned_variance"
 TRAIN_CONFIG = dict(batch_size=32, lr=1e-4, warmup_steps=50, ema_decay=0.995, seed=0, log_every=25)
+# One entry per training objective: the model it exports, where it starts, its settings.
+OBJECTIVES = {
+    "hybrid": dict(name=NAME, start="mnist_cond", train_config=TRAIN_CONFIG,
+                   objective=lambda: Hybrid(0.001, class_dropout=0.1),
+                   description="mnist_cond with a learned variance (Nichol & Dhariwal 2021): the U-Net outputs eps "
+                               "and v (learn_sigma=True), fine-tuned from mnist_cond's weights with L_hybrid (lambda "
+                               "0.001, label dropout 0.1); the v channel started at zero (frac 0.5)."),
+    "vlb": dict(name="mnist_vlb", start=NAME, train_config=dict(TRAIN_CONFIG, lr=3e-5, warmup_steps=20),
+                objective=lambda: LVlb(importance=True, class_dropout=0.1),
+                description="mnist_learned_variance fine-tuned with the bound alone (L_vlb, Nichol & Dhariwal 2021): "
+                            "t importance-sampled by the second moment of the last 10 losses per t (uniform until "
+                            "every t has 10), the mean not detached, label dropout 0.1."),
+}
 
 
 def learned_variance_copy(model):
@@ -55,18 +75,20 @@ def learned_variance_copy(model):
     return copy
 
 
-def make_trainer(run, data_dir):
-    base, schedule = load_pretrained("mnist_cond")
-    model = learned_variance_copy(base)
+def make_trainer(run, data_dir, objective="hybrid"):
+    spec = OBJECTIVES[objective]
+    model, schedule = load_pretrained(spec["start"])
+    if not getattr(model, "learn_sigma", False):
+        model = learned_variance_copy(model)
     x, y = load_mnist("train", data_dir=data_dir)
     os.makedirs(run, exist_ok=True)
-    return Trainer(model, schedule, x, TrainConfig(**TRAIN_CONFIG), labels=y, device="cpu",
-                   checkpoint_path=os.path.join(run, "checkpoint.pt"), objective=Hybrid(0.001, class_dropout=0.1))
+    return Trainer(model, schedule, x, TrainConfig(**spec["train_config"]), labels=y, device="cpu",
+                   checkpoint_path=os.path.join(run, "checkpoint.pt"), objective=spec["objective"]())
 
 
 def train(args):
     torch.set_num_threads(args.threads)
-    trainer = make_trainer(args.run, args.data)
+    trainer = make_trainer(args.run, args.data, args.objective)
     resumed = trainer.resume()
     clock = os.path.join(args.run, "seconds.json")
     spent = json.load(open(clock))["seconds"] if resumed and os.path.exists(clock) else 0.0
@@ -89,27 +111,28 @@ def train(args):
 
 
 def export(args):
-    trainer = make_trainer(args.run, args.data)
+    spec = OBJECTIVES[args.objective]
+    trainer = make_trainer(args.run, args.data, args.objective)
     if not trainer.resume():
         raise SystemExit(f"no checkpoint in {args.run}; run `train` first")
     seconds = json.load(open(os.path.join(args.run, "seconds.json")))["seconds"]
-    path = WEIGHTS_DIR / f"{NAME}.pt"
+    name = spec["name"]
+    path = WEIGHTS_DIR / f"{name}.pt"
     export_model(trainer, path)
-    card = {"kind": "diffusion", "name": NAME, "dataset": "mnist",
-            "description": "mnist_cond with a learned variance (Nichol & Dhariwal 2021): the U-Net outputs eps and v "
-                           "(learn_sigma=True), fine-tuned from mnist_cond's weights with L_hybrid (lambda 0.001, label "
-                           "dropout 0.1); the v channel started at zero (frac 0.5). EMA weights stored in float16.",
+    card = {"kind": "diffusion", "name": name, "dataset": "mnist",
+            "description": spec["description"] + " EMA weights stored in float16.",
             "model_config": dict(trainer.model.config),
             "parameters": sum(p.numel() for p in trainer.model.parameters()),
             "schedule": "linear, T=1000, beta 1e-4 -> 0.02", "prediction": trainer.model.prediction,
-            "objective": trainer.objective.config(), "train_config": TRAIN_CONFIG, "steps": trainer.step,
-            "examples_seen": trainer.step * TRAIN_CONFIG["batch_size"], "wall_time_s": round(seconds, 1),
+            "objective": trainer.objective.config(), "train_config": spec["train_config"], "steps": trainer.step,
+            "examples_seen": trainer.step * spec["train_config"]["batch_size"], "wall_time_s": round(seconds, 1),
             "hardware": f"CPU, 1 thread ({platform.processor() or platform.machine()}), shared 2-core machine",
-            "torch": torch.__version__, "start": "mnist_cond (shipped weights)",
-            "command": f"OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --minutes {args.minutes} "
-                       f"--run RUN && python benchmarks/likelihood.py export --run RUN",
+            "torch": torch.__version__, "start": f"{spec['start']} (shipped weights)",
+            "command": f"OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --objective {args.objective} "
+                       f"--minutes {args.minutes} --run RUN && python benchmarks/likelihood.py export "
+                       f"--objective {args.objective} --run RUN",
             "history": [list(h) for h in trainer.history]}
-    old = WEIGHTS_DIR / f"{NAME}.json"
+    old = WEIGHTS_DIR / f"{name}.json"
     if old.exists():
         card["evaluation"] = json.loads(old.read_text()).get("evaluation", {})
     print(write_card(path, card)["sha256"])
@@ -120,18 +143,19 @@ def export(args):
 def baselines(train_u8, test_u8, pseudo_count=1.0):
     """Bits per dimension on the test images of (a) an independent categorical per pixel and (b)
     one 256-bin histogram for all pixels, both fit on the training images with a Laplace
-    pseudo-count."""
+    pseudo-count. Also returns (a) per image, for paired comparisons with a model's bound."""
     tr = train_u8.reshape(train_u8.shape[0], -1).long()
     te = test_u8.reshape(test_u8.shape[0], -1).long()
     D = tr.shape[1]
     counts = torch.zeros(D, 256, dtype=torch.float64)
     counts.scatter_add_(1, tr.T.contiguous(), torch.ones_like(tr.T, dtype=torch.float64))
     p_pixel = (counts + pseudo_count) / (counts.sum(1, keepdim=True) + 256 * pseudo_count)
-    per_pixel = -p_pixel.log2().gather(1, te.T.contiguous()).mean().item()
+    per_pixel_per_image = -p_pixel.log2().gather(1, te.T.contiguous()).mean(0)
+    per_pixel = per_pixel_per_image.mean().item()
     shared = counts.sum(0) + pseudo_count
     p_shared = shared / shared.sum()
     histogram = -p_shared.log2()[te].mean().item()
-    return per_pixel, histogram
+    return per_pixel, histogram, per_pixel_per_image
 
 
 def perfect_decoder_bpd(x0, schedule):
@@ -147,9 +171,9 @@ def table(args):
     x0 = x_test[:args.n]
     train_u8, _ = load_mnist("train", data_dir=args.data, as_uint8=True)
     test_u8, _ = load_mnist("test", data_dir=args.data, as_uint8=True)
-    per_pixel, histogram = baselines(train_u8, test_u8[:args.n])
+    per_pixel, histogram, per_pixel_per_image = baselines(train_u8, test_u8[:args.n])
     rows, curves = [], {}
-    models = ["mnist_cond"] + ([NAME] if (WEIGHTS_DIR / f"{NAME}.pt").exists() else [])
+    models = ["mnist_cond"] + [spec["name"] for spec in OBJECTIVES.values() if (WEIGHTS_DIR / f"{spec['name']}.pt").exists()]
     for name in models:
         model, schedule = load_pretrained(name)
         g = torch.Generator().manual_seed(args.seed)
@@ -158,9 +182,14 @@ def table(args):
                                generator=g, batch_size=args.batch_size)
         seconds = time.perf_counter() - start
         for variance, r in results.items():
+            # Paired with the per-pixel baseline on the same images: its standard error is far smaller
+            # than either bound's alone, since both are high on the same (inky) digits.
+            gap = r.per_image.double().cpu() - per_pixel_per_image
             rows.append({"model": name, "variance": variance, "bits_per_dim": round(r.total, 4),
                          "standard_error": round(r.standard_error, 4), "prior": round(r.prior, 6),
-                         "L_0": round(r.decoder, 4), "sum_L_t": round(r.diffusion, 4), "seconds": round(seconds, 1)})
+                         "L_0": round(r.decoder, 4), "sum_L_t": round(r.diffusion, 4), "seconds": round(seconds, 1),
+                         "minus_per_pixel": round(gap.mean().item(), 4),
+                         "minus_per_pixel_se": round(gap.std().item() / len(gap) ** 0.5, 4)})
             centres, means, _ = mean_by_timestep(r.t, r.L_t, bins=20, T=schedule.T)
             curves[f"{name}/{variance}"] = {"t": [round(c, 1) for c in centres.tolist()],
                                             "L_t": [float(f"{m:.4g}") for m in means.tolist()]}
@@ -173,10 +202,12 @@ def table(args):
            "fraction_exact_zeros": round(zeros, 4), "L_0_perfect_x0_hat": perfect, "L_t_curves": curves}
     print(f"bits/dim on {args.n} MNIST test images, K = {args.K} stratified timesteps per image "
           f"(+ exact L_0 and prior), seed {args.seed}; {out['hardware']}")
-    print(f"{'model':24s} {'variance':10s} {'bits/dim':>9s} {'+-SE':>7s} {'L_T':>9s} {'L_0':>7s} {'sum L_t':>8s}")
+    print(f"{'model':24s} {'variance':10s} {'bits/dim':>9s} {'+-SE':>7s} {'L_T':>9s} {'L_0':>7s} {'sum L_t':>8s} "
+          f"{'- per-pixel (paired +-SE)':>26s}")
     for r in rows:
         print(f"{r['model']:24s} {r['variance']:10s} {r['bits_per_dim']:9.3f} {r['standard_error']:7.3f} "
-              f"{r['prior']:9.2e} {r['L_0']:7.3f} {r['sum_L_t']:8.3f}")
+              f"{r['prior']:9.2e} {r['L_0']:7.3f} {r['sum_L_t']:8.3f} "
+              f"{r['minus_per_pixel']:+18.3f} +- {r['minus_per_pixel_se']:.3f}")
     print(f"{'per-pixel categorical':24s} {'':10s} {per_pixel:9.3f}   (fit on 60,000 train, pseudo-count 1)")
     print(f"{'shared 256-bin histogram':24s} {'':10s} {histogram:9.3f}")
     print(f"fraction of test pixels that are exactly 0: {zeros:.3f}")
@@ -198,7 +229,8 @@ def fid(args):
     print(f"FID floor (train vs test, n = {args.n}): {floor:.3f}", flush=True)
     labels = torch.arange(args.n) % 10
     rows = []
-    for name, variance in (("mnist_cond", "beta"), ("mnist_cond", "beta_tilde"), (NAME, "learned")):
+    arms = [("mnist_cond", "beta"), ("mnist_cond", "beta_tilde"), (NAME, "learned"), ("mnist_vlb", "learned")]
+    for name, variance in [arm for arm in arms if arm[0] in args.models]:
         model, schedule = load_pretrained(name)
         for steps in args.steps:
             for seed in args.seeds:
@@ -218,10 +250,41 @@ def fid(args):
         json.dump(out, open(args.json, "w"), indent=1)
 
 
+def cards(args):
+    """Write the stored measurements (``--json`` of ``table``, ``--fid-json`` of ``fid``) into the
+    ``evaluation`` of each shipped learned-variance model's card; the weights are not touched."""
+    table = json.load(open(args.json or "docs/likelihood_table.json"))
+    fids = json.load(open(args.fid_json))
+    for spec in OBJECTIVES.values():
+        path = WEIGHTS_DIR / f"{spec['name']}.pt"
+        if not path.exists():
+            continue
+        card = json.loads(path.with_suffix(".json").read_text())
+        rows = [r for r in table["rows"] if r["model"] == spec["name"]]
+        own = [r for r in fids["rows"] if r["model"] == spec["name"]]
+        card["evaluation"] = {
+            "what": "negative log-likelihood bound in bits/dim on the MNIST test split (benchmarks/likelihood.py table) "
+                    "and FID of strided-DDPM samples with the learned variance (benchmarks/likelihood.py fid)",
+            "n": table["n"], "K": table["K"], "seed": table["seed"], "clip_x0": table["clip_x0"],
+            "conditioning": table["conditioning"],
+            "bits_per_dim": {r["variance"]: r["bits_per_dim"] for r in rows},
+            "standard_error": {r["variance"]: r["standard_error"] for r in rows},
+            "L_0": {r["variance"]: r["L_0"] for r in rows},
+            "per_pixel_categorical_baseline": table["baselines"]["per_pixel_categorical"],
+            "fid": {"n": fids["n"], "floor": fids["floor"], "seeds": sorted({r["seed"] for r in own}),
+                    "by_steps": {str(S): [r["fid"] for r in own if r["steps"] == S]
+                                 for S in sorted({r["steps"] for r in own})}},
+        }
+        card["description"] = spec["description"] + " EMA weights stored in float16."
+        print(spec["name"], write_card(path, card)["sha256"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("train", "export", "table", "fid"))
+    parser.add_argument("command", choices=("train", "export", "table", "fid", "cards"))
     parser.add_argument("--data", default=os.environ.get("DDPM_DATA_DIR"))
+    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="hybrid",
+                        help="train/export: hybrid (mnist_learned_variance) or vlb (mnist_vlb, from it)")
     parser.add_argument("--run", default="runs/mnist_lv")
     parser.add_argument("--minutes", type=float, default=35)
     parser.add_argument("--threads", type=int, default=1)
@@ -231,9 +294,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--models", nargs="+", default=["mnist_cond", NAME, "mnist_vlb"],
+                        help="fid: the shipped models to sample (default all three)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--fid-json", default="docs/likelihood_fid.json", help="cards: the stored FID measurement")
     args = parser.parse_args()
-    {"train": train, "export": export, "table": table, "fid": fid}[args.command](args)
+    {"train": train, "export": export, "table": table, "fid": fid, "cards": cards}[args.command](args)
 
 
 if __name__ == "__main__":
