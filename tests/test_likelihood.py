@@ -203,12 +203,11 @@ def test_decoder_floor_is_the_bin_mass_of_a_perfect_mean():
 @pytest.mark.skipif(not os.environ.get("DDPM_DATA_DIR"), reason="set DDPM_DATA_DIR to the prepared datasets")
 def test_the_shipped_vlb_fine_tune_has_the_sharper_decoder():
     """``mnist_vlb`` is ``mnist_learned_variance`` trained further on the bound alone: its decoder
-    term L_0 (exact per image, most of the bound on MNIST) must be clearly lower, from the same
-    network calls on the same test images."""
+    term L_0 (exact per image, most of the bound on MNIST) must be clearly lower on the same test
+    images with the same noise (measured: 0.75 against 0.88 bits/dim)."""
     from lesson_lib.data.images import load_mnist
     from lesson_lib.diffusion.denoiser import Denoiser
     from lesson_lib.pretrained import load_pretrained
-    torch.set_num_threads(1)
     x = load_mnist("test")[0][:64]
     L_0 = {}
     for name in ("mnist_learned_variance", "mnist_vlb"):
