@@ -1,16 +1,16 @@
 """Progressive distillation on MNIST: the students of lesson 7 and their ladder table.
 
-    python benchmarks/distillation.py train --out runs/distill            # resumable; one core ~1 h
+    python benchmarks/distillation.py train --out runs/distill --threads 2   # resumable; 2 cores ~1 h
     python benchmarks/distillation.py table --out runs/distill --n 500     # FID / class accuracy vs calls
     python benchmarks/distillation.py export --out runs/distill           # writes lesson_lib/weights/mnist_distilled_*
 
-The recipe (chosen for a 2-core CPU, see docs/benchmarks.md): the shipped ``mnist_cond`` (eps,
-1.6M parameters) is too slow to distil here (one training step = two of its evaluations plus a
-student's forward and backward), so its predictions are first distilled into a smaller
-v-prediction U-Net (base_channels 16, 0.41M parameters) on the 64-step grid (``Distillation``
-with ``teacher_steps=1``: the target is the shipped model's own x_hat, so the small network
-learns the same denoiser, re-parameterised). That network is the teacher at 64 DDIM steps; it is
-then halved 64 -> 32 -> ... -> 1 by :func:`lesson_lib.training.distill.progressive_distillation`.
+The recipe (chosen for a 2-core CPU, see docs/benchmarks.md): the shipped ``mnist_cond`` predicts
+eps, whose x_hat is useless at few steps (lesson 7, section 2), so it is first re-parameterised as a
+v-prediction network of the same architecture that starts from its weights: ``Distillation`` with
+``teacher_steps=1`` on the 128-step grid, whose target is ``mnist_cond``'s own x_hat, so the network
+learns the same denoiser with another output. That network is the teacher on 128 DDIM steps; it is
+then halved 128 -> 64 -> ... -> 1 by :func:`lesson_lib.training.distill.progressive_distillation`.
+``--base-channels 16`` gives the earlier, smaller recipe (a v network trained from scratch).
 """
 
 import argparse
@@ -30,8 +30,8 @@ from lesson_lib.pretrained import load_pretrained  # noqa: E402
 from lesson_lib.training.distill import progressive_distillation  # noqa: E402
 from lesson_lib.training.trainer import TrainConfig, Trainer  # noqa: E402
 
-RECIPE = {"teacher_steps": 64, "base_channels": 16, "convert_steps": 1500, "convert_lr": 1e-3,
-          "halving_steps": 512, "halving_lr": 2e-4, "batch_size": 32, "weighting": "snr_trunc"}
+RECIPE = {"teacher_steps": 128, "base_channels": 32, "convert_steps": 1000, "convert_lr": 2e-4,
+          "halving_steps": 512, "halving_lr": 1e-4, "batch_size": 32, "weighting": "snr_trunc"}
 
 
 def log(out, message):
@@ -41,35 +41,40 @@ def log(out, message):
         f.write(line + "\n")
 
 
-def small_teacher(shipped, base_channels):
-    """The shipped model's architecture with fewer channels, v-prediction, no dropout."""
+def v_teacher(shipped, base_channels):
+    """The shipped model's architecture as v-prediction without dropout. At the shipped width it
+    starts from the shipped weights (the features carry over; only the output's meaning changes,
+    which the conversion teaches); at another width it starts from scratch."""
     config = dict(shipped.config, base_channels=base_channels, dropout=0.0, prediction="v")
-    return UNet.from_config(config)
+    model = UNet.from_config(config)
+    if base_channels == shipped.config["base_channels"]:
+        model.load_state_dict(shipped.state_dict())
+    return model
 
 
 def convert(out, recipe, data, labels, shipped, schedule):
-    """Distil the shipped eps model's x_hat into the small v-prediction teacher on its own grid."""
+    """Distil the shipped eps model's x_hat into the v-prediction teacher on its own grid."""
     torch.manual_seed(0)
-    model = small_teacher(shipped, recipe["base_channels"])
+    model = v_teacher(shipped, recipe["base_channels"])
     steps = recipe["convert_steps"]
     config = TrainConfig(batch_size=recipe["batch_size"], lr=recipe["convert_lr"], warmup_steps=50,
                          lr_decay_steps=steps, ema_decay=0.0, seed=1, log_every=25)
     trainer = Trainer(model, schedule, data, config, labels=labels, device="cpu",
-                      checkpoint_path=Path(out) / "teacher_64.pt",
+                      checkpoint_path=Path(out) / f"teacher_{recipe['teacher_steps']}.pt",
                       objective=Distillation(shipped, recipe["teacher_steps"], recipe["weighting"], teacher_steps=1))
     trainer.resume()
     trainer.run(steps, progress=False, checkpoint_every=50)
-    log(out, f"teacher_64 (v, conversion): loss {trainer.history[0][1]:.4f} -> {trainer.history[-1][1]:.4f}")
+    log(out, f"teacher_{recipe['teacher_steps']} (v, conversion): loss {trainer.history[0][1]:.4f} -> {trainer.history[-1][1]:.4f}")
     return trainer.model.eval()
 
 
-def train(out, recipe):
-    torch.set_num_threads(1)
+def train(out, recipe, threads=1):
+    torch.set_num_threads(threads)
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    (Path(out) / "recipe.json").write_text(json.dumps(dict(recipe, threads=threads), indent=2))
     data, labels = load_mnist("train", as_uint8=True)
     shipped, schedule = load_pretrained("mnist_cond")
-    log(out, "start: conversion of mnist_cond into the small v teacher")
+    log(out, "start: conversion of mnist_cond into the v teacher")
     teacher = convert(out, recipe, data, labels, shipped, schedule)
     config = TrainConfig(batch_size=recipe["batch_size"], lr=recipe["halving_lr"], seed=2, log_every=16)
 
@@ -85,7 +90,7 @@ def train(out, recipe):
 
 
 def load_run(out):
-    """The small teacher (64 steps) and every finished student of ``out``: {steps: model}."""
+    """The v teacher (``teacher_{N}.pt``) and every finished student of ``out``: {steps: (model, state)}."""
     from lesson_lib.pretrained import model_from_state
     from lesson_lib.training.checkpoint import load_checkpoint
     models = {}
@@ -110,14 +115,15 @@ def evaluate(model, schedule, steps, n, seed=0, batch=250):
             "accuracy": class_accuracy(images, labels)["accuracy"]}, images
 
 
-def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16, 32, 64), shipped_steps=(1, 2, 4, 8)):
+def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16, 32, 64, 128),
+                       shipped_steps=(1, 2, 4, 8), json_name="table.json", threads=1):
     """The distillation ladder: FID and class accuracy against the number of network calls, for
     each student (at its own steps), for DDIM of the same teacher at the same steps and (at
     ``shipped_steps``) for DDIM of the shipped mnist_cond on the same grid, with the real-vs-real
     floor at the same n. Every sampler starts from the same x_T. Prints a table and returns its
-    rows (also out/table.json)."""
+    rows (also out/``json_name``)."""
     from lesson_lib.evaluation.fid import real_floor
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     models = load_run(out)
     shipped, schedule = load_pretrained("mnist_cond")
     floor = real_floor("mnist", n)["fid"]
@@ -132,8 +138,8 @@ def distillation_table(out="runs/distill", n=500, baseline_steps=(1, 2, 4, 8, 16
             print(f"{steps:>5}  student {_fmt(student)}   DDIM {_fmt(ddim)}   DDIM of mnist_cond {_fmt(original)}   "
                   f"floor {floor:.3f}", flush=True)
     result = {"n": n, "floor": floor, "rows": rows, "recipe": json.loads((Path(out) / "recipe.json").read_text()),
-              "hardware": "2-core x86_64 CPU, one thread", "torch": torch.__version__}
-    (Path(out) / "table.json").write_text(json.dumps(result, indent=2))
+              "hardware": f"2-core x86_64 CPU, {threads} thread(s)", "torch": torch.__version__}
+    (Path(out) / json_name).write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -167,16 +173,18 @@ def export(out="runs/distill", names=(8, 4, 2, 1), weights_dir=None):
         card = {"kind": "diffusion", "name": f"mnist_distilled_{n}", "dataset": "mnist",
                 "description": (f"Class-conditional MNIST student sampled with DDIM on {n} step(s) of the nested "
                                 f"grid (lesson_lib.diffusion.distillation.sampler_timesteps), by progressive "
-                                f"distillation (Salimans & Ho 2022) of a v-prediction U-Net (base_channels "
-                                f"{recipe['base_channels']}) that was itself distilled from mnist_cond's "
-                                f"predictions on the {recipe['teacher_steps']}-step grid; fp16 weights."),
+                                f"distillation (Salimans & Ho 2022) from {recipe['teacher_steps']} steps of a "
+                                f"v-prediction U-Net (base_channels {recipe['base_channels']}) that was "
+                                f"re-parameterised from mnist_cond's predictions on that grid; fp16 weights."),
                 "model_config": state["model_config"], "prediction": state["model_config"]["prediction"],
                 "sampling_steps": n, "schedule": "linear, T=1000, beta 1e-4 -> 0.02",
                 "recipe": recipe, "objective": state["objective"],
-                "hardware": "2-core x86_64 CPU shared with other jobs, one thread", "torch": torch.__version__,
+                "hardware": f"2-core x86_64 CPU shared with other jobs, {recipe.get('threads', 1)} thread(s)", "torch": torch.__version__,
                 "training_wall_time": _wall_time(out),
                 "command": f"python benchmarks/distillation.py train --out {out} --convert-steps "
-                           f"{recipe['convert_steps']} --halving-steps {recipe['halving_steps']} && "
+                           f"{recipe['convert_steps']} --halving-steps {recipe['halving_steps']} --base-channels "
+                           f"{recipe['base_channels']} --teacher-steps {recipe['teacher_steps']} --threads "
+                           f"{recipe.get('threads', 1)} && "
                            f"python benchmarks/distillation.py table --out {out} && "
                            f"python benchmarks/distillation.py export --out {out}",
                 "evaluation": None if row is None else {"n": table["n"], "fid_floor": table["floor"],
@@ -191,15 +199,25 @@ def main(argv=None):
     p.add_argument("what", choices=["train", "table", "export"])
     p.add_argument("--out", default="runs/distill")
     p.add_argument("--n", type=int, default=500, help="samples per FID (table)")
+    p.add_argument("--calls", type=int, nargs="+", default=None,
+                   help="only these rows of the ladder (table; default: every student and the teacher)")
+    p.add_argument("--json", default="table.json", help="file name under --out for the table (table)")
     p.add_argument("--convert-steps", type=int, default=RECIPE["convert_steps"],
-                   help="training steps of the conversion of mnist_cond into the small v teacher (train)")
+                   help="training steps of the conversion of mnist_cond into the v teacher (train)")
     p.add_argument("--halving-steps", type=int, default=RECIPE["halving_steps"],
                    help="training steps per halving (train)")
+    p.add_argument("--base-channels", type=int, default=RECIPE["base_channels"],
+                   help="width of the v teacher; the shipped width (32) starts from mnist_cond's weights (train)")
+    p.add_argument("--teacher-steps", type=int, default=RECIPE["teacher_steps"],
+                   help="DDIM steps of the first teacher, a power of 2 (train)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (train, table)")
     args = p.parse_args(argv)
     if args.what == "train":
-        train(args.out, dict(RECIPE, convert_steps=args.convert_steps, halving_steps=args.halving_steps))
+        train(args.out, dict(RECIPE, convert_steps=args.convert_steps, halving_steps=args.halving_steps,
+                             base_channels=args.base_channels, teacher_steps=args.teacher_steps), args.threads)
     elif args.what == "table":
-        distillation_table(args.out, args.n)
+        distillation_table(args.out, args.n, **({} if args.calls is None else {"baseline_steps": args.calls}),
+                           json_name=args.json, threads=args.threads)
     else:
         export(args.out)
 
