@@ -10,7 +10,8 @@ v-prediction network of the same architecture that starts from its weights: ``Di
 ``teacher_steps=1`` on the 128-step grid, whose target is ``mnist_cond``'s own x_hat, so the network
 learns the same denoiser with another output. That network is the teacher on 128 DDIM steps; it is
 then halved 128 -> 64 -> ... -> 1 by :func:`lesson_lib.training.distill.progressive_distillation`.
-``--base-channels 16`` gives the earlier, smaller recipe (a v network trained from scratch).
+``--base-channels 16`` trains a smaller v network from scratch instead; the earlier recipe built that
+way also used ``--teacher-steps 64 --convert-steps 1500`` and lr 1e-3 / 2e-4 (docs/benchmarks.md, section 8).
 """
 
 import argparse
