@@ -3,6 +3,9 @@
     python -m lesson_lib.evaluate --pretrained mnist_cond --n 1000 --sampler ddim --steps 50
     python -m lesson_lib.evaluate --checkpoint runs/mnist-gpu/checkpoint.pt --dataset mnist --n 5000
 
+``--steps`` sets the timesteps of both samplers, as in :mod:`lesson_lib.sample` (DDIM 100 by
+default, DDPM all T by default and fewer as strided DDPM).
+
 FID and KID use the course's own classifier features (see docs/metrics.md), so they are
 comparable between runs of this course, not with papers' Inception FID. FID is biased
 upwards at small n: compare runs at the same n, and read each figure against the floor
@@ -10,36 +13,39 @@ upwards at small n: compare runs at the same n, and read each figure against the
 """
 
 import argparse
+import os
 import time
 
 import torch
 from tqdm.auto import tqdm
 
-from .arguments import integer
-from .cli import positive_int, run
+from .arguments import choice, integer
+from .cli import check_device, positive_int, run
 from .data.images import load_dataset
 from .evaluation.judges import class_accuracy
-from .evaluation.fid import compute_metrics, real_floor
-from .pretrained import load_model, load_pretrained, model_card
-from .sample import generate
+from .evaluation.fid import DATASETS, compute_metrics, real_floor
+from .pretrained import available, model_card
+from .sample import DDIM_STEPS, SAMPLERS, check_steps, generate, load
+
+IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}      # (channels, size) of each dataset's images
 
 
-def check_reference(dataset, n, data_dir=None):
+def check_reference(dataset, n, data_dir=None, name="n"):
     """Fail before any sampling when the reference data are missing or smaller than ``n``: the
-    floor needs n training and n test images."""
-    if dataset not in ("mnist", "cifar10"):
-        raise ValueError(f"dataset must be 'mnist' or 'cifar10', got dataset={dataset!r}")
+    floor needs n training and n test images. ``name`` is what the messages call n."""
+    choice(dataset, "dataset", DATASETS)
     test, _, _ = load_dataset(dataset, "test", data_dir=data_dir, as_uint8=True)
     if n > len(test):
-        raise ValueError(f"n={n} is larger than the {len(test)} {dataset} test images the floor is measured "
-                         f"against; choose n <= {len(test)}")
+        raise ValueError(f"{name}={n} is larger than the {len(test)} {dataset} test images the floor is measured "
+                         f"against; choose {name} <= {len(test)}")
 
 
-def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=100, device="cpu", data_dir=None,
+def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=None, device="cpu", data_dir=None,
              batch_size=250, seed=0, progress=True, guidance=None):
     """Sample ``n`` images and measure them; returns a dict of figures (see the module docstring).
 
-    One progress bar counts the images; ``guidance`` wraps the denoiser (see
+    ``steps`` as in :func:`lesson_lib.sample.generate` (DDIM 100 by default, DDPM all T). One
+    progress bar counts the images; ``guidance`` wraps the denoiser (see
     :mod:`lesson_lib.diffusion.guidance`)."""
     n = integer(n, "n", minimum=2, hint="FID needs at least two images; read it at n >= 1000")
     batch_size = integer(batch_size, "batch_size", minimum=1)
@@ -57,7 +63,9 @@ def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=100, device
             bar.update(m)
     seconds = time.perf_counter() - start
     x = torch.cat(batches)
-    result = {"n": n, "sampler": sampler if sampler == "ddpm" else f"ddim-{steps}",
+    if steps is None and sampler == "ddim":
+        steps = DDIM_STEPS
+    result = {"n": n, "sampler": sampler if steps is None else f"{sampler}-{steps}",
               "samples_per_s": n / seconds}
     result.update(compute_metrics(x, dataset=dataset, data_dir=data_dir, device=device))
     floor = real_floor(dataset, n, data_dir=data_dir, device=device)
@@ -97,34 +105,51 @@ def format_table(r):
     return "\n".join(lines)
 
 
+def check_dataset_fits(parser, dataset, model):
+    """``--dataset`` must be the one the model makes images of (their channels and size)."""
+    channels, size = IMAGE_SHAPES[dataset]
+    theirs = (model.in_channels, model.image_size)
+    if theirs != (channels, size):
+        parser.error(f"--dataset {dataset} holds {channels}x{size}x{size} images but the model makes "
+                     f"{theirs[0]}x{theirs[1]}x{theirs[1]}; pass the dataset it was trained on")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesson_lib.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint")
-    src.add_argument("--pretrained")
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], help="required with --checkpoint")
+    src.add_argument("--checkpoint", help="a checkpoint written by python -m lesson_lib.train")
+    src.add_argument("--pretrained", help=f"a model shipped with the course: {', '.join(available())}")
+    p.add_argument("--dataset", choices=DATASETS, help="required with --checkpoint")
     p.add_argument("--n", type=positive_int, default=1000, help="samples (and real images for the floor)")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    p.add_argument("--steps", type=positive_int, default=100)
-    p.add_argument("--data-dir")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    p.add_argument("--steps", type=positive_int, help=f"timesteps to visit, at most T: DDIM default {DDIM_STEPS}; "
+                   "DDPM default all T, fewer gives strided DDPM (spaced(T, steps), each step with its own beta)")
+    p.add_argument("--data-dir", help="the folder of mnist.npz / cifar10.npz (default: $DDPM_DATA_DIR)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda, but this machine has no CUDA GPU; use --device cpu")
+    check_device(p, args.device)
     if args.n < 2:
         p.error("--n must be at least 2 (FID needs two images; read it at n >= 1000)")
+    if args.pretrained and args.pretrained not in available():
+        p.error(f"--pretrained must be one of {', '.join(available())}, got --pretrained {args.pretrained!r}")
     if args.pretrained:
-        dataset = args.dataset or model_card(args.pretrained)["dataset"]
+        dataset = model_card(args.pretrained)["dataset"]
+        if args.dataset not in (None, dataset):
+            p.error(f"--dataset {args.dataset}, but {args.pretrained} was trained on {dataset}; leave --dataset out")
     elif not args.dataset:
         p.error("--dataset is required with --checkpoint")
     else:
         dataset = args.dataset
-    check_reference(dataset, args.n, args.data_dir)          # before minutes of sampling, not after
-    if args.pretrained:
-        model, schedule = load_pretrained(args.pretrained, device=args.device)
-    else:
-        model, schedule = load_model(args.checkpoint, device=args.device)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        p.error(f"--data-dir {args.data_dir!r} is not a folder; give the folder that holds {dataset}.npz")
+    try:
+        check_reference(dataset, args.n, args.data_dir, "--n")          # before minutes of sampling, not after
+    except FileNotFoundError as error:
+        p.error(f"--data-dir: {error}")
+    model, schedule = load(p, args)
+    check_dataset_fits(p, dataset, model)
+    check_steps(p, args.steps, schedule)
     print(format_table(evaluate(model, schedule, dataset, args.n, args.sampler, args.steps, args.device,
                                 args.data_dir)))
 

@@ -113,7 +113,9 @@ def test_sample_command_writes_a_grid(tmp_path, capsys):
     assert out.exists() and out.stat().st_size > 0
     assert "wrote 10 samples" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        sample.main(["--pretrained", "mnist_cond", "--label", "12", "--out", str(out), "--device", "cpu"])
+        sample.main(["--pretrained", "mnist_cond", "--label", "12", "--out", str(out), "--overwrite",
+                     "--device", "cpu"])
+    assert "--label must lie in 0..9" in capsys.readouterr().err
 
 
 @needs_data

@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from ..arguments import number
 from ..models.base import check_prediction
 from .forward import eps_from_x0, to_x0_eps
 from .schedules import extract
@@ -74,6 +75,35 @@ def model_prediction(model, prediction=None):
     return prediction
 
 
+def check_clip(clip_x0):
+    """``clip_x0`` as :func:`clip` reads it: True (clip to [-1, 1]), False or None (no clipping), or
+    a positive finite number c (clip to [-c, c]). A negative or zero c would clip everything to a
+    point or, worse, look like False; it is refused."""
+    if clip_x0 is False or clip_x0 is True or clip_x0 is None:
+        return bool(clip_x0)
+    return number(clip_x0, "clip_x0", minimum=0, strict_minimum=True,
+                  hint="True clips x0_hat to [-1, 1], a number c to [-c, c], False does not clip")
+
+
+def check_denoiser(denoise, name="denoise"):
+    """A denoiser is a callable ``(x_t, t, **cond) -> Prediction``: a :class:`Denoiser`, a
+    :class:`ClipX0` or a guidance wrapper. A network (an ``nn.Module``) is not one: what its output
+    means (eps, x0 or v) is what the Denoiser around it knows."""
+    if isinstance(denoise, torch.nn.Module) or not callable(denoise):
+        raise TypeError(f"{name} must be a denoiser (x_t, t, **cond) -> Prediction, got {name}="
+                        f"{type(denoise).__name__}; wrap a network: Denoiser(model, schedule)")
+    return denoise
+
+
+def check_returned(pred, name="denoise"):
+    """What a denoiser returned, which must be a :class:`Prediction` (free: reads no values)."""
+    if not isinstance(pred, Prediction):
+        raise TypeError(f"{name} must return a Prediction (x0, eps), got {type(pred).__name__}; a function "
+                        f"that returns the network's output is not a denoiser: wrap the network: "
+                        f"Denoiser(model, schedule)")
+    return pred
+
+
 def clip(x0_hat, clip_x0):
     """Clip to [-1, 1] for ``clip_x0=True`` (images in [-1, 1]), to [-c, c] for a number c."""
     bound = 1.0 if clip_x0 is True else float(clip_x0)
@@ -97,10 +127,13 @@ class Denoiser:
     """
 
     def __init__(self, model, schedule, prediction=None, clip_x0=False, autocast=False):
+        if isinstance(model, (Denoiser, ClipX0)) or hasattr(model, "denoise") or not callable(model):
+            raise TypeError(f"model must be a network model(x_t, t, **cond), got model={type(model).__name__}; "
+                            f"a denoiser needs no second Denoiser around it: pass it on as it is")
         self.model = model
         self.schedule = schedule
         self.prediction = model_prediction(model, prediction)
-        self.clip_x0 = clip_x0
+        self.clip_x0 = check_clip(clip_x0)
         self.autocast = autocast
         self.learn_sigma = bool(getattr(model, "learn_sigma", False))
 
@@ -136,10 +169,10 @@ class ClipX0:
     so a guided sampler clips after the guidance, not before."""
 
     def __init__(self, denoise, schedule, clip_x0):
-        self.denoise, self.schedule, self.clip_x0 = denoise, schedule, clip_x0
+        self.denoise, self.schedule, self.clip_x0 = check_denoiser(denoise), schedule, check_clip(clip_x0)
 
     def __call__(self, x_t, t, **cond):
-        pred = self.denoise(x_t, t, **cond)
+        pred = check_returned(self.denoise(x_t, t, **cond))
         if not self.clip_x0:
             return pred
         x0_hat = clip(pred.x0, self.clip_x0)

@@ -49,13 +49,13 @@ callable that wraps their denoiser). Clip x0_hat *after* guidance
 moves x0_hat outside [-1, 1] again.
 """
 
-import math
-
 import torch
 
-from .denoiser import Prediction
+from ..arguments import choice, integer, labels, number
+from .denoiser import Prediction, check_denoiser
 from .forward import eps_from_x0, x0_from_eps
 from .schedules import extract
+from .timesteps import check_timestep_list
 
 FORMS = ("eps", "mean")
 GRADIENT_AT = ("x_t", "mean")
@@ -129,31 +129,17 @@ def classifier_gradient(classifier, x_t, t, y):
 
 # --- checks ---------------------------------------------------------------------------------
 
-def _check_scale(scale, name, minimum=0.0, why=""):
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"{name} must be a finite number, got {name}={scale!r}")
-    if scale < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {name}={scale!r}{why}")
-
-
-def _check_labels(y, num_classes, what):
-    if y is None:
-        raise ValueError(f"{what} needs the target classes: pass y=labels (a long tensor of shape (B,))")
-    if not torch.is_tensor(y) or y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise TypeError(f"y must be an integer tensor of class labels, got {type(y).__name__} "
-                        f"{getattr(y, 'dtype', '')}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"class labels y must lie in 0..{num_classes - 1} for {what}, got values in "
-                         f"{int(y.min())}..{int(y.max())}")
-
-
 def _check_interval(interval, T=None):
     if interval is None:
         return None
-    lo, hi = (int(v) for v in interval)
+    fix = f"(t_min, t_max) with 0 <= t_min <= t_max{'' if T is None else f' <= {T - 1}'} (code timesteps)"
+    try:
+        lo, hi = interval
+    except (TypeError, ValueError):
+        raise TypeError(f"interval must be a pair {fix}, got interval={interval!r}") from None
+    lo, hi = (integer(v, "interval", hint=f"a pair {fix}") for v in (lo, hi))
     if lo > hi or lo < 0 or (T is not None and hi >= T):
-        raise ValueError(f"interval must be (t_min, t_max) with 0 <= t_min <= t_max"
-                         f"{'' if T is None else f' <= {T - 1}'} (code timesteps), got {interval!r}")
+        raise ValueError(f"interval must be {fix}, got interval={interval!r}")
     return lo, hi
 
 
@@ -179,9 +165,11 @@ class _LabelCheck:
     def __init__(self, num_classes, what):
         self.num_classes, self.what, self.seen = num_classes, what, ()
 
-    def __call__(self, y):
-        if y is None or y is not self.seen:
-            _check_labels(y, self.num_classes, self.what)
+    def __call__(self, y, batch):
+        if y is None:
+            raise ValueError(f"{self.what} needs the target classes: pass y=labels (a long tensor of shape (B,))")
+        if y is not self.seen:
+            labels(y, self.num_classes, "y", batch=batch, hint=f"the target classes of {self.what}")
             self.seen = y
 
 
@@ -221,25 +209,23 @@ class ClassifierGuidance:
 
     def __init__(self, denoise, classifier, scale, *, form="eps", gradient_at="x_t", variance="beta",
                  timesteps=None, interval=None, condition_model=False, dataset=None, schedule=None):
-        _check_scale(scale, "scale", why=" (a negative scale steers away from the class; guidance "
-                                         "toward y needs s >= 0, and s = 0 is no guidance)")
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, got form={form!r}")
-        if gradient_at not in GRADIENT_AT:
-            raise ValueError(f"gradient_at must be one of {GRADIENT_AT}, got gradient_at={gradient_at!r}")
+        check_denoiser(denoise)
+        scale = number(scale, "scale", minimum=0, hint="a negative scale steers away from the class; guidance "
+                                                       "toward y needs s >= 0, and s = 0 is no guidance")
+        choice(form, "form", FORMS, hint="'eps' is the score form (any step), 'mean' the ancestral mean shift")
+        choice(gradient_at, "gradient_at", GRADIENT_AT)
         if gradient_at == "mean" and form != "mean":
             raise ValueError("gradient_at='mean' belongs to the mean form (form='mean'); the score form "
                              "takes the gradient at x_t")
-        if variance not in ("beta", "beta_tilde"):
-            raise ValueError(f"variance must be 'beta' or 'beta_tilde', got variance={variance!r}")
-        self.denoise, self.classifier, self.scale = denoise, classifier, float(scale)
+        choice(variance, "variance", ("beta", "beta_tilde"))
+        self.denoise, self.classifier, self.scale = denoise, classifier, scale
         self.form, self.gradient_at, self.variance = form, gradient_at, variance
         self.schedule = _schedule_of(denoise, schedule)
         self.interval = _check_interval(interval, self.schedule.T)
         self.condition_model = condition_model
         self.next_step = None
         if timesteps is not None:
-            ts = [int(t) for t in timesteps]
+            ts = check_timestep_list(timesteps, self.schedule.T)
             self.next_step = {t: (ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)}
         self._check_classifier(getattr(denoise, "model", None), dataset)
         self.check_labels = _LabelCheck(self.num_classes, "this classifier")
@@ -265,10 +251,16 @@ class ClassifierGuidance:
     def _step_target(self, t):
         if self.next_step is None:
             return t - 1
-        return torch.tensor([self.next_step[int(v)] for v in t.tolist()], device=t.device)
+        ts = t.tolist()
+        missing = [v for v in ts if v not in self.next_step]
+        if missing:
+            raise ValueError(f"t={missing[0]} is not in the timesteps given to ClassifierGuidance (form='mean'), "
+                             f"which are {list(self.next_step)[:6]}...; pass the sampler's own list, e.g. "
+                             f"timesteps=spaced(T, steps), or leave timesteps out for every step")
+        return torch.tensor([self.next_step[v] for v in ts], device=t.device)
 
     def __call__(self, x_t, t, y=None, **cond):
-        self.check_labels(y)
+        self.check_labels(y, x_t.shape[0])
         pred = self.denoise(x_t, t, **(dict(cond, y=y) if self.condition_model else cond))
         if self.scale == 0:
             return pred
@@ -334,23 +326,24 @@ class ClassifierFreeGuidance:
 
     def __init__(self, denoise, w=None, *, scale=None, null_class=None, interval=None, rescale=0.0,
                  schedule=None):
+        check_denoiser(denoise)
         if (w is None) == (scale is None):
             raise ValueError("give the guidance strength once: w (the paper's weight, 0 = conditional) "
                              "or scale (s = 1 + w, 1 = conditional)")
         if scale is not None:
-            _check_scale(scale, "scale", why=" (s = 0 is the unconditional model; below it CFG means nothing)")
+            scale = number(scale, "scale", minimum=0,
+                           hint="s = 0 is the unconditional model; below it CFG means nothing")
             w = w_from_scale(scale)
-        _check_scale(w, "w", minimum=-1.0, why=" (w = -1 is the unconditional model; below it CFG means nothing)")
-        _check_scale(rescale, "rescale")
-        if rescale > 1:
-            raise ValueError(f"rescale (phi) must lie in [0, 1], got rescale={rescale!r}")
+        w = number(w, "w", minimum=-1, hint="w = -1 is the unconditional model; below it CFG means nothing")
+        rescale = number(rescale, "rescale", minimum=0, maximum=1, hint="phi of Lin et al.; 0 = off")
         if null_class is None:
             null_class = getattr(getattr(denoise, "model", None), "num_classes", None)
             if null_class is None:
                 raise ValueError("classifier-free guidance needs a model trained with a null class (label "
                                  "dropout); this model has no num_classes. Use classifier guidance, or "
                                  "pass null_class= if the model has one")
-        self.denoise, self.w, self.null_class, self.rescale = denoise, float(w), int(null_class), float(rescale)
+        null_class = integer(null_class, "null_class", minimum=1, hint="the model's 'no label' index, its num_classes")
+        self.denoise, self.w, self.null_class, self.rescale = denoise, w, null_class, rescale
         self.schedule = _schedule_of(denoise, schedule)
         self.interval = _check_interval(interval, self.schedule.T)
         self.check_labels = _LabelCheck(self.null_class, "classifier-free guidance (the null class is not a target)")
@@ -360,7 +353,7 @@ class ClassifierFreeGuidance:
         return scale_from_w(self.w)
 
     def __call__(self, x_t, t, y=None, **cond):
-        self.check_labels(y)
+        self.check_labels(y, x_t.shape[0])
         if self.w == 0:
             return self.denoise(x_t, t, y=y, **cond)
         null = torch.full_like(y, self.null_class)

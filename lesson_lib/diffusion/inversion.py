@@ -19,9 +19,12 @@ two directions' evaluation points, so both make the round trip fail.
 
 import torch
 
-from ..arguments import float_tensor
+from ..arguments import float_tensor, number
 from .sampling import sample
 from .steps import ddim_step
+from .timesteps import check_timestep_list
+
+ANTIPODAL_COS = -1 + 1e-6        # cos theta below this: theta within about 0.0014 rad (0.08 degrees) of pi
 
 
 def ddim_invert(denoise, schedule, x0, timesteps, cond=None, progress=False):
@@ -36,10 +39,7 @@ def ddim_invert(denoise, schedule, x0, timesteps, cond=None, progress=False):
     ``denoise`` is a :class:`~lesson_lib.diffusion.denoiser.Denoiser` or a guidance wrapper;
     ``cond`` holds its keyword arguments (e.g. ``{"y": labels}``). Returns x_T."""
     float_tensor(x0, "x0")
-    ts = [int(t) for t in timesteps]
-    if any(a <= b for a, b in zip(ts, ts[1:])):
-        raise ValueError(f"timesteps must be the descending list the decoder uses, e.g. spaced(T, S), got "
-                         f"{ts[:6]}{'...' if len(ts) > 6 else ''}")
+    ts = check_timestep_list(timesteps, schedule.T)        # the decoder's list: strictly descending
     if len(ts) < 2:
         raise ValueError("timesteps must hold at least two timesteps to climb from the last to the first")
     up = ts[::-1]
@@ -56,14 +56,31 @@ def slerp(z1, z2, alpha):
 
     alpha = 0 gives z1, alpha = 1 gives z2; when ||z1|| = ||z2|| every z(alpha) has that same norm.
     ``alpha`` is a number or a tensor broadcastable to the batch (shape (B,)). Nearly parallel pairs
-    (sin theta < 1e-7) fall back to the straight line."""
+    (sin theta < 1e-7) fall back to the straight line.
+
+    theta is undefined when z1 or z2 is the zero vector, and the great circle is when they are
+    opposite (theta = pi: every great circle through both is as short as any other; sin theta = 0 in
+    the equation); both raise a ValueError, nearly opposite pairs (cos theta < -1 + 1e-6) too."""
     float_tensor(z1, "z1")
     float_tensor(z2, "z2")
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if isinstance(alpha, torch.Tensor):
+        float_tensor(alpha, "alpha")
+    else:
+        number(alpha, "alpha", hint="0 gives z1, 1 gives z2")
     a = torch.as_tensor(alpha, dtype=z1.dtype, device=z1.device).reshape(-1, *([1] * (z1.ndim - 1)))
     f1, f2 = z1.flatten(1), z2.flatten(1)
-    cos = (f1 * f2).sum(1) / (f1.norm(dim=1) * f2.norm(dim=1))
+    n1, n2 = f1.norm(dim=1), f2.norm(dim=1)
+    for name, norms in (("z1", n1), ("z2", n2)):
+        if bool((norms == 0).any()):
+            raise ValueError(f"{name} holds a zero vector (example {int((norms == 0).nonzero()[0])}): its angle to "
+                             f"the other is undefined, and so is slerp; interpolate nonzero vectors")
+    cos = (f1 * f2).sum(1) / (n1 * n2)
+    if bool((cos < ANTIPODAL_COS).any()):
+        raise ValueError(f"z1 and z2 are antipodal, or nearly (example {int((cos < ANTIPODAL_COS).nonzero()[0])}: "
+                         f"cos theta = {cos.min().item():.8f}): no single great circle joins opposite vectors, so "
+                         f"slerp is undefined there; interpolate other pairs, or use lerp")
     theta = cos.clamp(-1, 1).acos().reshape(-1, *([1] * (z1.ndim - 1)))
     sin = theta.sin()
     small = sin < 1e-7

@@ -42,7 +42,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..arguments import integer, number
+from ..arguments import choice, float_tensor, images, integer, number
+from .denoiser import check_denoiser, check_returned
 from .forward import to_x0_eps
 from .sampling import evaluating
 from .schedules import check_timesteps, extract
@@ -73,7 +74,15 @@ def discretized_gaussian_log_likelihood(x, mean, log_variance):
     tanh approximation), from the side of the mean where the two CDF values differ most, and
     the edge bins through log Phi directly, so that tails do not round to log 0. Like the
     reference, a bin's probability is floored at 1e-12.
+
+    ``x`` is checked once (finite images in [-1, 1]: uint8 or 0..255 data is refused); the
+    objectives call the unchecked ``_discretized_log_likelihood`` at every training step.
     """
+    images(x, "x")
+    return _discretized_log_likelihood(x, mean, log_variance)
+
+
+def _discretized_log_likelihood(x, mean, log_variance):
     half = 1.0 / (BINS - 1)
     inv_std = torch.exp(-0.5 * log_variance)
     upper = (x - mean + half) * inv_std
@@ -91,10 +100,12 @@ def decoder_floor_bpd(x0, log_variance):
     """L_0 in bits per dimension (the mean over every element of ``x0``) if the network's x0_hat at
     t = 0 were x0 itself: -log P(x0) / ln 2 of :func:`discretized_gaussian_log_likelihood` with the
     mean on the true level. What the decoder's width alone costs; ``log_variance`` is a number or
-    a tensor that broadcasts against ``x0`` (e.g. log beta_1 of the schedule)."""
+    a tensor that broadcasts against ``x0`` (e.g. log beta_1 of the schedule). ``x0`` must be 8-bit
+    images scaled to [-1, 1] (:func:`check_8bit`)."""
+    check_8bit(x0)
     x0 = x0.double()
     log_variance = torch.as_tensor(log_variance, dtype=torch.float64).expand_as(x0)
-    return -discretized_gaussian_log_likelihood(x0, x0, log_variance).mean().item() / LN2
+    return -_discretized_log_likelihood(x0, x0, log_variance).mean().item() / LN2
 
 
 def _mean_over_dims(values):
@@ -104,7 +115,8 @@ def _mean_over_dims(values):
 def prior_bpd(schedule, x0):
     """L_T = KL( q(x_T | x_0) || N(0, I) ) per example, in bits per dimension; q(x_T | x_0) =
     N(sqrt(alpha-bar_T) x_0, (1 - alpha-bar_T) I). No network: it is what the forward process
-    leaves of x_0."""
+    leaves of x_0. ``x0``: finite images in [-1, 1]."""
+    images(x0, "x0")
     x0 = x0.double()
     a_T = schedule.alpha_bars[-1].to(x0.device)
     kl = normal_kl(a_T.sqrt() * x0, torch.log1p(-a_T).expand_as(x0), torch.zeros_like(x0), torch.zeros_like(x0))
@@ -121,12 +133,11 @@ def reverse_log_variance(schedule, t, x, variance, pred=None):
         return log_beta
     if variance == "beta_tilde":
         return log_beta_tilde
-    if variance == "learned":
-        if pred is None or getattr(pred, "frac", None) is None:
-            raise ValueError("variance='learned' needs a model with a learned variance (pred.frac is None); "
-                             "use variance='beta' or 'beta_tilde' for a model with fixed variances")
-        return learned_range(pred.frac.to(x.dtype), log_beta, log_beta_tilde)
-    raise ValueError(f"variance must be one of {VARIANCE_CHOICES}, got variance={variance!r}")
+    choice(variance, "variance", VARIANCE_CHOICES)
+    if pred is None or getattr(pred, "frac", None) is None:
+        raise ValueError("variance='learned' needs a model with a learned variance (pred.frac is None); "
+                         "use variance='beta' or 'beta_tilde' for a model with fixed variances")
+    return learned_range(pred.frac.to(x.dtype), log_beta, log_beta_tilde)
 
 
 def vlb_terms(schedule, x0, x_t, t, x0_hat, log_variance):
@@ -135,7 +146,17 @@ def vlb_terms(schedule, x0, x_t, t, x0_hat, log_variance):
     -log p_theta(x_0 | x_1) (:func:`discretized_gaussian_log_likelihood`) for t = 0.
 
     mu_theta is the posterior mean (Ho et al., Eq. 7) with ``x0_hat`` in place of x_0; at t = 0
-    it is x0_hat itself. Computed in float64."""
+    it is x0_hat itself. Computed in float64. The arguments are checked once (``x0`` finite
+    images in [-1, 1], ``x_t`` and ``x0_hat`` finite, ``t`` in 0..T-1); the objectives call the
+    unchecked ``_vlb_terms`` at every training step."""
+    images(x0, "x0")
+    float_tensor(x_t, "x_t")
+    float_tensor(x0_hat, "x0_hat")
+    check_timesteps(t, schedule.T, "t")
+    return _vlb_terms(schedule, x0, x_t, t, x0_hat, log_variance)
+
+
+def _vlb_terms(schedule, x0, x_t, t, x0_hat, log_variance):
     x0, x_t, x0_hat = x0.double(), x_t.double(), x0_hat.double()
     log_variance = log_variance.double().expand_as(x_t)
     if x_t.device.type != "cpu":          # no data-dependent indexing: the host need not wait
@@ -161,7 +182,7 @@ def _posterior_kl(schedule, x0, x_t, t, x0_hat, log_variance):
 
 
 def _decoder_nll(schedule, x0, x_t, t, x0_hat, log_variance):
-    log_p = discretized_gaussian_log_likelihood(x0, _model_mean(schedule, x_t, t, x0_hat), log_variance)
+    log_p = _discretized_log_likelihood(x0, _model_mean(schedule, x_t, t, x0_hat), log_variance)
     return -_mean_over_dims(log_p) / LN2
 
 
@@ -189,9 +210,8 @@ class BitsPerDim(NamedTuple):
 
 
 def check_8bit(x0, name="x0"):
-    """x0 must be images on the 256-level grid of [-1, 1] (k / 127.5 - 1)."""
-    if not torch.is_tensor(x0) or not x0.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor of images in [-1, 1]")
+    """x0 must be finite images on the 256-level grid of [-1, 1] (k / 127.5 - 1)."""
+    images(x0, name)
     levels = (x0.double() + 1) * 127.5
     if x0.numel() and ((levels - levels.round()).abs().max() > 1e-3 or levels.min() < -1e-3 or levels.max() > 255.001):
         raise ValueError(f"{name} must hold 8-bit images scaled to [-1, 1] (uint8 / 127.5 - 1); the bound is a "
@@ -233,7 +253,10 @@ def bits_per_dim(denoise, schedule, x0, timesteps_per_image=16, *, variances=Non
     Returns a dict variance -> :class:`BitsPerDim`. Each image also costs one evaluation at t = 0
     (the decoder L_0 is computed exactly: on MNIST it is most of the bound).
     """
+    check_denoiser(denoise)
     check_8bit(x0)
+    for variance in variances or ():
+        choice(variance, "variances", VARIANCE_CHOICES)
     n, T, device = x0.shape[0], schedule.T, x0.device
     batch_size = integer(batch_size, "batch_size", minimum=1)
     cond = cond or {}
@@ -258,12 +281,12 @@ def bits_per_dim(denoise, schedule, x0, timesteps_per_image=16, *, variances=Non
             t_dev = t.to(device)
             eps = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(device=device, dtype=x.dtype)
             x_t = extract(schedule.sqrt_alpha_bars, t_dev, x) * x + extract(schedule.sqrt_one_minus_alpha_bars, t_dev, x) * eps
-            pred = denoise(x_t, t_dev, **{k: v[idx.to(v.device)] for k, v in cond.items()})
+            pred = check_returned(denoise(x_t, t_dev, **{k: v[idx.to(v.device)] for k, v in cond.items()}))
             if variances is None:
                 variances = ("beta", "beta_tilde") + (("learned",) if getattr(pred, "frac", None) is not None else ())
             for variance in variances:
                 log_var = reverse_log_variance(schedule, t_dev, x_t, variance, pred)
-                terms.setdefault(variance, []).append(vlb_terms(schedule, x, x_t, t_dev, pred.x0, log_var).cpu())
+                terms.setdefault(variance, []).append(_vlb_terms(schedule, x, x_t, t_dev, pred.x0, log_var).cpu())
     prior = prior_bpd(schedule, x0).cpu()
     results = {}
     for variance, values in terms.items():
@@ -315,7 +338,7 @@ def _learned_vlb(model, schedule, x0, x_t, t, pred_out, v):
     x0_hat, _ = to_x0_eps(schedule, x_t, t, pred_out.detach().float(), prediction)
     log_var = learned_range((v.float() + 1) / 2, extract(schedule.betas.log(), t, x_t.float()),
                             extract(schedule.posterior_log_variance, t, x_t.float()))
-    return vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
+    return _vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
 
 
 def _targets(schedule, x0, eps, t, prediction):
@@ -441,6 +464,6 @@ class LVlb:
         x0_hat, _ = to_x0_eps(schedule, x_t, t, out.float(), prediction)
         log_var = learned_range((v.float() + 1) / 2, extract(schedule.betas.log(), t, x_t.float()),
                                 extract(schedule.posterior_log_variance, t, x_t.float()))
-        L = vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
+        L = _vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
         self.sampler.update(t, L)
         return (schedule.T * w * L).mean().float()

@@ -27,11 +27,12 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from ..arguments import float_tensor, integer, number
-from .denoiser import ClipX0, Denoiser, Prediction, bf16_supported
+from ..arguments import choice, float_tensor, integer, labels, number
+from .denoiser import ClipX0, Denoiser, Prediction, bf16_supported, check_denoiser, check_returned
+from .forward import check_inputs
 from .schedules import check_timesteps, extract
 from .steps import VARIANCES, ddim_step, ddpm_step
-from .timesteps import all_steps, spaced
+from .timesteps import all_steps, check_timestep_list, spaced
 
 
 class StepRecord(NamedTuple):
@@ -70,12 +71,12 @@ def _check_model_device(model, x):
                          f"to the sampler or move the model with model.to(...)")
 
 
-def _check_timestep_list(timesteps, T):
-    ts = [int(t) for t in timesteps]
-    if not ts:
-        raise ValueError("timesteps must hold at least one timestep")
-    check_timesteps(torch.tensor(ts), T, "timesteps")
-    return ts
+def _check_cond(cond, name):
+    """Keyword arguments for the network, e.g. ``{"y": labels}``: a dict or None."""
+    if cond is not None and not isinstance(cond, dict):
+        raise TypeError(f"{name} must be a dict of keyword arguments for the model, e.g. {name}={{'y': labels}}, "
+                        f"got {name}={type(cond).__name__}")
+    return cond or {}
 
 
 @torch.no_grad()
@@ -96,15 +97,22 @@ def sample(denoise, schedule, x_T, timesteps, step, *, end=-1, stochastic=True, 
         stochastic: draw fresh N(0, I) noise (from ``generator``) for every step but the last;
             False passes ``noise=None`` (deterministic steps such as DDIM with eta = 0).
         callback: called with a :class:`StepRecord` after every step.
+
+    The arguments are checked once, here, before the first step: ``denoise`` must not be a bare
+    network, x_T a finite float tensor, the list and ``end`` as
+    :func:`~lesson_lib.diffusion.timesteps.check_timestep_list` says.
     """
-    ts = _check_timestep_list(timesteps, schedule.T)
-    end = integer(end, "end", minimum=-1, maximum=schedule.T - 1)
-    x, B, cond = x_T, x_T.shape[0], cond or {}
+    check_denoiser(denoise)
+    check_inputs(schedule, x_T, "x_T")
+    float_tensor(x_T, "x_T")
+    ts = check_timestep_list(timesteps, schedule.T, end)
+    end = int(end)
+    x, B, cond = x_T, x_T.shape[0], _check_cond(cond, "cond")
     for i, t in enumerate(tqdm(ts, desc=desc, disable=not progress)):
         s = ts[i + 1] if i + 1 < len(ts) else end
         t_batch = torch.full((B,), t, device=x.device, dtype=torch.long)
         s_batch = torch.full((B,), s, device=x.device, dtype=torch.long)
-        pred = denoise(x, t_batch, **cond)
+        pred = check_returned(denoise(x, t_batch, **cond))
         noise = None
         if stochastic and s >= 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -116,7 +124,8 @@ def sample(denoise, schedule, x_T, timesteps, step, *, end=-1, stochastic=True, 
 
 
 def _start(model, shape, x_T, device, generator):
-    """x_T as given (checked once: float, finite, the model's dtype and data shape) or drawn."""
+    """x_T as given (a float tensor of the model's dtype and data shape; :func:`sample` checks that
+    it is finite) or drawn."""
     if x_T is None:
         if shape is None:
             raise ValueError("give either shape=(batch, ...) or a starting noise tensor x_T")
@@ -125,7 +134,7 @@ def _start(model, shape, x_T, device, generator):
             raise TypeError(f"shape must be a tuple of positive ints such as (16, 1, 28, 28), got shape={shape!r}")
         x_T = torch.randn(tuple(shape), generator=generator, device=device)
     else:
-        float_tensor(x_T, "x_T")
+        float_tensor(x_T, "x_T", finite=False)
     params = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
     if params is not None and x_T.dtype != params.dtype:
         raise TypeError(f"x_T is {str(x_T.dtype).removeprefix('torch.')} but the model's weights are "
@@ -142,23 +151,21 @@ def _start(model, shape, x_T, device, generator):
     return x_T
 
 
-def _check_clip(clip_x0):
-    if clip_x0 is False or clip_x0 is True or clip_x0 is None:
-        return bool(clip_x0)
-    return number(clip_x0, "clip_x0", minimum=0, strict_minimum=True,
-                  hint="True clips x0_hat to [-1, 1], a number c to [-c, c], False does not clip")
-
-
-def _check_labels(model, model_kwargs):
+def _check_labels(model, model_kwargs, batch):
     """Class labels, checked once per call (the U-Net checks them on the CPU only, to spare the GPU a
     wait at every step)."""
-    y = (model_kwargs or {}).get("y")
+    y = _check_cond(model_kwargs, "model_kwargs").get("y")
     k = getattr(model, "num_classes", None)
-    if y is None or k is None or not isinstance(y, torch.Tensor):
-        return
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) > k):
-        raise ValueError(f"class labels y must lie in 0..{k - 1} (or {k} for the null class), got values "
-                         f"in {int(y.min())}..{int(y.max())}")
+    if y is not None and k is not None:
+        labels(y, k, "y", allow_null=True, batch=batch, hint="the class of each image, model_kwargs={'y': labels}")
+
+
+def _guided(guidance, denoiser):
+    """The denoiser wrapped by ``guidance``, a function of the denoiser (not a wrapper already made)."""
+    if not callable(guidance) or hasattr(guidance, "denoise"):
+        raise TypeError(f"guidance must be a function that wraps the sampler's denoiser, e.g. "
+                        f"guidance=lambda d: ClassifierFreeGuidance(d, w=1.0), got guidance={type(guidance).__name__}")
+    return guidance(denoiser)
 
 
 def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
@@ -167,16 +174,15 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
     """The shared set-up of the presets: start, checks, denoiser (guided, then clipped, when
     ``guidance`` is given), eval mode, trajectory."""
     x = _start(model, shape, x_T, device, generator)
-    clip_x0 = _check_clip(clip_x0)
     _check_model_device(model, x)
-    _check_labels(model, model_kwargs)
+    _check_labels(model, model_kwargs, x.shape[0])
     schedule = schedule.to(x.device)
     if autocast is None:              # bfloat16 where the GPU supports it (not on Colab's T4), else float32
         autocast = bf16_supported(x.device)
     if guidance is None:
         denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
     else:
-        denoise = ClipX0(guidance(Denoiser(model, schedule, prediction, False, autocast)), schedule, clip_x0)
+        denoise = ClipX0(_guided(guidance, Denoiser(model, schedule, prediction, False, autocast)), schedule, clip_x0)
     trajectory = [x]
     record = (lambda r: trajectory.append(r.x_s) if keep(r) else None) if return_trajectory else None
     with evaluating(model):
@@ -212,14 +218,10 @@ def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, varia
 
     Returns x_0, or ``(x_0, trajectory)``.
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+    choice(variance, "variance", VARIANCES)
     trajectory_stride = integer(trajectory_stride, "trajectory_stride", minimum=1,
                                 hint="1 keeps every state, k every k-th")
-    timesteps = all_steps(schedule.T) if timesteps is None else [int(t) for t in timesteps]
-    if any(a <= b for a, b in zip(timesteps, timesteps[1:])):
-        raise ValueError(f"timesteps must be strictly descending (sampling goes from noise to data), got "
-                         f"{timesteps[:6]}{'...' if len(timesteps) > 6 else ''}")
+    timesteps = all_steps(schedule.T) if timesteps is None else timesteps      # checked by sample()
     step = functools.partial(ddpm_step, variance=variance)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, True, lambda r: r.t % trajectory_stride == 0,
@@ -266,8 +268,7 @@ def p_mean_variance(model, schedule, x_t, t, prediction=None, variance="beta",
     mu-tilde_t(x_t, x0_hat) (Ho et al., Eqs. 7 and 11). ``variance`` picks sigma_t^2 = beta_t
     ("beta") or beta-tilde_t ("beta_tilde"). Returns ``(mean, variance, x0_hat)``.
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+    choice(variance, "variance", VARIANCES)
     check_timesteps(t, schedule.T)
     pred = Denoiser(model, schedule, prediction, clip_x0, autocast)(x_t, t, **(model_kwargs or {}))
     mean = ddpm_step(schedule, x_t, t, t - 1, pred)

@@ -32,6 +32,8 @@ import warnings
 
 import torch
 
+from ..arguments import choice, images as check_images
+
 DATASETS = ("mnist", "cifar10")
 
 
@@ -200,21 +202,10 @@ def kid(features1, features2, subset_size=1000, num_subsets=100, seed=0):
 # ----------------------------------------------------------------------------- features
 
 def _check_images(images, name):
-    if not torch.is_tensor(images):
-        raise TypeError(f"{name} must be a torch tensor of shape (N, C, H, W), got "
-                        f"{type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be float images in [-1, 1], got dtype {images.dtype}; "
-                        f"convert uint8 images with x.float() / 127.5 - 1")
-    if images.dim() != 4:
+    """Finite float images in [-1, 1] of shape (N, C, H, W) (overshoot is clipped, 0..255 refused)."""
+    if isinstance(images, torch.Tensor) and images.dim() != 4:
         raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if len(images) == 0:
-        raise ValueError(f"{name} is empty")
-    low, high = images.min().item(), images.max().item()
-    if low < -10 or high > 10:  # overshoot from an unclipped sampler is fine, [0, 255] is not
-        raise ValueError(f"{name} must lie in [-1, 1] (overshoot is clipped), but its "
-                         f"values span [{low:.3g}, {high:.3g}]; rescale [0, 255] images with "
-                         f"x / 127.5 - 1")
+    check_images(images, name)
 
 
 def _default_device(extractor):
@@ -262,8 +253,7 @@ def extractor_name(extractor):
 
 
 def _check_dataset(dataset):
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got dataset={dataset!r}")
+    choice(dataset, "dataset", DATASETS)
 
 
 def _load_extractor(dataset, extractor, device):

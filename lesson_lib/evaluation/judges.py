@@ -7,6 +7,7 @@ ship trained in ``lesson_lib/weights/``; :func:`load_classifier` checks their ha
 
 import torch
 
+from ..arguments import images as check_images, labels as check_labels
 from ..diffusion.forward import q_sample
 from ..models.classifiers import _check_dataset, build_classifier
 from ..pretrained import load_artifact
@@ -41,9 +42,12 @@ def load_classifier(dataset, device="cpu", weights_dir=None):
 def classify(images, dataset="mnist", classifier=None, batch_size=500, device=None):
     """Predicted labels and confidences (the softmax probability of the predicted class).
 
-    ``images`` are in [-1, 1], shape (N, C, H, W). Uses the shipped classifier for ``dataset``
-    unless ``classifier`` is given. Returns ``(labels (N,) long, confidence (N,) float32)``.
+    ``images`` are in [-1, 1], shape (N, C, H, W) (uint8 or 0..255 images are refused: a
+    classifier trained on [-1, 1] calls them all one class, confidently). Uses the shipped
+    classifier for ``dataset`` unless ``classifier`` is given. Returns ``(labels (N,) long,
+    confidence (N,) float32)``.
     """
+    check_images(images, "images", ndim=4)
     if classifier is None:
         classifier = load_classifier(dataset, device=device or "cpu")
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
@@ -63,14 +67,15 @@ def classify(images, dataset="mnist", classifier=None, batch_size=500, device=No
 def class_accuracy(images, labels, dataset="mnist", classifier=None, batch_size=500, device=None):
     """Class accuracy and confidence of generated samples of a class-conditional model.
 
-    ``labels`` are the classes the samples were conditioned on. Returns a dict with
-    ``accuracy`` (fraction classified as their label), ``mean_confidence`` (mean softmax
-    probability of the predicted class) and ``n``.
+    ``labels`` are the classes the samples were conditioned on (an integer tensor, one per image).
+    Returns a dict with ``accuracy`` (fraction classified as their label), ``mean_confidence``
+    (mean softmax probability of the predicted class) and ``n``.
     """
-    labels = torch.as_tensor(labels).long().cpu()
-    if labels.dim() != 1 or len(labels) != len(images):
-        raise ValueError(f"labels must be a 1-D tensor with one label per image; got labels of "
-                         f"shape {tuple(labels.shape)} for {len(images)} images")
+    check_images(images, "images", ndim=4)
+    num_classes = getattr(classifier, "num_classes", 10)          # both shipped datasets have 10
+    labels = check_labels(labels, num_classes, "labels", batch=len(images),
+                          hint=f"one label per image, the class each of the {len(images)} was sampled for")
+    labels = labels.long().cpu()
     predicted, confidence = classify(images, dataset, classifier, batch_size, device)
     return dict(accuracy=(predicted == labels).float().mean().item(),
                 mean_confidence=confidence.mean().item(), n=len(labels))
