@@ -22,6 +22,7 @@ class and configuration, the noise schedule's betas, and the raw and EMA weights
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ import torch
 from .diffusion.schedules import NoiseSchedule
 from .files import atomic_write, sha256_of
 from .models import MODEL_CLASSES
-from .training.checkpoint import load_checkpoint, save_checkpoint
+from .training.checkpoint import load_checkpoint, previous_path, save_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 KINDS = ("diffusion", "classifier", "noisy_classifier")
@@ -132,7 +133,23 @@ def load_model(path, ema=True, device="cpu"):
     return model_from_state(load_checkpoint(path), ema=ema, device=device, where=str(path))
 
 
-def export_model(trainer, path, dtype=torch.float16):
+def check_export_path(trainer, path, overwrite=False):
+    """Refuse to export over what cannot be replaced: the run's own checkpoint (or its previous
+    copy, or any checkpoint the trainer resumed from), ever, since an export cannot resume training;
+    and any other existing file the trainer did not export itself, unless ``overwrite=True``."""
+    resolved = os.path.realpath(path)
+    checkpoints = {os.path.realpath(p) for p in (trainer.checkpoint_path, previous_path(trainer.checkpoint_path))} \
+        if trainer.checkpoint_path else set()
+    if resolved in checkpoints or trainer.own_files.get(resolved) == "checkpoint":
+        raise ValueError(f"export_model: {os.fspath(path)!r} is this run's training checkpoint; an export keeps "
+                         f"no optimizer or RNG state, so writing it there would end the run; export to "
+                         f"another file, e.g. {os.path.join(os.path.dirname(os.fspath(path)), 'model.pt')!r}")
+    if os.path.exists(path) and not overwrite and resolved not in trainer.own_files:
+        raise FileExistsError(f"export_model: {os.fspath(path)!r} already exists and this run did not write it; "
+                              f"export to another file, or pass overwrite=True to replace it")
+
+
+def export_model(trainer, path, dtype=torch.float16, overwrite=False):
     """Save a trained model for sampling and sharing: its EMA weights in ``dtype`` (fp16 by
     default, half the size of float32) with everything :func:`load_model` needs (the model's
     class and config, the betas) and its provenance (step, training and objective config,
@@ -142,7 +159,11 @@ def export_model(trainer, path, dtype=torch.float16):
     weights, optimizer or RNG state, so it cannot resume training; it is what the shipped
     models are (give it a model card with :func:`write_card`). Written
     atomically. Returns ``path``.
+
+    It never writes over the run's checkpoint, and over another existing file only when this
+    trainer exported it earlier or ``overwrite=True`` (:func:`check_export_path`).
     """
+    check_export_path(trainer, path, overwrite)
     ema = trainer.ema.state_dict()
     weights = {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()
                for k, v in ema["model"].items()}
@@ -154,6 +175,7 @@ def export_model(trainer, path, dtype=torch.float16):
                      "train_config": dataclasses.asdict(trainer.config),
                      "objective": trainer.objective.config(),
                      "history": [list(h) for h in trainer.history]}, path)
+    trainer.own_files[os.path.realpath(path)] = "export"
     return path
 
 

@@ -5,9 +5,13 @@
     python -m lesson_lib.train --config mnist --steps 10000     # continue a finished run further
 
 The run folder holds ``checkpoint.pt`` (written atomically every ``--checkpoint-every``
-steps and at the end) and ``samples_stepN.png`` grids. Running the same command again
-resumes from the checkpoint exactly where it stopped; a checkpoint from other settings is
-refused with the list of differences. Settings come from :mod:`lesson_lib.training.profiles`.
+steps and at the end, the one before kept as ``checkpoint.prev.pt``) and ``samples_stepN.png``
+grids. Running the same command again resumes from the checkpoint exactly where it stopped.
+Settings come from :mod:`lesson_lib.training.profiles`.
+
+Nothing is overwritten that this run did not write: ``--out`` must be a new or empty folder (a
+fresh run) or the folder of the same run (resumed); a folder of other files, or a checkpoint
+from other settings, is refused before training starts, as is a folder that cannot be written.
 """
 
 import argparse
@@ -16,8 +20,9 @@ import signal
 
 import torch
 
-from .cli import non_negative_int, positive_int, run
+from .cli import check_device, non_negative_int, positive_int, run
 from .data.images import load_dataset, save_grid
+from .training.checkpoint import ConfigMismatchError, checkpoint_exists
 from .training.profiles import CLASS_DROPOUT, PROFILES, current_profile, training_settings
 from .diffusion.sampling import ddim_sample
 from .diffusion.schedules import NoiseSchedule
@@ -53,6 +58,30 @@ def sample_grid(trainer, path, per_class=8, steps=50):
     save_grid(x, path, nrow=per_class)
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def check_out_folder(parser, out):
+    """``--out`` is a new or empty folder (a fresh run) or one holding a checkpoint (a run to
+    resume): never a file, and never a folder of other files, which a fresh run could overwrite."""
+    if not out:
+        parser.error("--out is empty; name the run folder, e.g. --out runs/mnist")
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"--out {out} is a file, not a folder; choose a folder for the run (a new one, or "
+                     f"the folder of the run to resume)")
+    if os.path.isdir(out) and not checkpoint_exists(os.path.join(out, CHECKPOINT)):
+        others = sorted(name for name in os.listdir(out) if not name.startswith("."))
+        if others:
+            parser.error(f"--out {out} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
+                         f"but no {CHECKPOINT} to resume, and a fresh run could overwrite them; choose a new "
+                         f"or empty folder")
+
+
+def one_line(error):
+    """An error message on one line (a checkpoint's error may list its differences on several)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesson_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,20 +98,37 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     profile = current_profile(args.profile)
-    cuda = torch.cuda.is_available()
-    if (args.device or "").startswith("cuda") and not cuda:
-        p.error("--device cuda, but this machine has no CUDA GPU; use --device cpu")
-    if profile == "gpu" and not cuda and not (args.device or "").startswith("cpu"):
+    if args.device is not None:
+        check_device(p, args.device)
+    if profile == "gpu" and not torch.cuda.is_available() and not (args.device or "").startswith("cpu"):
         p.error("the gpu profile trains for hours on a GPU and would take weeks here: this machine has no "
                 "CUDA GPU. Use --profile cpu (about 15 minutes on a laptop), or add --device cpu to insist")
-    out = args.out or os.path.join("runs", f"{args.config}-{profile}")
-    os.makedirs(out, exist_ok=True)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        p.error(f"--data-dir {args.data_dir} is not a folder; pass the folder of the dataset mirror, or leave "
+                f"--data-dir out to use $DDPM_DATA_DIR or a download")
+    out = args.out if args.out is not None else os.path.join("runs", f"{args.config}-{profile}")
+    check_out_folder(p, out)
+
+    # Everything that can be refused is refused here, before the first step (and before any write).
     trainer, steps = build(args.config, profile, args.data_dir, args.steps,
-                           os.path.join(out, "checkpoint.pt"), args.device, args.compile)
+                           os.path.join(out, CHECKPOINT), args.device, args.compile)
+    try:
+        resumed = trainer.resume()
+    except ConfigMismatchError as error:
+        differ = ", ".join(error.keys[:4]) + (", ..." if len(error.keys) > 4 else "")
+        p.error(f"--out {out} holds the checkpoint of another run (its {differ} differ from this command's); "
+                f"choose another --out for this run, or repeat that run's command to resume it")
+    except ValueError as error:
+        p.error(f"--out {out}: {trainer.checkpoint_path} cannot be resumed ({one_line(error)}); choose "
+                f"another --out for a fresh run")
+    try:
+        trainer.check_checkpoint_path()          # creates the folder; fails if it cannot be written
+    except OSError as error:
+        p.error(f"--out {out}: {one_line(error)}")
     n_params = sum(q.numel() for q in trainer.model.parameters())
     print(f"{args.config}, profile {profile}: {n_params / 1e6:.2f}M parameters on {trainer.device}, "
           f"{steps} steps of batch {trainer.config.batch_size}; run folder {out}")
-    if trainer.resume():
+    if resumed:
         print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
 
     def save_samples(t):
@@ -98,7 +144,8 @@ def main(argv=None):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    trainer.save()                    # also with --checkpoint-every 0, and after an interruption
+    if not args.checkpoint_every:     # run() saved at the end (after an interruption too) otherwise
+        trainer.save()
     if trainer.stop_requested:
         print(f"interrupted at step {trainer.step}: saved {trainer.checkpoint_path}; run the same command "
               f"again to resume")

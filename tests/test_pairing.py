@@ -68,3 +68,26 @@ def test_a_missing_script_is_named(copy_of_lesson):
     pairing.script_path(copy_of_lesson).unlink()
     assert pairing.problems(copy_of_lesson) == [f"{pairing.script_path(copy_of_lesson)} is missing"]
     assert pairing.main(["check", str(copy_of_lesson.parent)]) == 1
+
+
+def test_an_exercise_holding_a_students_answers_is_accepted_and_left_alone(tmp_path):
+    """A student who answers in exercises/NN.ipynb (or in its script) leaves the pair differing: the
+    check accepts that, as `assignments check` does, and sync does not write over either side; any
+    change outside the answer regions is still caught."""
+    from lesson_lib.course import assignments
+    for folder in ("solutions", "exercises"):
+        (tmp_path / folder).mkdir()
+        for suffix in (".ipynb", ".py"):
+            shutil.copy(ROOT / folder / f"01_forward_process{suffix}", tmp_path / folder)
+    exercise = tmp_path / "exercises" / "01_forward_process.ipynb"
+    nb = nbformat.read(exercise, as_version=4)
+    for cell in nb.cells:
+        cell.source = cell.source.replace(assignments.STUB, "return 42")
+    nbformat.write(nb, exercise)
+    script = pairing.script_path(exercise).read_text()
+    assert pairing.problems(exercise) == []
+    assert pairing.main(["sync", str(exercise.parent)]) == 0
+    assert pairing.script_path(exercise).read_text() == script
+    nb.cells[1].source += "\n\nA note of mine."
+    nbformat.write(nb, exercise)
+    assert pairing.problems(exercise) == [f"{pairing.script_path(exercise)} differs from {exercise.name}"]

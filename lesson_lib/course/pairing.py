@@ -14,7 +14,10 @@ script on every machine::
     python -m lesson_lib.course.pairing sync  [FOLDER ...]   # write each script from its notebook
     python -m lesson_lib.course.pairing check [FOLDER ...]   # exit 1 and name each script that differs
 
-``tests/test_pairing.py`` runs ``check`` on every notebook. To edit the script and carry the
+``tests/test_pairing.py`` runs ``check`` on every notebook. One pair may differ: an exercise whose
+notebook and script each hold the generated exercise plus a student's answers (the student wrote
+in one of them; see :func:`lesson_lib.course.assignments.answers_only_twins`). ``check`` accepts it
+and ``sync`` leaves it alone, since syncing could write over answers. To edit the script and carry the
 change into the notebook instead, ``jupytext --sync FILE`` updates whichever of the two is older
 (``jupytext.toml`` at the repository root pairs them with the same settings), then re-run the
 notebook so its outputs match. ``python -m lesson_lib.course.assignments generate`` writes each
@@ -47,20 +50,37 @@ def script_path(notebook):
     return Path(notebook).with_suffix(".py")
 
 
-def script_text(notebook):
-    """The percent script of the notebook at ``notebook`` (a path), as a string."""
+def _script(nb):
     jupytext = _jupytext()
-    nb = copy.deepcopy(jupytext.read(str(notebook)))
+    nb = copy.deepcopy(nb)
     nb.metadata = {"jupytext": dict(METADATA)}
     return jupytext.writes(nb, fmt=FORMAT)
 
 
+def script_text(notebook):
+    """The percent script of the notebook at ``notebook`` (a path), as a string."""
+    return _script(_jupytext().read(str(notebook)))
+
+
+def script_of_text(text):
+    """The percent script of a notebook given as its JSON text (e.g. one not written yet)."""
+    return _script(_jupytext().reads(text, fmt="ipynb"))
+
+
+def _an_exercise_with_answers(notebook):
+    # Imported here, not at the top, because assignments imports this module (to write the
+    # exercises' scripts).
+    from .assignments import answers_only_twins
+    return answers_only_twins(notebook)
+
+
 def problems(notebook):
-    """What is wrong with the notebook's script: [] when it exists and matches, else one message."""
+    """What is wrong with the notebook's script: [] when it exists and matches (or the pair is an
+    exercise holding a student's answers), else one message."""
     script = script_path(notebook)
     if not script.exists():
         return [f"{script} is missing"]
-    if script.read_text(encoding="utf-8") != script_text(notebook):
+    if script.read_text(encoding="utf-8") != script_text(notebook) and not _an_exercise_with_answers(notebook):
         return [f"{script} differs from {Path(notebook).name}"]
     return []
 
@@ -89,7 +109,7 @@ def main(argv=None):
     failed = 0
     for path in paths:
         if args.command == "sync":
-            if sync(path):
+            if problems(path) and sync(path):            # never over an exercise holding answers
                 print(f"wrote {script_path(path)}")
         else:
             for message in problems(path):

@@ -6,6 +6,10 @@ teacher (dropout off), has its own optimiser, a learning rate annealed linearly 
 the halving (``lr_decay_steps``) and no EMA (``ema_decay = 0``: the sampled weights are the
 trained ones); when it is done it becomes the next teacher. Every halving writes its own
 checkpoint, so an interrupted run resumes where it stopped (finished halvings are only reloaded).
+
+A student is only as good as its teacher's targets, so each checkpoint records which teacher it
+was distilled from (the sha256 of the teacher's weights, in the objective's config): a
+``checkpoint_dir`` of one teacher's students is refused, not resumed, under another teacher.
 """
 
 import copy
@@ -16,6 +20,7 @@ import torch
 
 from ..arguments import integer
 from ..diffusion.distillation import WEIGHTINGS, Distillation
+from .checkpoint import ConfigMismatchError, weights_sha256
 from .trainer import TrainConfig, Trainer
 
 
@@ -28,6 +33,20 @@ def student_from(teacher):
     student = type(teacher).from_config(config)
     student.load_state_dict(copy.deepcopy(teacher.state_dict()))
     return student
+
+
+class DistillationFrom(Distillation):
+    """:class:`~lesson_lib.diffusion.distillation.Distillation` whose config also names the
+    teacher, by the sha256 of its weights (:func:`~lesson_lib.training.checkpoint.weights_sha256`).
+    The config is saved in every checkpoint and compared on resume, so a student is never resumed
+    under a teacher other than its own."""
+
+    def __init__(self, teacher, student_steps, weighting="snr_trunc"):
+        super().__init__(teacher, student_steps, weighting)
+        self.teacher_sha256 = weights_sha256(teacher)
+
+    def config(self):
+        return {**super().config(), "teacher_sha256": self.teacher_sha256}
 
 
 def halving_config(config, train_steps, student_steps):
@@ -50,7 +69,8 @@ def progressive_distillation(teacher, schedule, data, labels=None, *, start_step
         train_steps: optimisation steps per halving (an int, or a dict {student_steps: int}).
         config: the :class:`TrainConfig` each halving starts from (lr, batch size, seed);
             see :func:`halving_config` for what is overridden.
-        checkpoint_dir: where ``student_{N}.pt`` of each halving is written (and resumed from).
+        checkpoint_dir: where ``student_{N}.pt`` of each halving is written (and resumed from,
+            unless it was distilled from another teacher: then ValueError).
         on_student: ``on_student(N, trainer)`` after each halving (e.g. to export it).
 
     Returns a list of ``(N, trainer)`` from the first student (start_steps / 2) to the last;
@@ -71,8 +91,15 @@ def progressive_distillation(teacher, schedule, data, labels=None, *, start_step
         path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"student_{student_steps}.pt"
         trainer = Trainer(student_from(teacher), schedule, data, halving_config(config, steps, student_steps),
                           labels=labels, device=device, checkpoint_path=path,
-                          objective=Distillation(teacher, student_steps, weighting))
-        trainer.resume()
+                          objective=DistillationFrom(teacher, student_steps, weighting))
+        try:
+            trainer.resume()
+        except ConfigMismatchError as error:
+            if "teacher_sha256" not in error.keys:
+                raise
+            raise ValueError(f"{path} holds a student distilled from another teacher (its weights' sha256 "
+                             f"differs from this teacher's), so it cannot be resumed; pass the teacher it was "
+                             f"distilled from, or a fresh checkpoint_dir for this teacher") from error
         trainer.run(steps, progress=progress, checkpoint_every=max(1, steps // 4) if path else 0)
         results.append((student_steps, trainer))
         if on_student is not None:

@@ -21,13 +21,17 @@ practice:
 * checkpoints written atomically that resume *exactly*: model, EMA, optimizer, step, every
   random number generator state and the configuration. A loss that turns NaN or inf stops
   training with a clear error, and is never written to disk, so the last good checkpoint
-  survives.
+  survives; the one before it is kept too (``checkpoint.prev.pt``), and :meth:`Trainer.resume`
+  falls back to it when the newest cannot be read.
+* nothing of another run is overwritten: a trainer writes over an existing checkpoint only
+  when it resumed from it or wrote it itself (or was told ``overwrite_checkpoint=True``), and
+  :meth:`Trainer.run` checks that, and that the folder is writable, before the first step.
 
 Every random number of the loop comes from a generator whose state the checkpoint saves:
 the loader's (batches, flips), the objective's (t, eps, label dropout) and the global one
 (dropout inside the model).
 
-Why one module of about 400 lines: the loop, its checkpoints and its NaN guard share one state
+Why one module of about 450 lines: the loop, its checkpoints and its NaN guard share one state
 (model, EMA, optimizer, step, generators); split apart, each part would reach into the others.
 """
 
@@ -39,7 +43,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from .checkpoint import (check_config, check_writable, checkpoint_exists, load_latest_checkpoint,
+                         previous_path, save_checkpoint)
 from ..arguments import float_tensor, integer, number
 from ..data.loader import TensorLoader, to_device_if_fits
 from .ema import EMA
@@ -155,18 +160,23 @@ class Trainer:
         config: a :class:`TrainConfig`.
         labels: class labels ``(N,)`` for a class-conditional model.
         device: where to train; defaults to CUDA when present.
-        checkpoint_path: where :meth:`save` writes and :meth:`resume` reads.
+        checkpoint_path: where :meth:`save` writes and :meth:`resume` reads (with the previous
+            checkpoint kept beside it, e.g. ``checkpoint.prev.pt``).
         objective: what to minimise, ``objective(model, schedule, x0, y, generator) -> loss``
             with a ``config()`` (see :mod:`lesson_lib.diffusion.losses`); default
             ``LSimple(config.class_dropout)``. Its config is saved in checkpoints.
+        overwrite_checkpoint: allow :meth:`save` to replace a checkpoint at ``checkpoint_path``
+            that this trainer neither resumed from nor wrote (another run's). Off by default: call
+            :meth:`resume` to continue that run, or choose another path.
 
     ``trainer.run(steps)`` trains; ``trainer.model`` holds the raw weights,
     ``trainer.ema.model`` the averaged ones (sample from those), ``trainer.history`` the
-    logged ``(step, loss)`` pairs.
+    logged ``(step, loss)`` pairs, ``trainer.own_files`` the existing files it may write over
+    (the checkpoints it resumed from or wrote, the models it exported).
     """
 
     def __init__(self, model, schedule, data, config=None, labels=None, device=None,
-                 checkpoint_path=None, objective=None):
+                 checkpoint_path=None, objective=None, overwrite_checkpoint=False):
         self.config = config or TrainConfig()
         cfg = self.config
         if objective is not None and cfg.class_dropout:
@@ -219,6 +229,12 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)    # the objective's draws
         torch.manual_seed(cfg.seed)                                             # dropout
         self.checkpoint_path = checkpoint_path
+        if not isinstance(overwrite_checkpoint, bool):
+            raise TypeError(f"overwrite_checkpoint must be True or False, got {overwrite_checkpoint!r}")
+        self.overwrite_checkpoint = overwrite_checkpoint
+        # The existing files this trainer may write over (resolved path -> "checkpoint" or "export"):
+        # the checkpoints it resumed from or wrote, and the models it exported (lesson_lib.pretrained).
+        self.own_files = {}
         self.step = 0
         self.unusable = False          # set when a non-finite loss stopped training; resume() clears it
         self.stop_requested = False    # set (e.g. by a signal handler) to stop cleanly after this step
@@ -263,6 +279,9 @@ class Trainer:
         ``checkpoint_path`` is set; every ``callback_every`` steps ``callback(trainer)``
         runs (e.g. to save a grid of samples). Setting ``trainer.stop_requested = True`` (a signal
         handler may) stops cleanly after the current step. Returns ``self.history``.
+
+        Before the first step it calls :meth:`check_checkpoint_path`, so that a checkpoint that may
+        not be written fails now, not after the work.
         """
         cfg = self.config
         if self.unusable:
@@ -271,11 +290,13 @@ class Trainer:
         steps = integer(steps, "steps", minimum=0, hint="run(steps) trains until trainer.step == steps")
         checkpoint_every = integer(checkpoint_every, "checkpoint_every", minimum=0, hint="0 = only at the end")
         callback_every = integer(callback_every, "callback_every", minimum=0)
+        self.check_checkpoint_path()
         self.model.train()
         self._running, self._count = 0.0, 0
         self._tick, self._tick_step = time.perf_counter(), self.step
         self._bar = tqdm(total=steps, initial=self.step, desc="training", disable=not progress,
                          dynamic_ncols=True)
+        saved_at = None
         try:
             while self.step < steps and not self.stop_requested:
                 self._running = self._running + self.train_step()
@@ -285,11 +306,12 @@ class Trainer:
                     self._log()
                 if checkpoint_every and self.step % checkpoint_every == 0 and self.checkpoint_path:
                     self.save()
+                    saved_at = self.step
                 if callback is not None and callback_every and self.step % callback_every == 0:
                     callback(self)
         finally:
             self._bar.close()
-        if self.checkpoint_path and checkpoint_every:
+        if self.checkpoint_path and checkpoint_every and saved_at != self.step:
             self.save()
         return self.history
 
@@ -342,6 +364,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state):
+        missing = [key for key in _RESUMABLE if key not in state]
+        if missing:
+            raise ValueError(f"it is not a checkpoint that training can resume: it has no {', '.join(missing)} "
+                             f"(a model written by export_model?); resume from the checkpoint that Trainer.save wrote")
         check_config(state["model_config"], dict(self.model.config), "model configuration")
         check_config(_resumable(state["train_config"]), _resumable(dataclasses.asdict(self.config)),
                      "training configuration")
@@ -362,26 +388,69 @@ class Trainer:
         self.history = [tuple(h) for h in state["history"]]
         self.unusable = False
 
+    def may_replace(self, path):
+        """Whether this trainer may write a checkpoint over an existing ``path``: it resumed from
+        it or wrote it itself, or was built with ``overwrite_checkpoint=True``."""
+        return self.overwrite_checkpoint or os.path.realpath(path) in self.own_files
+
+    def _refuse_another_runs_checkpoint(self, path):
+        """Raise FileExistsError if a checkpoint this trainer may not replace is at ``path``."""
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"checkpoint_path {os.fspath(path)!r} is a folder; pass the file to write, "
+                                    f"e.g. {os.path.join(path, 'checkpoint.pt')!r}")
+        if checkpoint_exists(path) and not self.may_replace(path):
+            found = path if os.path.exists(path) else previous_path(path)
+            raise FileExistsError(f"{os.fspath(found)!r} holds a checkpoint that this trainer did not write "
+                                  f"(another run's?), and training would overwrite it; call trainer.resume() "
+                                  f"first to continue that run, or choose another checkpoint_path (or pass "
+                                  f"overwrite_checkpoint=True to replace it)")
+
+    def check_checkpoint_path(self, path=None):
+        """Fail now if saving to ``path`` (default ``checkpoint_path``; nothing to check without one)
+        would later fail or overwrite another run's checkpoint: :meth:`run` calls it before the first
+        step. Creates the folder."""
+        path = path or self.checkpoint_path
+        if path is None:
+            return
+        self._refuse_another_runs_checkpoint(path)
+        check_writable(path)
+
     def save(self, path=None):
-        """Write the full training state atomically to ``path`` (default ``checkpoint_path``).
+        """Write the full training state atomically to ``path`` (default ``checkpoint_path``),
+        keeping the checkpoint it replaces as the previous copy (``checkpoint.prev.pt``).
 
         Refuses (NonFiniteLossError) when any weight is NaN or infinite, so that a checkpoint
-        on disk is always a good one."""
+        on disk is always a good one, and (FileExistsError) to replace a checkpoint that this trainer
+        neither resumed from nor wrote (see :meth:`may_replace`)."""
         path = path or self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: pass checkpoint_path= to Trainer or path= to save()")
+        self._refuse_another_runs_checkpoint(path)
         params = list(self.model.parameters()) + list(self.ema.model.parameters())
         if not bool(torch.stack([p.detach().float().isfinite().all() for p in params]).all()):
             raise NonFiniteLossError(self._nan_message("non-finite (NaN or inf weights)"))
-        save_checkpoint(self.state_dict(), path)
+        save_checkpoint(self.state_dict(), path, keep_previous=True)
+        self.own_files[os.path.realpath(path)] = "checkpoint"
 
     def resume(self, path=None):
-        """Load the state saved at ``path`` (default ``checkpoint_path``); True if one was found."""
+        """Load the state saved at ``path`` (default ``checkpoint_path``); True if one was found.
+
+        When the newest checkpoint is missing or unreadable (e.g. truncated) but the previous copy
+        beside it loads, resumes from that one and prints a warning. From then on this trainer may
+        write over the checkpoint: it continues that run."""
         path = path or self.checkpoint_path
-        if path is None or not os.path.exists(path):
+        if path is None:
             return False
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        state = load_latest_checkpoint(path, map_location=self.device)
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        self.own_files[os.path.realpath(path)] = "checkpoint"
         return True
+
+
+# What a checkpoint needs to be resumed (an export, made for sampling, lacks most of it).
+_RESUMABLE = ("step", "model", "ema", "optimizer", "rng", "history", "model_config", "train_config", "betas")
 
 
 # Settings that may change between a run and its resumption without changing its result.
