@@ -23,7 +23,8 @@ def definitions(folder, lesson):
         nb = nbformat.read(str(path), as_version=4)
         assert nb.metadata["lesson_lib"]["lesson"] == lesson
         namespace = types.ModuleType("submission").__dict__
-        assert worker._exec_definitions(notebook.read_definitions(nb)["cells"], namespace) == []
+        kept = notebook.read_definitions(nb)
+        assert worker._exec_definitions(kept["cells"], namespace, kept["constants"]) == []
         _CACHE[key] = namespace
     return dict(_CACHE[key])
 

@@ -77,16 +77,22 @@ def test_only_definitions_are_kept():
     assert [type(node).__name__ for node in kept] == ["ClassDef"]  # the loop and raise are dropped
 
 
+def _read(metadata=None):
+    """What notebook.read_submission says of a notebook with this metadata (for resolve_lesson)."""
+    lesson, note = notebook.metadata_lesson(nbformat.v4.new_notebook(metadata=metadata or {}))
+    return {"metadata_lesson": lesson, "metadata_note": note}
+
+
 def test_lesson_comes_from_option_file_name_or_metadata(tmp_path):
-    tagged = nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": "02"}})
-    plain = nbformat.v4.new_notebook()
+    tagged = _read({"lesson_lib": {"lesson": "02"}})
+    plain = _read()
     assert grader.resolve_lesson("1", plain, "x.ipynb") == ("01", [])
     lesson, warnings = grader.resolve_lesson(None, tagged, "01_x.ipynb")
     assert lesson == "01" and warnings == ["the notebook metadata says lesson 02, but lesson 01 (from the file "
                                            "name) was graded"]
     assert grader.resolve_lesson(None, tagged, "alice.ipynb") == ("02", [])
     assert grader.resolve_lesson(None, plain, tmp_path / "01_forward_process.ipynb") == ("01", [])
-    odd = nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": [1, {"x": 10 ** 100}]}})
+    odd = _read({"lesson_lib": {"lesson": [1, {"x": 10 ** 100}]}})
     assert grader.resolve_lesson(None, odd, "03_y.ipynb") == (
         "03", ["the notebook metadata lesson_lib.lesson is not a lesson number; it was ignored"])
     with pytest.raises(grader.UsageError, match="unknown lesson 99"):
@@ -102,8 +108,8 @@ def test_lesson_comes_from_option_file_name_or_metadata(tmp_path):
 
 def test_a_lesson_between_two_others_has_a_letter(tmp_path):
     """Lesson 1b (between 1 and 2): from --lesson, the file name or the metadata, as "01b"."""
-    tagged = nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": "01b"}})
-    plain = nbformat.v4.new_notebook()
+    tagged = _read({"lesson_lib": {"lesson": "01b"}})
+    plain = _read()
     assert grader.resolve_lesson("1b", plain, "x.ipynb") == ("01b", [])
     assert grader.resolve_lesson(" 01B ", plain, "x.ipynb") == ("01b", [])
     assert grader.resolve_lesson(None, plain, tmp_path / "01b_reverse_process.ipynb") == ("01b", [])
@@ -283,9 +289,9 @@ BUGS += [  # the questions of lessons 1 and 2: a guess or a half measurement doe
      """),
     ("01", "signal_left_measures_both_schedules", """
         def signal_left(t, T=1000):
-            linear = alpha_bars_from_betas(linear_betas(T))[t]  # tensors, not numbers
+            linear = alpha_bars_from_betas(linear_betas(T))[t]  # numbers as 0-dim tensors are fine...
             cosine = alpha_bars_from_betas(cosine_betas(T))[t]
-            return {"linear": linear, "cosine": cosine, "more": "linear" if linear > cosine else "cosine"}
+            return {"linear": linear, "cosine": cosine, "more": "cosine" if linear > cosine else "linear"}  # ...the name is not
      """),
     ("02", "sigma_squared_fits_the_data", """
         def sigma_squared(t, betas, alpha_bars, data):
@@ -447,9 +453,9 @@ def hostile(tmp_path_factory):
 def test_deleting_files_still_ends_with_a_score(hostile):
     report, precious = hostile
     assert by_name(report)["linear_betas_matches_reference"]["status"] == "passed"
-    # in the bubblewrap sandbox the worker cannot even see precious.txt; without it, files the
-    # grading user can write are not protected (see docs/grading.md)
-    assert precious.exists() == bool(sandbox.bubblewrap())
+    # in the bubblewrap sandbox the worker cannot even see precious.txt; without it, the worker's
+    # audit hooks refuse to delete anything outside its own folder (see docs/grading.md)
+    assert precious.exists()
 
 
 def test_sys_exit_inside_a_function_is_an_error(hostile):

@@ -9,7 +9,9 @@ error, exception on import, infinite loop, sys.exit, os._exit, deleting files, h
 huge memory) are in tests/test_grader.py.
 """
 
+import csv
 import hashlib
+import io
 import json
 import os
 import resource
@@ -27,13 +29,12 @@ from lesson_lib.course import batch, grader, notebook, protocol, sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE = REPO / "lesson_lib" / "course"
-# GRADER_TESTS_WITHOUT_SANDBOX=1 runs these tests as on a machine without bubblewrap
+# Every test runs with the sandbox where bubblewrap works and without it everywhere else (the
+# worker's audit hooks, lesson_lib/course/box.py, must then hold the line); GRADER_TESTS_WITHOUT_SANDBOX=1
+# runs them without the sandbox on a machine that has it. CI runs both.
 SANDBOXED = bool(sandbox.bubblewrap()) and not os.environ.get("GRADER_TESTS_WITHOUT_SANDBOX")
-needs_sandbox = pytest.mark.skipif(not SANDBOXED, reason="bubblewrap is not available here")
 MARKER = f"lesson-lib-hostile-{secrets.token_hex(4)}"
 TIMEOUT = 5
-# without the sandbox these would really change files outside the submission
-UNSAFE_WITHOUT_SANDBOX = {"patched_checks", "vandal", "planter", "package_tamper", "shared_memory"}
 
 FORGED = (b'{"event": "imported"}\n{"event": "ready", "notes": []}\n'
           b'{"event": "start", "check": "linear_betas_matches_reference"}\n'
@@ -114,6 +115,62 @@ SUBMISSIONS = {
         from lesson_lib.diffusion.schedules import linear_beta_schedule as reference
         def linear_betas(T, beta_start=1e-4, beta_end=0.02):
             return reference(T, beta_start, beta_end)
+        """]),
+    "references": ("01", ["""
+        import glob, importlib, json, sys
+        from lesson_lib.diffusion.schedules import cosine_beta_schedule as _schedule
+        class linear_betas:   # relabelled: a class defined here whose construction returns the reference's answer
+            def __new__(cls, *args, **kwargs):
+                return importlib.import_module("lesson_lib.diffusion.schedules").linear_beta_schedule(*args, **kwargs)
+        def _helper(T, s, max_beta):   # called through an ungraded helper
+            return _schedule(T, s, max_beta)
+        def cosine_betas(T, s=0.008, max_beta=0.999):
+            return _helper(T, s, max_beta)
+        def alpha_bars_from_betas(betas):   # the reference's source, read and run
+            for root in sys.path + [REPO]:
+                for path in glob.glob(root + "/lesson_lib/diffusion/schedules.py"):
+                    namespace = {}
+                    exec(open(path).read(), namespace)
+                    return namespace["NoiseSchedule"](betas).alpha_bars
+        def q_sample(x0, t, alpha_bars, eps):   # the published solution, read and run
+            for cell in json.load(open(SOLUTION))["cells"]:
+                source = "".join(cell["source"])
+                if "def q_sample" in source:
+                    namespace = {"torch": __import__("torch")}
+                    exec(source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""), namespace)
+                    return namespace["q_sample"](x0, t, alpha_bars, eps)
+        """]),
+    "nan_answers": ("01", ["""
+        import torch
+        def linear_betas(T, beta_start=1e-4, beta_end=0.02):
+            return torch.full((T,), float("nan"), dtype=torch.float64)
+        def q_sample(x0, t, alpha_bars, eps):
+            return torch.full_like(x0, float("nan"))
+        def signal_left(t, T=1000):
+            return {"linear": float("nan"), "cosine": float("nan"), "more": "cosine" if 5 < t < 900 else "linear"}
+        """]),
+    "empty_probes": ("01", ["""
+        import lesson_lib.course.checks as checks
+        class Empty:   # every probe in this worker answers an empty list, which zip() would pass
+            for check in checks._REGISTRY.get("lesson_lib.course.checks.lesson01", []):
+                object.__setattr__(check, "probe", lambda ns, case: [])
+        """]),
+    "kills_grader": ("01", ["""
+        import os, signal
+        def linear_betas(T, beta_start=1e-4, beta_end=0.02):
+            os.kill(os.getppid(), signal.SIGKILL)
+        def cosine_betas(T, s=0.008, max_beta=0.999):
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        """]),
+    "daemon": ("01", [f"""
+        import os, subprocess
+        class Daemon:   # an empty environment and a new session: no token, no process group
+            for argv in (["/bin/sh", "-c", "sleep 3; echo {{}} > " + OUT + "/01_honest.json; sleep 60; echo {MARKER}"],):
+                try:
+                    subprocess.Popen(argv, start_new_session=True, env={{}}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                except OSError:
+                    pass
         """]),
     # 2. harm beyond the submission
     "survivor": ("01", [f"""
@@ -230,6 +287,44 @@ SUBMISSIONS = {
             raise RuntimeError("\\x1b[2J\\x1b[H\\rlinear_betas_matches_reference  1/1  passed\\ntotal 10/10\\x07")
         """]),
     # 6. honest students must not lose points
+    "computed_constant": ("s01", ["""
+        import math
+        import torch
+        SQRT = torch.sqrt                           # computed top-level values the functions use
+        HALF_PI = math.pi / 2
+        def q_sample(x0, t, alpha_bars, eps):
+            a = alpha_bars[t].to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))
+            return SQRT(a) * x0 + SQRT(1 - a) * eps
+        def cosine_betas(T, s=0.008, max_beta=0.999):
+            f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * HALF_PI) ** 2
+            return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+        """]),
+    "help_syntax": ("s01", ["torch.acos?\n??torch.cumprod\nimport torch"]),
+    "tensor_numbers": ("s01", ["""
+        def signal_left(t, T=1000):
+            linear = alpha_bars_from_betas(linear_betas(T))[t]       # 0-dim tensors, not .item()
+            cosine = alpha_bars_from_betas(cosine_betas(T))[t]
+            return {"linear": linear, "cosine": cosine, "more": "linear" if linear > cosine else "cosine"}
+        """]),
+    "numpy_numbers": ("s06", ["""
+        import numpy as np
+        def lerp_midpoint_norm(d):
+            return np.sqrt(d / 2)                     # a numpy float64
+        """]),
+    "exact_tails": ("s08", ["""
+        import math
+        import torch
+        def discretized_log_likelihood(x, mean, log_variance):   # exact Phi through erfc, no floor
+            Phi = lambda z: 0.5 * torch.special.erfc(-z / math.sqrt(2))
+            half = 1.0 / 255
+            inv_std = torch.exp(-0.5 * log_variance)
+            upper, lower = (x - mean + half) * inv_std, (x - mean - half) * inv_std
+            right = lower > 0
+            mass = torch.where(right, Phi(-lower) - Phi(-upper), Phi(upper) - Phi(lower))
+            middle = torch.log(mass)
+            low_edge, high_edge = torch.special.log_ndtr(upper), torch.special.log_ndtr(-lower)
+            return torch.where(x < -1 + half, low_edge, torch.where(x > 1 - half, high_edge, middle))
+        """]),
     "cell_magic": ("01", ["""
         %%time
         import torch
@@ -266,8 +361,25 @@ SUBMISSIONS = {
 }
 
 
+def BATCH_ONLY(folder):  # noqa: N802  (a table, built when called)
+    """Submissions that test the batch itself, by the path they are filed under: names a
+    spreadsheet would run, one folder per student, two long near-identical notebooks (300 KB
+    of code each, which once stalled the similarity step for hours) and outputs of 33 MB."""
+    solution = nbformat.read(str(next((REPO / "solutions").glob("01_*.ipynb"))), as_version=4)
+    exercise = nbformat.read(str(next((REPO / "exercises").glob("01_*.ipynb"))), as_version=4)
+    long_code = "    _ = " + repr("x" * 300_000) + "\n"
+    padded = _notebook("s01", [f"def cosine_betas(T, s=0.008, max_beta=0.999):\n{long_code}    return x\n"], "01")
+    outputs = _notebook("s01", [], "01")
+    outputs.cells[-1].outputs = [nbformat.v4.new_output("stream", text="y" * (33 << 20))]
+    return {"=HYPERLINK(1).ipynb": solution, "@SUM.ipynb": exercise, "alice/01_forward_process.ipynb": solution,
+            "01_long_a.ipynb": padded, "01_long_b.ipynb": padded, "01_big_outputs.ipynb": outputs}
+
+
 def _notebook(base, cells, lesson):
-    nb = nbformat.read(str(next((REPO / "exercises").glob(f"{base}_*.ipynb"))), as_version=4) if base \
+    """The exercise notebook of lesson ``base`` ("s01": the solution notebook; None: an empty one)
+    with ``cells`` appended."""
+    folder, base = ("solutions", base[1:]) if base and base.startswith("s") else ("exercises", base)
+    nb = nbformat.read(str(next((REPO / folder).glob(f"{base}_*.ipynb"))), as_version=4) if base \
         else nbformat.v4.new_notebook(metadata={"lesson_lib": {"lesson": lesson}})
     nb.cells += [nbformat.v4.new_code_cell(textwrap.dedent(source).strip("\n")) for source in cells]
     return nb
@@ -317,11 +429,11 @@ def graded(tmp_path_factory):
         path.mkdir()
     precious = private / "precious.txt"
     precious.write_text("instructor data")
-    constants = f"FOLDER = {str(folder)!r}\nOUT = {str(out)!r}\nPRECIOUS = {str(precious)!r}"
+    solution = next((REPO / "solutions").glob("01_*.ipynb"))
+    constants = (f"FOLDER = {str(folder)!r}\nOUT = {str(out)!r}\nPRECIOUS = {str(precious)!r}\n"
+                 f"REPO = {str(REPO)!r}\nSOLUTION = {str(solution)!r}")
     for name, (base, cells) in SUBMISSIONS.items():
-        if name in UNSAFE_WITHOUT_SANDBOX and not SANDBOXED:
-            continue
-        lesson = base or "01"
+        lesson = LESSONS[name]
         nb = _notebook(base, [constants] + cells, lesson)
         if name == "odd_metadata":
             nb.metadata["lesson_lib"] = {"lesson": {"nested": [1, 2, {"deep": "9" * 1000}]}}
@@ -333,12 +445,15 @@ def graded(tmp_path_factory):
     (folder / "01_untouched.ipynb").write_bytes(next((REPO / "exercises").glob("01_*.ipynb")).read_bytes())
     (folder / "01_not_a_notebook.ipynb").write_text('{"cells": "nope"}')
     (folder / "01_huge.ipynb").write_bytes(b'{"cells": [], "padding": "' + b"x" * (33 << 20) + b'"}')
+    for name, nb in BATCH_ONLY(folder).items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        nbformat.write(nb, str(folder / name))
     outside = _snapshot(folder, private) | _snapshot_files(*PACKAGE_FILES)
     memory_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.monotonic()
     rows = batch.grade_folder(folder, out, timeout=TIMEOUT, seed=12345, sandbox="auto" if SANDBOXED else "off")
     seconds = time.monotonic() - start
-    time.sleep(0.5)
+    time.sleep(3.5)  # long enough for the daemon to rewrite a report, if it were alive
     reports = {path.stem: json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
                for path in out.glob("*.json")}
     return {"rows": rows, "reports": reports, "out": out, "folder": folder, "precious": precious,
@@ -347,8 +462,12 @@ def graded(tmp_path_factory):
             "survivors": _marked_processes()}
 
 
+LESSONS = {name: "02" if name == "float_subclass" else (base or "01").lstrip("s") for name, (base, _) in
+           SUBMISSIONS.items()}
+
+
 def report(graded, name):
-    return graded["reports"][f"{'02' if name == 'float_subclass' else '01'}_{name}"]
+    return graded["reports"][f"{LESSONS.get(name, '01')}_{name}"]
 
 
 def results(graded, name):
@@ -358,10 +477,9 @@ def results(graded, name):
 # --- every submission ends with a score and a reason; honest ones keep their score -------
 
 def test_every_submission_has_a_report_with_a_reason(graded):
-    skipped = 0 if SANDBOXED else len(UNSAFE_WITHOUT_SANDBOX)
-    assert len(graded["rows"]) == len(graded["reports"]) == len(SUBMISSIONS) + 5 - skipped >= 25
+    assert len(graded["rows"]) == len(graded["reports"]) == len(SUBMISSIONS) + 5 + len(BATCH_ONLY(None)) >= 40
     for name, one in graded["reports"].items():
-        assert one["max"] == 12 and 0 <= one["total"] <= 12, name
+        assert one["max"] in (10, 12) and 0 <= one["total"] <= one["max"], name
         for result in one["checks"]:
             assert result["status"] == "passed" or result["reason"], (name, result)
     assert (graded["out"] / "summary.csv").read_text().count("\n") == len(graded["rows"]) + 1
@@ -377,9 +495,8 @@ def test_points_without_work_score_zero(graded):
     for name in ("forged_messages", "patched_checks", "tensor_subclass", "frame_reader", "gc_scan",
                  "survivor", "vandal", "planter", "flood", "deep_message", "trickle",
                  "nan_message", "shared_memory", "many_processes", "escapes", "odd_metadata",
-                 "mismatched_lesson", "float_subclass", "package_tamper"):
-        if name in UNSAFE_WITHOUT_SANDBOX and not SANDBOXED:
-            continue
+                 "mismatched_lesson", "float_subclass", "package_tamper", "uses_reference",
+                 "references", "nan_answers", "empty_probes", "kills_grader", "daemon", "classmate"):
         assert report(graded, name)["total"] == 0, (name, grader.format_report(report(graded, name)))
 
 
@@ -400,11 +517,38 @@ def test_fresh_inputs_defeat_a_lookup_table(graded):
     assert results(graded, "lookup_table")["linear_betas_matches_reference"]["status"] == "failed"
 
 
+def test_the_references_are_out_of_reach(graded):
+    """Imported, relabelled, called through a helper, read from their source or from the published
+    solution: a reference earns nothing, and the reason says why."""
+    assert "not available while grading" in results(graded, "uses_reference")["linear_betas_matches_reference"]["reason"]
+    found = results(graded, "references")
+    assert "not available while grading" in found["linear_betas_matches_reference"]["reason"]
+    assert "not available while grading" in found["cosine_betas_matches_reference"]["reason"]
+    for name in ("alpha_bars_are_cumulative_product", "q_sample_matches_equation_4"):
+        assert "PermissionError" in found[name]["reason"] and "does not allow" in found[name]["reason"], found[name]
+
+
+def test_forged_numbers_and_empty_answers_earn_nothing(graded):
+    nan = results(graded, "nan_answers")
+    assert nan["linear_betas_matches_reference"]["status"] == "failed"
+    assert "expected a finite number" in nan["signal_left_measures_both_schedules"]["reason"]
+    assert all(r["points"] == 0 and r["reason"] for r in report(graded, "empty_probes")["checks"])
+
+
+def test_killing_the_grader_or_leaving_a_daemon_changes_nothing(graded):
+    assert report(graded, "kills_grader")["total"] == 0 and report(graded, "honest")["total"] == 12
+    killers = results(graded, "kills_grader")
+    for name in ("linear_betas_matches_reference", "cosine_betas_matches_reference"):
+        assert killers[name]["status"] in ("error", "crashed") and killers[name]["reason"], killers[name]
+    assert json.loads((graded["out"] / "01_honest.json").read_text())["total"] == 12  # not rewritten
+
+
 def test_instructor_flags(graded):
     def flags(name):
         return " ".join(report(graded, name)["flags"])
     assert "uses lesson_lib" in flags("uses_reference")
-    assert results(graded, "uses_reference")["linear_betas_matches_reference"]["status"] == "passed"
+    assert "_helper" in flags("references") and "uses lesson_lib" in flags("references")
+    assert "identical to the published solution" in flags("honest")
     assert "call stack" in flags("frame_reader") and "garbage collector" in flags("gc_scan")
     assert "__torch_function__" in flags("tensor_subclass")
     assert "near-identical graded code to 01_copycat.ipynb" in flags("honest")
@@ -413,7 +557,6 @@ def test_instructor_flags(graded):
 
 # --- harm beyond the submission --------------------------------------------------------
 
-@needs_sandbox
 def test_nothing_outside_the_sandbox_changes(graded):
     assert graded["outside_after"] == graded["outside_before"]
     assert graded["precious"].read_text() == "instructor data"
@@ -422,14 +565,17 @@ def test_nothing_outside_the_sandbox_changes(graded):
     assert planted == []
 
 
-@needs_sandbox
 def test_no_process_survives(graded):
     assert graded["survivors"] == []
 
 
-@needs_sandbox
 def test_a_classmates_notebook_is_out_of_sight(graded):
-    assert results(graded, "classmate")["linear_betas_matches_reference"]["status"] == "not implemented"
+    """In the sandbox the folder of submissions does not exist; without it, listing it is refused."""
+    found = results(graded, "classmate")["linear_betas_matches_reference"]
+    if SANDBOXED:
+        assert found["status"] == "not implemented"
+    else:
+        assert found["status"] == "error" and "does not allow glob.glob" in found["reason"], found
 
 
 def test_protections_are_reported(graded):
@@ -466,15 +612,16 @@ def test_parsing_problems_become_notes(graded):
     assert "the notebook metadata says lesson 02, but lesson 01 (from the file name) was graded" in \
         report(graded, "mismatched_lesson")["notes"]
     assert any("could not read the notebook" in n for n in report(graded, "not_a_notebook")["notes"])
-    assert any("more than the 32 MB allowed" in n for n in report(graded, "huge")["notes"])
+    assert not any("could not read" in n for n in report(graded, "huge")["notes"])  # 33 MB of outputs are fine
 
 
 def test_the_grader_stays_bounded(graded):
-    assert graded["memory_growth_kb"] < 1_500_000  # the flood alone sent 48 MB to every descriptor
+    # the flood sent 48 MB to every descriptor; notebooks are parsed in the reader's process (see
+    # test_a_notebook_that_needs_too_much_memory_to_parse_scores_zero)
+    assert graded["memory_growth_kb"] < 600_000
     assert graded["seconds"] < 60 * len(graded["rows"])
 
 
-@needs_sandbox
 def test_limits_hold(graded):
     limits = results(graded, "shared_memory")
     for name in ("alpha_bars_are_cumulative_product", "posterior_matches_equations_6_7"):
@@ -490,6 +637,32 @@ def test_control_characters_are_escaped(graded):
     text = (graded["out"] / "01_escapes.txt").read_text()
     assert "\x1b" not in text and "\r" not in text and "\x07" not in text
     assert all(c.isprintable() or c == "\n" for c in text)
+
+
+def test_honest_but_unusual_notebooks_keep_every_point(graded):
+    for name in ("computed_constant", "help_syntax", "tensor_numbers", "cell_magic", "continuation"):
+        one = report(graded, name)
+        if name in ("cell_magic", "continuation"):
+            continue
+        assert one["total"] == one["max"], (name, grader.format_report(one))
+    assert report(graded, "numpy_numbers")["total"] == 10
+    assert report(graded, "exact_tails")["total"] == 10, grader.format_report(report(graded, "exact_tails"))
+    assert graded["reports"]["01_big_outputs"]["total"] == 12
+    assert any("IPython line" in note for note in report(graded, "help_syntax")["notes"])
+
+
+def test_the_batch_summary_is_safe_and_complete(graded):
+    text = (graded["out"] / "summary.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    by_submission = {row["submission"]: row for row in rows}
+    assert by_submission["'=HYPERLINK(1).ipynb"]["total"] == "12"        # shown as text, not run as a formula
+    assert by_submission["'@SUM.ipynb"]["total"] == "0"
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row.values() if cell)
+    assert by_submission["alice/01_forward_process.ipynb"]["report"] == "alice__01_forward_process"
+    assert graded["reports"]["alice__01_forward_process"]["total"] == 12
+    honest = by_submission["01_honest.ipynb"]
+    assert honest["points: q_sample_matches_equation_4"] == "2" and "sandbox" in honest
+    assert "near-identical" in " ".join(graded["reports"]["01_long_a"]["flags"])
 
 
 def test_honest_notebook_habits_cost_nothing(graded):

@@ -123,6 +123,7 @@ def run(lesson, names=None, ns=None, seed=0):
     import torch
 
     from lesson_lib.course import protocol
+    from lesson_lib.course.checks import explain
 
     lesson = _lesson_id(lesson)
     ns = {} if ns is None else ns
@@ -143,8 +144,13 @@ def run(lesson, names=None, ns=None, seed=0):
                 row.update(status=status, reason=_reason(check, error))
             else:
                 row.update(status="passed", points=check.points)
-        row["reason"] = protocol.printable(row["reason"], 500)
         rows.append(row)
+    explain(_selected(lesson, names), rows)
+    for row in rows:
+        earlier = row.pop("see_first", None)
+        if earlier:
+            row["reason"] = f"({earlier} failed too: fix it first, it may be the same mistake) {row['reason']}"
+        row["reason"] = protocol.printable(row["reason"], 800)
     return rows
 
 

@@ -10,6 +10,9 @@ This module does not import torch.
 """
 
 import ast
+import hashlib
+import json
+from pathlib import Path
 
 from lesson_lib.course.notebook import _names
 
@@ -27,26 +30,23 @@ SUSPICIOUS = {
 }
 
 
-def flags(submission, graded_names):
-    """Things in the graded functions (and in any class that overrides __torch_function__)
-    that an instructor may want to look at: uses of lesson_lib, of the call stack, of gc or
-    inspect, overrides of __torch_function__. A list of
-    ``"q_sample: uses lesson_lib (the reference implementation)"``; flags, not verdicts."""
-    found = []
+def by_function(submission):
+    """The flags of every top-level ``def`` and ``class`` of a notebook, as ``{name: [flag, ...]}``
+    (plain data: the grader reads notebooks in a separate process and keeps only this), and
+    under the key ``""`` the flags of the notebook as a whole (``import lesson_lib``). A class
+    that overrides ``__torch_function__`` is listed under ``"*"`` too: it is flagged whether
+    or not it is graded."""
+    found = {"": [], "*": []}
     imported_from_lesson_lib = set()
     for _, nodes in submission["trees"]:
         for node in nodes:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lesson_lib"):
                 imported_from_lesson_lib.update(a.asname or a.name for a in node.names)
             if isinstance(node, ast.Import) and any(a.name.startswith("lesson_lib") for a in node.names):
-                found.append(f"{_names(node)[0]}: the notebook imports lesson_lib")
+                found[""].append(f"{_names(node)[0]}: the notebook imports lesson_lib")
     for label, nodes in submission["trees"]:
         for node in nodes:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            overrides = isinstance(node, ast.ClassDef) and any(
-                isinstance(item, ast.FunctionDef) and item.name == "__torch_function__" for item in node.body)
-            if node.name not in graded_names and not overrides:
                 continue
             seen = set()
             try:
@@ -64,8 +64,51 @@ def flags(submission, graded_names):
                     seen.add("lesson_lib")
                 if word:
                     seen.add(word)
-            found += [f"{node.name} ({label}): {SUSPICIOUS[word]}" for word in SUSPICIOUS if word in seen]
-    return list(dict.fromkeys(found))
+            flagged = [f"{node.name} ({label}): {SUSPICIOUS[word]}" for word in SUSPICIOUS if word in seen]
+            found.setdefault(node.name, []).extend(flagged)
+            if isinstance(node, ast.ClassDef) and any(isinstance(item, ast.FunctionDef) and
+                                                      item.name == "__torch_function__" for item in node.body):
+                found["*"].extend(flagged)
+    return found
+
+
+def helpers(submission):
+    """``{name: [names]}``: for every top-level function or class, the other top-level functions
+    and classes of the notebook it reads (the helpers it may call)."""
+    defined = {node.name: node for _, nodes in submission["trees"] for node in nodes
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    found = {}
+    for name, node in defined.items():
+        try:
+            read = {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
+        except RecursionError:
+            read = set()
+        found[name] = sorted((read & set(defined)) - {name})
+    return found
+
+
+def select(function_flags, graded_names, helper_names=None):
+    """The flags an instructor sees: the notebook's own, those of every graded function and of
+    every helper a graded function uses (directly or through another helper, from
+    :func:`helpers`), and those of any class that overrides ``__torch_function__``; without
+    repeats."""
+    chosen, seen, todo = list(function_flags.get("", [])), set(), sorted(graded_names)
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        chosen += function_flags.get(name, [])
+        todo += (helper_names or {}).get(name, [])
+    return list(dict.fromkeys(chosen + function_flags.get("*", [])))
+
+
+def flags(submission, graded_names):
+    """Things in the graded functions (and in any class that overrides __torch_function__)
+    that an instructor may want to look at: uses of lesson_lib, of the call stack, of gc or
+    inspect, overrides of __torch_function__. A list of
+    ``"q_sample: uses lesson_lib (the reference implementation)"``; flags, not verdicts."""
+    return select(by_function(submission), graded_names, helpers(submission))
 
 
 def _is_stub(statement):
@@ -78,22 +121,64 @@ def _is_stub(statement):
     return False
 
 
-def fingerprint(submission, graded_names):
-    """The graded functions' code without docstrings, comments or layout: two submissions
-    with the same fingerprint have the same graded code (see the batch's similarity flags)."""
-    parts = []
+def fingerprints(submission):
+    """``{name: code}`` for every top-level function or class whose body is more than the
+    untouched stub, the code without docstrings, comments or layout: two submissions with the
+    same code for a name wrote the same thing (see the batch's similarity flags)."""
+    parts = {}
     for _, nodes in submission["trees"]:
         for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-                    and node.name in graded_names:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 body = node.body
                 if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
                                                                         ast.Constant):
                     body = body[1:]
                 if all(_is_stub(stmt) for stmt in body):
                     continue  # the exercise as handed out: alike in everyone's notebook
-                try:
-                    parts.append(node.name + ":" + "\n".join(ast.dump(stmt) for stmt in body))
-                except RecursionError:
-                    parts.append(node.name + ":?")
-    return "\n".join(sorted(parts))
+                try:  # unparse, not dump: its text is the same in every Python version
+                    parts[node.name] = "\n".join(ast.unparse(stmt) for stmt in body)
+                except (RecursionError, ValueError):
+                    parts[node.name] = "?"
+    return parts
+
+
+def fingerprint(parts, graded_names):
+    """The graded functions' code (from :func:`fingerprints`) as one text, in name order."""
+    return "\n".join(f"{name}:{parts[name]}" for name in sorted(graded_names) if name in parts)
+
+
+PUBLISHED = Path(__file__).parent / "checks" / "published.json"
+
+
+def digest(code):
+    """A short hash of a function's code from :func:`fingerprints`, blind to whitespace."""
+    return hashlib.sha256("".join(code.split()).encode("utf-8")).hexdigest()[:16]
+
+
+def published_digests(solutions_dir):
+    """``{lesson: {name: digest}}`` of the graded functions of every solution notebook in
+    ``solutions_dir`` (what :data:`PUBLISHED` holds; ``assignments generate`` writes it)."""
+    from lesson_lib.course.checks import available_lessons, load_checks
+    from lesson_lib.course.notebook import read_definitions, read_notebook
+
+    found = {}
+    for path in sorted(Path(solutions_dir).glob("*.ipynb")):
+        nb, error = read_notebook(path)
+        lesson = ((nb or {}).get("metadata", {}).get("lesson_lib") or {}).get("lesson")
+        if error or lesson not in available_lessons():
+            continue
+        graded = {name for check in load_checks(lesson) for name in check.uses}
+        parts = fingerprints(read_definitions(nb))
+        found[lesson] = {name: digest(parts[name]) for name in sorted(graded) if name in parts}
+    return found
+
+
+def copies_of_the_solution(parts, graded_names, lesson):
+    """Flags for the graded functions whose code is the published solution's, comments,
+    docstrings and layout aside (``parts`` from :func:`fingerprints`)."""
+    try:
+        published = json.loads(PUBLISHED.read_text(encoding="utf-8")).get(lesson, {})
+    except (OSError, ValueError):
+        return []
+    return [f"{name}: identical to the published solution (comments, docstrings and layout aside)"
+            for name in sorted(graded_names) if name in parts and published.get(name) == digest(parts[name])]

@@ -37,8 +37,8 @@ import secrets  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from lesson_lib.course import flags, notebook, protocol  # noqa: E402
-from lesson_lib.course.checks import available_lessons  # noqa: E402
+from lesson_lib.course import flags, notebook, protocol, reader  # noqa: E402
+from lesson_lib.course.checks import available_lessons, explain  # noqa: E402
 from lesson_lib.course.session import GraderError, default_budget  # noqa: E402
 
 FILE_LIMIT_MB = 64        # largest file the worker may write (RLIMIT_FSIZE)
@@ -67,14 +67,15 @@ def _normalize_lesson(value, where):
     return f"{int(match.group(1)):02d}{match.group(2)}"
 
 
-def resolve_lesson(requested, nb, path):
+def resolve_lesson(requested, read, path):
     """The lesson to grade and a list of warnings: ``--lesson``, else the id the file name
     starts with (``01_forward_process.ipynb``, ``01b_reverse_process.ipynb``: a number, then an
     optional letter for a lesson inserted between two others), else the notebook's
     ``metadata.lesson_lib.lesson`` (a student can edit the metadata, not the name the
-    instructor filed the work under)."""
+    instructor filed the work under). ``read`` is :func:`lesson_lib.course.notebook.read_submission`'s
+    summary of the notebook."""
     warnings = []
-    from_meta, meta_note = notebook.metadata_lesson(nb) if nb is not None else (None, None)
+    from_meta, meta_note = read.get("metadata_lesson"), read.get("metadata_note")
     if meta_note:
         warnings.append(meta_note)
     match = re.match(r"(\d{1,3}[a-z]?)[_\-. ]", Path(path).name)
@@ -128,13 +129,18 @@ def _settings(timeout, memory_mb, budget, n_checks, use_bwrap):
 def grade(path, lesson=None, timeout=30.0, memory_mb=4096, seed=None, budget=None, sandbox="auto"):
     """Grade the notebook at ``path``; returns the report as a dict (see docs/grading.md).
     ``sandbox`` is "auto" (bubblewrap when it works), "required" or "off"."""
+    return assess(path, lesson, timeout, memory_mb, seed, budget, sandbox)[0]
+
+
+def assess(path, lesson=None, timeout=30.0, memory_mb=4096, seed=None, budget=None, sandbox="auto"):
+    """:func:`grade`, and the fingerprint of the graded functions (the batch compares them)."""
     from lesson_lib.course import sandbox as isolation
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such notebook: {protocol.printable(path)}")
-    nb, read_error = notebook.read_notebook(path)
-    lesson, warnings = resolve_lesson(lesson, nb, path)
+    read = reader.read_submission(path)
+    lesson, warnings = resolve_lesson(lesson, read, path)
     use_bwrap = isolation.bubblewrap() if sandbox != "off" else None
     if sandbox == "required" and not use_bwrap:
         raise UsageError("--sandbox required, but bubblewrap (bwrap) is not installed or cannot create "
@@ -144,34 +150,40 @@ def grade(path, lesson=None, timeout=30.0, memory_mb=4096, seed=None, budget=Non
     checks = load_checks(lesson)
     seed = secrets.randbelow(2 ** 31) if seed is None else int(seed)
     results, notes, instructor_flags = {}, list(warnings), []
-    if read_error:
-        results = {check.name: _row(check, "error", read_error) for check in checks}
-        notes.append(read_error)
+    graded = {name for check in checks for name in check.uses}
+    if read["error"]:
+        results = {check.name: _row(check, "error", read["error"]) for check in checks}
+        notes.append(read["error"])
     else:
-        submission = notebook.read_definitions(nb)
-        notes += submission["notes"]
-        graded = {name for check in checks for name in check.uses}
-        instructor_flags = flags.flags(submission, graded)
+        notes += read["notes"]
+        instructor_flags = flags.select(read["flags"], graded, read["helpers"]) + \
+            flags.copies_of_the_solution(read["fingerprints"], graded, lesson)
         runnable = []
         for check in checks:
-            missing = [name for name in check.uses if name not in submission["names"]]
-            if missing and "*" not in submission["names"]:
-                hint = notebook.parse_error_hint(missing[0], submission)
+            missing = [name for name in check.uses if name not in read["names"]]
+            if missing and "*" not in read["names"]:
+                hint = notebook.parse_error_hint(missing[0], read)
                 results[check.name] = _row(check, "missing", f"function {missing[0]} not defined{hint}")
             else:
                 runnable.append(check)
         if runnable:
-            results.update(_run(runnable, submission["cells"], lesson, seed,
+            results.update(_run(runnable, read, lesson, seed,
                                 _settings(timeout, memory_mb, budget, len(runnable), use_bwrap), notes))
+    ordered = [results[check.name] for check in checks]
+    for row in explain(checks, [dict(r) for r in ordered]):
+        results[row["name"]]["reason"] = protocol.printable(row["reason"], REASON_LIMIT)
+        if row.get("see_first"):
+            results[row["name"]]["see_first"] = row["see_first"]
     ordered = [results[check.name] for check in checks]
     return protocol.finite({
         "submission": str(path), "lesson": lesson, "seed": seed,
         "total": sum(r["points"] for r in ordered), "max": sum(c.points for c in checks),
         "notes": [protocol.printable(n, 1000) for n in notes], "flags": instructor_flags,
-        "sandbox": isolation.protections(use_bwrap), "checks": ordered})
+        "sandbox": isolation.protections(use_bwrap), "checks": ordered}), \
+        flags.fingerprint(read.get("fingerprints", {}), graded)
 
 
-def _run(checks, cells, lesson, seed, settings, notes):
+def _run(checks, read, lesson, seed, settings, notes):
     """Draw the cases, run the probes in a session, judge the answers; rows by check name."""
     from lesson_lib.course.session import Session
 
@@ -189,15 +201,17 @@ def _run(checks, cells, lesson, seed, settings, notes):
     def lost(name, status, reason, seconds=0.0, traceback=""):
         return _row(by_name[name], status, reason, seconds=seconds, traceback=traceback)
 
-    rows, worker_notes = Session(items, cells, lesson, settings, judge, lost).run()
+    rows, worker_notes = Session(items, read["cells"], lesson, settings, judge, lost, read["constants"]).run()
     notes += worker_notes
     return rows
 
 
 # --- reporting ---------------------------------------------------------------------------
 
-def format_report(report):
-    """The report as a plain-text table; everything from the submission is escaped."""
+def format_report(report, full=False):
+    """The report as a plain-text table; everything from the submission is escaped. On a
+    terminal a long reason is cut at 120 characters; ``full`` (the .txt reports) keeps every
+    reason whole, wrapped under its row."""
     one_line = lambda text: protocol.printable(" ".join(str(text).split()))  # noqa: E731
     rows = [(one_line(r["name"]), f"{r['points']}/{r['max_points']}", r["status"], one_line(r["reason"]))
             for r in report["checks"]]
@@ -209,7 +223,13 @@ def format_report(report):
     if missing:
         lines.append(f"  sandbox: NOT in force: {'; '.join(missing)}")
     lines.append(f"{'check':<{width}}  points  {'status':<15}  reason")
-    for name, points, status, reason in rows:
+    for (name, points, status, reason), result in zip(rows, report["checks"]):
+        if result.get("see_first"):
+            reason = f"(fix {one_line(result['see_first'])} first) {reason}"
+        if full:
+            lines.append(f"{name:<{width}}  {points:>6}  {status:<15}  {reason[:120]}".rstrip())
+            lines += [f"{'':<{width + 27}}{reason[i:i + 120]}" for i in range(120, len(reason), 120)]
+            continue
         reason = reason if len(reason) <= 120 else reason[:117] + "..."
         lines.append(f"{name:<{width}}  {points:>6}  {status:<15}  {reason}".rstrip())
     lines.append(f"{'total':<{width}}  {str(report['total']) + '/' + str(report['max']):>6}")
@@ -244,6 +264,8 @@ def add_options(parser):
                         "(default: enough for every check's --timeout)")
     parser.add_argument("--sandbox", choices=["auto", "required", "off"], default="auto",
                         help="bubblewrap sandbox: when available (auto), or refuse to grade without it")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace reports that are already there (by default an existing file is never replaced)")
 
 
 def check_options(parser, args):
@@ -266,8 +288,20 @@ def main(argv=None):
     add_options(parser)
     args = parser.parse_args(argv)
     check_options(parser, args)
-    if args.json_path and not Path(args.json_path).resolve().parent.is_dir():
-        parser.error(f"--json: the folder of {args.json_path} does not exist")
+    if args.json_path:
+        target = Path(args.json_path)
+        if not target.resolve().parent.is_dir():
+            parser.error(f"--json: the folder of {args.json_path} does not exist")
+        if target.exists() and Path(args.submission).exists() and target.resolve() == Path(args.submission).resolve():
+            parser.error("--json names the submission itself: the report would replace the student's notebook; "
+                         "write it elsewhere, e.g. --json report.json")
+        if target.exists() and not args.overwrite:
+            parser.error(f"--json: {args.json_path} already exists; choose a new file, or pass --overwrite "
+                         f"to replace it")
+        if target.exists() and not target.is_file():
+            parser.error(f"--json: {args.json_path} is not a file")
+        if not os.access(target.resolve().parent, os.W_OK):
+            parser.error(f"--json: cannot write to the folder of {args.json_path}")
     try:
         report = grade(args.submission, args.lesson, args.timeout, args.memory_mb, args.seed,
                        args.budget, args.sandbox)

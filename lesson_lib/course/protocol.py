@@ -4,7 +4,8 @@ The worker runs student code, so everything it sends is untrusted. It can only s
 data*, one JSON object per line, and the grader rebuilds every value from scratch:
 
 * ``None``, and values whose type is *exactly* ``bool``, ``int``, ``float`` or ``str`` (a
-  subclass could override ``__eq__`` and make any comparison succeed);
+  subclass could override ``__eq__`` and make any comparison succeed); numpy's scalar types
+  (what ``np.sqrt`` or scipy return) are sent as the number they hold;
 * lists, tuples and dicts with string keys, at most :data:`MAX_DEPTH` deep;
 * tensors whose type is exactly ``torch.Tensor``, as their raw bytes (base64), dtype and shape.
   The grader makes a new tensor from the bytes, so nothing of the worker's object survives;
@@ -30,7 +31,8 @@ MAX_DEPTH = 8                 # nesting of lists and dicts in one value
 MAX_ITEMS = 10_000            # entries in one list or dict
 MAX_TENSOR_BYTES = 16 << 20   # bytes of one tensor
 MAX_TEXT = 4000               # characters of one string inside a value
-MAX_LINE = 32 << 20           # bytes of one message line (a whole check's answer)
+MAX_LINE = 24 << 20           # bytes of one message line (a whole check's answer: one largest tensor fits)
+MAX_CONTAINERS = 200_000      # "{" and "[" in one message line: bounds the grader's memory to parse it
 MAX_REASON = 2000             # characters of a reason the worker sends
 MAX_TRACEBACK = 4000          # characters of a traceback the worker sends
 MAX_NOTES = 200               # notes about the notebook's definitions
@@ -66,8 +68,25 @@ def encode_value(value, depth=0):
         if len(value) > MAX_ITEMS or not all(type(k) is str for k in value):
             return {"unsupported": "dict"}
         return {"dict": {k[:MAX_TEXT]: encode_value(v, depth + 1) for k, v in value.items()}}
+    scalar = _numpy_scalar(value)
+    if scalar is not None:
+        return encode_value(scalar, depth)
     tensor = _encode_tensor(value)
     return tensor if tensor is not None else {"unsupported": _name_of(kind)}
+
+
+def _numpy_scalar(value):
+    """A numpy (or scipy) scalar as the plain bool, int or float it holds, else None: a student's
+    ``np.sqrt(d / 2)`` is a number like any other."""
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    if numpy is None or type(value) not in (numpy.bool_, numpy.float16, numpy.float32, numpy.float64,
+                                            numpy.int8, numpy.int16, numpy.int32, numpy.int64,
+                                            numpy.uint8, numpy.uint16, numpy.uint32, numpy.uint64):
+        return None
+    return bool(value) if type(value) is numpy.bool_ else \
+        float(value) if type(value) in (numpy.float16, numpy.float32, numpy.float64) else int(value)
 
 
 def _name_of(kind):
@@ -165,6 +184,8 @@ def parse_event(line):
     raises ProtocolError for anything else (the answer's ``value`` is decoded later)."""
     if len(line) > MAX_LINE:
         raise ProtocolError("a message is too long")
+    if line.count(b"{") + line.count(b"[") > MAX_CONTAINERS:  # many tiny objects: parsed, they would need GBs
+        raise ProtocolError("a message holds too many lists and dicts")
     try:
         event = json.loads(line, parse_constant=_no_constants)
     except (ValueError, RecursionError) as error:

@@ -9,10 +9,12 @@ The sandbox then has
   ends every process in it ends too, even one that called ``setsid``, and ``--die-with-parent``
   ends the sandbox if the grader dies;
 * no network (its own, empty network namespace), its own IPC and host name;
-* a file system made only of the Python installation, the packages it needs and the
-  ``lesson_lib`` package, all read-only, the job file (read-only), a fresh ``/dev`` and
-  ``/proc``, and size-limited private ``/tmp`` and ``/dev/shm``; it sees no other submission,
-  no report and none of the grader's files;
+* a file system made only of the Python installation, the packages it needs and the files of
+  ``lesson_lib`` that the lesson's worker loads (:func:`worker_files`: the grading engine, the
+  lesson's checks and the library modules the exercise may build on, never the references it
+  is compared with), all read-only, the job file (read-only), a fresh ``/dev`` and ``/proc``,
+  and size-limited private ``/tmp`` and ``/dev/shm``; it sees no other submission, no report,
+  no solution and none of the grader's files;
 * no capabilities, a new session (no access to the grader's terminal), a minimal environment.
 
 Inside, the worker lowers its own limits before it runs any student code (see
@@ -25,7 +27,9 @@ The number of processes (``RLIMIT_NPROC``) is not enforced by Linux for root, so
 ordinary user: :func:`protections` reports it as not in force when the grader runs as root.
 """
 
+import ast
 import functools
+import importlib
 import importlib.util
 import os
 import shutil
@@ -83,11 +87,11 @@ def protections(use_bwrap):
 
 
 def _binds():
-    """The read-only paths the worker needs: the Python installation, the site-packages that
-    hold torch and numpy, and lesson_lib itself (only the package, not the folder around it)."""
+    """The read-only paths the worker needs besides lesson_lib: the Python installation and the
+    site-packages that hold torch and numpy."""
     paths = {"/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/alternatives",
              sys.prefix, sys.base_prefix, sys.exec_prefix,
-             str(Path(os.path.realpath(sys.executable)).parent.parent), str(PACKAGE_DIR)}
+             str(Path(os.path.realpath(sys.executable)).parent.parent)}
     for name in ("torch", "numpy"):
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin:
@@ -95,6 +99,54 @@ def _binds():
     real = sorted({os.path.realpath(p) for p in paths if os.path.exists(p)} |
                   {p for p in paths if os.path.exists(p)}, key=lambda p: (p.count("/"), p))
     return [p for p in real if p != "/"]
+
+
+ENGINE = ("lesson_lib", "lesson_lib.course", "lesson_lib.course.worker", "lesson_lib.course.box",
+          "lesson_lib.course.notebook", "lesson_lib.course.protocol", "lesson_lib.course.checks")
+
+
+def _module_file(name):
+    relative = Path(*name.split(".")[1:])
+    package = PACKAGE_DIR / relative / "__init__.py"
+    return package if package.exists() else (PACKAGE_DIR / relative).with_suffix(".py")
+
+
+def _top_level_imports(name, path):
+    """The lesson_lib modules that module ``name`` imports at its top level (not inside functions:
+    a judge's imports run in the grader, never in the worker)."""
+    found, package = set(), name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for sub in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(sub, ast.Import):
+                found.update(a.name for a in sub.names if a.name.split(".")[0] == "lesson_lib")
+            elif isinstance(sub, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * sub.level + (sub.module or ""), package) \
+                    if sub.level else sub.module or ""
+                if base.split(".")[0] == "lesson_lib":
+                    found.add(base)
+                    found.update(f"{base}.{a.name}" for a in sub.names if _module_file(f"{base}.{a.name}").exists())
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def worker_files(lesson):
+    """The files of lesson_lib that a worker for ``lesson`` loads: the grading engine, the
+    lesson's check module and its ``WORKER_MODULES``, with every lesson_lib module they import
+    at top level and the packages above them. The sandbox holds these and no other."""
+    checks = f"lesson_lib.course.checks.lesson{lesson}"
+    todo = set(ENGINE) | {checks} | set(getattr(importlib.import_module(checks), "WORKER_MODULES", ()))
+    done = set()
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        parts = name.split(".")
+        todo.update(".".join(parts[:i]) for i in range(1, len(parts)))
+        path = _module_file(name)
+        if path.exists():
+            todo.update(_top_level_imports(name, path) - done)
+    return tuple(sorted(str(_module_file(name)) for name in done if _module_file(name).exists()))
 
 
 def worker_env(workdir):
@@ -105,29 +157,34 @@ def worker_env(workdir):
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def command(job_path, workdir, use_bwrap):
+def command(job_path, workdir, use_bwrap, lesson="01"):
     """The command line that starts one worker on ``job_path``; with bwrap, inside a sandbox
     whose working directory is its private /tmp, else in ``workdir``."""
-    worker = [sys.executable, "-s", "-B", "-m", "lesson_lib.course.worker"]
+    worker = [os.path.abspath(sys.executable), "-s", "-B", "-m", "lesson_lib.course.worker"]
     if not use_bwrap:
         return worker + [str(job_path)], workdir, worker_env(workdir)
     argv = [use_bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox"]
     # bwrap mounts in order, later on top: the private /tmp first, then the read-only binds, so
-    # that a course checked out or installed under /tmp (as CI may do) stays visible.
+    # that a course checked out or installed under /tmp (as CI may do) stays visible; then an
+    # empty lesson_lib (it may sit inside a bound site-packages) with only the worker's files.
     argv += ["--proc", "/proc", "--dev", "/dev",
              "--size", str(TMP_MB << 20), "--tmpfs", "/tmp",
              "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
     for path in _binds():
         argv += ["--ro-bind", path, path]
+    argv += ["--tmpfs", str(PACKAGE_DIR)]
+    for path in worker_files(lesson):
+        argv += ["--ro-bind", path, path]
+    argv += ["--remount-ro", str(PACKAGE_DIR)]
     argv += ["--ro-bind", str(job_path), JOB_INSIDE, "--chdir", "/tmp"]
     return argv + ["--"] + worker + [JOB_INSIDE], workdir, worker_env("/tmp")
 
 
-def start(job_path, workdir, use_bwrap, token):
+def start(job_path, workdir, use_bwrap, token, lesson="01"):
     """Start a worker with its stdout (the result channel) and stderr as pipes; it leads its
     own process group, and ``token`` in its environment marks it and its children."""
-    argv, cwd, env = command(job_path, workdir, use_bwrap)
+    argv, cwd, env = command(job_path, workdir, use_bwrap, lesson)
     env["LESSON_LIB_WORKER"] = token
     return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -161,3 +218,64 @@ def _kill_carrying(token):
                     os.kill(int(entry), signal.SIGKILL)
         except (OSError, ValueError):
             pass
+
+
+class Strays:
+    """Processes that a worker leaves behind, found and ended even when they left its process
+    group and cleared their environment (so they no longer carry the worker's token).
+
+    On Linux the grader becomes a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): a
+    process whose parent exits is handed to the grader instead of to init, so every process a
+    worker started, however it detached, stays a descendant of the grader. :meth:`end` kills
+    and reaps every child of the grader that was not there when this object was made.
+    Elsewhere it does nothing (the sandbox's PID namespace, or the process group, must do)."""
+
+    def __init__(self):
+        self.before = set(_children()) if _adopt_orphans() else None
+
+    def end(self):
+        if self.before is None:
+            return
+        for _ in range(3):
+            strays = [pid for pid in _children() if pid not in self.before]
+            if not strays:
+                return
+            for pid in strays:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            for pid in strays:
+                try:
+                    os.waitpid(pid, 0)
+                except OSError:
+                    pass
+
+
+@functools.lru_cache(maxsize=None)
+def _adopt_orphans():
+    """Make this process a child subreaper (Linux >= 3.4); True if it is one."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        PR_SET_CHILD_SUBREAPER = 36
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children():
+    """The pids whose parent is this process, read from /proc/PID/stat."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[1]) == me:
+                found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found

@@ -47,15 +47,17 @@ def default_budget(n_checks, timeout):
 
 
 class Session:
-    """Run ``items`` (``{"name", "case", "seed"}`` per check) for one submission.
+    """Run ``items`` (``{"name", "case", "seed"}`` per check) for one submission, whose kept
+    ``cells`` and ``constants`` come from :func:`lesson_lib.course.notebook.read_definitions`.
 
     ``judge(name, value, seconds)`` turns an answer into a result row and ``lost(name,
     status, reason, seconds=0, kind=None, traceback="")`` makes the row of a check that gave
     no answer; :meth:`run` returns ``(rows by name, notes)``.
     """
 
-    def __init__(self, items, cells, lesson, settings, judge, lost):
+    def __init__(self, items, cells, lesson, settings, judge, lost, constants=()):
         self.items, self.cells, self.lesson, self.settings = items, cells, lesson, settings
+        self.constants = list(constants)
         self.judge, self.lost = judge, lost
         self.rows, self.notes = {}, []
         self.deadline = time.monotonic() + settings["budget"]
@@ -64,49 +66,50 @@ class Session:
         return [item for item in self.items if item["name"] not in self.rows]
 
     def run(self):
-        base = tempfile.mkdtemp(prefix="lesson_lib_grader_")  # 0700: the worker never sees it
-        try:
-            number = 0
-            while self.pending():
-                number += 1
-                if time.monotonic() >= self.deadline:
-                    for item in self.pending():
-                        self.rows[item["name"]] = self.lost(
-                            item["name"], "timeout", f"the submission used its whole time budget of "
-                            f"{self.settings['budget']:g}s")
-                    break
-                self._one_worker(base, number)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+        strays = sandbox.Strays()      # processes a worker leaves behind become ours, and are ended
+        number = 0
+        while self.pending():
+            number += 1
+            if time.monotonic() >= self.deadline:
+                for item in self.pending():
+                    self.rows[item["name"]] = self.lost(
+                        item["name"], "timeout", f"the submission used its whole time budget of "
+                        f"{self.settings['budget']:g}s")
+                break
+            self._one_worker(number, strays)
         return self.rows, self.notes
 
-    def _job(self, base, number, pending):
-        folder = os.path.join(base, f"job-{number}")
-        workdir = os.path.join(base, f"cwd-{number}")
-        os.mkdir(folder, 0o700)
-        os.mkdir(workdir, 0o700)
+    def _write_job(self, folder, pending):
         s = self.settings
-        job = {"lesson": self.lesson, "cells": self.cells, "checks": pending,
+        job = {"lesson": self.lesson, "cells": self.cells, "constants": self.constants, "checks": pending,
                "memory_mb": s["memory_mb"], "file_mb": s["file_mb"], "processes": s["processes"],
                "cpu_seconds": int(s["budget"]) + 10}
         path = os.path.join(folder, "job.json")
         with open(path, "x", encoding="utf-8") as f:
             json.dump(job, f)
         os.chmod(path, 0o400)
-        return path, workdir
+        return path
 
-    def _one_worker(self, base, number):
+    def _one_worker(self, number, strays):
+        """One worker in two new private folders (mkdtemp: unguessable names, mode 0700): one
+        holds its job file, the other is its working folder. Nothing the worker did to an
+        earlier folder (deleted, replaced, planted) can reach these."""
         pending = self.pending()
-        job_path, workdir = self._job(base, number, pending)
-        token = secrets.token_hex(8)
-        proc = sandbox.start(job_path, workdir, self.settings["bwrap"], token)
-        follower = _Follower(self, proc, [item["name"] for item in pending])
+        job_folder = tempfile.mkdtemp(prefix=f"lesson_lib_grader_job{number}_")
+        workdir = tempfile.mkdtemp(prefix=f"lesson_lib_grader_cwd{number}_")
+        proc, token = None, secrets.token_hex(8)
         try:
-            follower.follow()
+            job_path = self._write_job(job_folder, pending)
+            proc = sandbox.start(job_path, workdir, self.settings["bwrap"], token, self.lesson)
+            _Follower(self, proc, [item["name"] for item in pending]).follow()
         finally:
-            sandbox.kill(proc, token)
-            for stream in (proc.stdout, proc.stderr):
-                stream.close()
+            if proc is not None:
+                sandbox.kill(proc, token)
+                for stream in (proc.stdout, proc.stderr):
+                    stream.close()
+            strays.end()
+            for folder in (job_folder, workdir):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 class _Follower:

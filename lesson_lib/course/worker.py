@@ -3,8 +3,11 @@
 Started by the grader inside the sandbox (:mod:`lesson_lib.course.sandbox`) as
 ``python -s -B -m lesson_lib.course.worker JOB.json``. It
 
-1. lowers its CPU-time, file-size and core-dump limits, reads the job and imports torch and
-   the lesson's checks (trusted code), then lowers its memory and process-count limits;
+1. lowers its CPU-time, file-size and core-dump limits, reads the job and imports torch, the
+   lesson's checks and the library modules the exercise may build on (trusted code), then
+   lowers its memory and process-count limits and closes the fence of
+   :mod:`lesson_lib.course.box` (the references taken away, files, processes, signals and
+   sockets refused);
 2. runs the notebook's kept definitions (a failing one becomes a note);
 3. for each check in the job, decodes the check's case (inputs the grader drew from this run's
    seed), runs the check's *probe* on the student's functions and sends back what they
@@ -18,6 +21,7 @@ only make the answers wrong or the messages malformed, which costs the student t
 
 import ast
 import builtins
+import importlib
 import io
 import json
 import os
@@ -28,9 +32,10 @@ import time
 import traceback
 import types
 
-from lesson_lib.course import notebook, protocol
+from lesson_lib.course import box, notebook, protocol
 
 OUTPUT_LIMIT = 1 << 20   # characters of print() output passed on per check
+CONSTANT_SECONDS = 5     # for each computed top-level value the functions use
 
 
 class _CappedOutput(io.TextIOBase):
@@ -124,21 +129,53 @@ def _raised(error, memory_mb):
     return "error", f"{type(error).__name__}{': ' + message if message else ''}{where}"
 
 
-def _exec_definitions(cells, namespace):
-    """Run the kept statements one by one; a failing one becomes a note, not a crash."""
-    notes = []
+class _ConstantTooSlow(BaseException):
+    """A computed top-level value took longer than CONSTANT_SECONDS (a BaseException, so that a
+    student's ``except Exception`` does not swallow it)."""
+
+
+def _within_time_limit(code, namespace, seconds):
+    """exec ``code``, stopped after ``seconds`` (SIGALRM; POSIX only, else without a limit)."""
+    if not hasattr(signal, "setitimer"):
+        exec(code, namespace)
+        return
+
+    def stop(signum, frame):
+        raise _ConstantTooSlow()
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        exec(code, namespace)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _exec_definitions(cells, namespace, constants=()):
+    """Run the kept statements one by one; a failing one becomes a note, not a crash. A computed
+    value the functions use (``constants``, see :func:`lesson_lib.course.notebook.used_constants`)
+    runs with a limit of CONSTANT_SECONDS, so that ``model = train(...)`` cannot take the time of
+    every check."""
+    notes, constants = [], set(constants)
     for cell in cells:
         try:
             tree, _, _ = notebook.parse_cell(cell["source"])
         except SyntaxError as error:
             notes.append(f"{cell['label']} could not be parsed: {error.msg}")
             continue
-        for node in notebook.definitions(tree):
+        for node in notebook.definitions(tree, constants):
+            line = cell["source"].split("\n")[node.lineno - 1].strip()[:80]
             try:
                 code = compile(ast.Module(body=[node], type_ignores=[]), f"<{cell['label']}>", "exec")
-                exec(code, namespace)
+                if isinstance(node, (ast.Assign, ast.AnnAssign)) and not notebook.is_literal(node):
+                    _within_time_limit(code, namespace, CONSTANT_SECONDS)
+                else:
+                    exec(code, namespace)
+            except _ConstantTooSlow:
+                notes.append(f"{cell['label']}, line {node.lineno}: `{line}` took more than {CONSTANT_SECONDS} s "
+                             f"and was not run; keep slow work out of the values your functions use")
             except BaseException as error:
-                line = cell["source"].split("\n")[node.lineno - 1].strip()[:80]
                 notes.append(f"{cell['label']}, line {node.lineno}: `{line}` raised "
                              f"{type(error).__name__}: {_safe_str(error)}")
     return notes
@@ -183,19 +220,23 @@ def main(job_path):
 
         from lesson_lib.course.checks import load_checks
         checks = {check.name: check for check in load_checks(job["lesson"])}
+        lesson = importlib.import_module(f"lesson_lib.course.checks.lesson{job['lesson']}")
+        for name in getattr(lesson, "WORKER_MODULES", ()):
+            importlib.import_module(name)
         torch.set_num_threads(1)
     except BaseException as error:  # the grader reports "could not start" with this line
         os.write(2, f"worker could not start: {type(error).__name__}: {_safe_str(error)}\n".encode())
         os._exit(1)
     _set_limit("RLIMIT_AS", _address_space() + (job["memory_mb"] << 20))
     _set_limit("RLIMIT_NPROC", job["processes"])
+    box.close(os.getcwd(), hidden=getattr(lesson, "HIDDEN", ()))
     send("imported")
     outputs = (_CappedOutput(sys.stdout, OUTPUT_LIMIT), _CappedOutput(sys.stderr, OUTPUT_LIMIT))
     sys.stdout, sys.stderr = outputs
     module = types.ModuleType("submission")
     module.__dict__["__builtins__"] = builtins
     sys.modules["submission"] = module
-    notes = _exec_definitions(job["cells"], module.__dict__)
+    notes = _exec_definitions(job["cells"], module.__dict__, job.get("constants", ()))
     send("ready", notes=[n[:protocol.MAX_REASON] for n in notes[:protocol.MAX_NOTES]])
     for item in job["checks"]:
         name = item["name"]

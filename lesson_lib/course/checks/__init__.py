@@ -31,6 +31,7 @@ lessons (and the grader's usage errors) work in a Python without it.
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 
 
@@ -124,6 +125,27 @@ def load_checks(lesson):
     return list(_REGISTRY.get(module.__name__, []))
 
 
+def explain(checks, rows):
+    """Help a student read a list of results (``rows``, one dict per check of ``checks``, in the
+    order they are defined, each with ``status`` and ``reason``), in place:
+
+    * an *error* (the student's code raised) names the check's topic, which the exception's
+      own message does not;
+    * a failure after an earlier failure of the same function names that check in
+      ``see_first``: one mistake often fails several checks, and the later hint may point at
+      the wrong fix until the first is fixed."""
+    failed = []
+    for check, row in zip(checks, rows):
+        if row["status"] == "error":
+            row["reason"] = f"{row['reason']} [this check: {check.description}]"
+        if row["status"] in ("failed", "error", "timeout", "crashed"):
+            earlier = next((c.name for c in failed if set(c.uses) & set(check.uses)), None)
+            if earlier:
+                row["see_first"] = earlier
+            failed.append(check)
+    return rows
+
+
 # --- probes and judges shared by the lesson modules --------------------------------------
 
 def call_each(name):
@@ -177,18 +199,67 @@ def expect_tensor(value, what, shape=None, dtype=None):
         raise AssertionError(f"{what} has dtype {value.dtype}, expected {dtype}")
 
 
+def as_number(value, what, hint=""):
+    """``value`` as a finite Python float. A student may answer with an int or a float, or a
+    tensor holding one number (``x.sum()``; numpy and scipy scalars arrive as floats, see
+    :func:`lesson_lib.course.protocol.encode_value`). Anything else, NaN or infinity fails:
+    NaN compares false with everything, so an unchecked ``abs(got - want) > tol`` would pass it."""
+    import torch
+
+    if type(value) in (int, float):
+        number = float(value)
+    elif type(value) is torch.Tensor and value.numel() == 1 and value.dtype != torch.bool \
+            and not value.is_complex():
+        number = float(value.reshape(()).item())
+    else:
+        raise AssertionError(f"{what} is {type_name(value)}, expected a number")
+    if not math.isfinite(number):
+        raise AssertionError(f"{what} is {number}, expected a finite number. {hint}".strip())
+    return number
+
+
+def as_integer(value, what):
+    """``value`` as a Python int: an int, or an integer tensor holding one number."""
+    import torch
+
+    if type(value) is int:
+        return value
+    if type(value) is torch.Tensor and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool and not value.is_complex():
+        return int(value.reshape(()).item())
+    raise AssertionError(f"{what} is {type_name(value)}, expected an int")
+
+
+def expect_number(value, expected, what, rtol=1e-6, atol=1e-12, hint=""):
+    """Fail unless ``value`` is a finite number within ``atol + rtol * |expected|`` of ``expected``."""
+    number = as_number(value, what, hint)
+    if not abs(number - expected) <= atol + rtol * abs(expected):
+        raise AssertionError(f"{what} = {number:.6g}, expected {expected:.6g}. {hint}".strip())
+    return number
+
+
+def expect_finite(value, what, hint=""):
+    """Fail unless tensor ``value`` holds no NaN or infinity (evidence a judge computes with)."""
+    import torch
+
+    expect_tensor(value, what)
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise AssertionError(f"{what} contains NaN or inf. {hint}".strip())
+
+
 def expect_close(actual, expected, what, rtol=1e-5, atol=1e-8, hint="", check_dtype=True):
     """Fail unless tensor ``actual`` matches ``expected`` in shape, dtype and value; the
-    message names the worst entry and ends with ``hint``."""
+    message names the worst entry and ends with ``hint``. Where ``expected`` is finite,
+    ``actual`` must be finite too (a NaN is never close to a number)."""
     import torch
 
     expect_tensor(actual, what, shape=expected.shape,
                   dtype=expected.dtype if check_dtype else None)
     actual_, expected_ = actual.detach().double().cpu(), expected.detach().double().cpu()
-    if not torch.isfinite(actual_).all() and torch.isfinite(expected_).all():
+    if not torch.isfinite(actual_)[torch.isfinite(expected_)].all():
         raise AssertionError(f"{what} contains NaN or inf. {hint}".strip())
     error = (actual_ - expected_).abs()
-    bad = error > atol + rtol * expected_.abs()
+    bad = ~torch.isclose(actual_, expected_, rtol=rtol, atol=atol, equal_nan=True)
     if bad.any():
         worst = int(torch.argmax(torch.where(bad, error, torch.zeros_like(error))))
         index = _unravel(worst, tuple(expected_.shape))

@@ -13,9 +13,6 @@ schedule. Total: 10 points.
 import torch
 
 from lesson_lib.course.checks import check, expect_close, expect_tensor, field, pairs, type_name
-from lesson_lib.diffusion import forward
-from lesson_lib.diffusion.losses import vlb_weights
-from lesson_lib.diffusion.schedules import NoiseSchedule
 
 INDEX_HINT = ("Code index t = 0 is the paper's t = 1: betas[t] is beta_{t+1}, alpha_bars[t] is alpha-bar_{t+1}; "
               "reshape per-example values to (B, 1, ..., 1) so that they broadcast over the other dimensions.")
@@ -26,6 +23,7 @@ WEIGHT_HINT = ("lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha-bar_t)), w
 
 
 def _schedule(name):
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     return NoiseSchedule.linear(1000) if name == "linear" else NoiseSchedule.cosine(1000)
 
 
@@ -51,6 +49,7 @@ def _mean_probe(ns, case):
 @check(points=2, uses=["posterior_mean_from_eps"], case=_mean_case, probe=_mean_probe)
 def mean_from_eps_is_equation_11(case, answer):
     """posterior_mean_from_eps is mu-tilde_t(x_t, x0_hat(eps)) of Eq. 11 (both schedules, t = 0 and T - 1)."""
+    from lesson_lib.diffusion import forward
     for e, got in pairs(case["examples"], answer):
         s = _schedule(e["schedule"])
         x0_hat = forward.x0_from_eps(s, e["x_t"], e["t"], e["eps"])
@@ -60,6 +59,8 @@ def mean_from_eps_is_equation_11(case, answer):
 
 
 def _oracle_case():
+    from lesson_lib.diffusion import forward
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     s = NoiseSchedule.linear(1000)
     x0, eps = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
     t = torch.randint(1, 1000, (8,))
@@ -75,6 +76,8 @@ def _oracle_probe(ns, case):
 @check(points=1, uses=["posterior_mean_from_eps"], case=_oracle_case, probe=_oracle_probe)
 def mean_from_the_true_eps_is_the_posterior_mean(case, answer):
     """With the eps that made x_t from x_0, posterior_mean_from_eps equals mu-tilde_t(x_t, x_0) of Eq. 7."""
+    from lesson_lib.diffusion import forward
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     s = NoiseSchedule.linear(1000)
     expected = forward.q_posterior(s, case["x0"], case["x_t"], case["t"])[0]
     expect_close(answer, expected, "posterior_mean_from_eps(x_t, t, the true eps)", rtol=1e-6, atol=1e-8,
@@ -102,6 +105,7 @@ def _weight_probe(ns, case):
 
 
 def _weight_judge(case, answer):
+    from lesson_lib.diffusion.losses import vlb_weights
     for e, got in pairs(case["examples"], answer):
         expected = vlb_weights(_schedule(e["schedule"]), case["variance"])[e["t"]]
         what = f"vlb_weight(t, ..., variance={case['variance']!r}) on the {e['schedule']} schedule"

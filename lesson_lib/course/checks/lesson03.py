@@ -18,6 +18,13 @@ from lesson_lib.models import unet
 from lesson_lib.course.checks import call_each, check, expect_close, expect_tensor, field, pairs
 from lesson_lib.models.embeddings import sinusoidal_embedding
 
+# The exercise's given __init__ builds its layers with unet.group_norm and unet.zero_init, so the
+# worker loads the U-Net module (see lesson_lib/course/box.py) and takes away, there, the blocks and
+# the embedding the answers are compared with.
+WORKER_MODULES = ("lesson_lib.models.unet",)
+HIDDEN = ("lesson_lib.models.unet.ResBlock", "lesson_lib.models.unet.AttentionBlock",
+          "lesson_lib.models.embeddings.sinusoidal_embedding")
+
 EMBEDDING_HINT = ("omega_i = max_period^(-i / (dim/2)) for i = 0..dim/2-1; the embedding is "
                   "[sin(t omega_0), ..., sin(t omega_{dim/2-1}), cos(t omega_0), ..., cos(t omega_{dim/2-1})], "
                   "sines first, in float32.")
@@ -201,9 +208,11 @@ def attention_block_is_permutation_equivariant(case, answer):
     """Shuffling the pixels of the input shuffles the output the same way (attention sees a set)."""
     x, perm = case["x"], case["perm"]
     shuffle = lambda z: z.flatten(2)[:, :, perm].reshape(z.shape)  # noqa: E731
-    out = field(answer, "out")
-    expect_tensor(out, "AttentionBlock(8) on x of shape (2, 8, 4, 6)", shape=x.shape)
-    expect_close(field(answer, "of_shuffled"), shuffle(out), "AttentionBlock(8) applied to shuffled pixels",
+    with torch.no_grad():   # the block's own output must be right, or any constant map would pass
+        expected = _reference(unet.AttentionBlock, case)(x)
+    expect_close(field(answer, "out"), expected, "AttentionBlock(8) on x of shape (2, 8, 4, 6)",
+                 rtol=1e-4, atol=1e-4, hint=BLOCK_HINT)
+    expect_close(field(answer, "of_shuffled"), shuffle(expected), "AttentionBlock(8) applied to shuffled pixels",
                  rtol=1e-4, atol=1e-4, hint="Self-attention treats the H*W positions as a set, so permuting "
                  "them must permute the output. A reshape straight from (B, C, H, W) to (B, H*W, C) mixes "
                  "channels and positions; use x.flatten(2).transpose(1, 2). " + BLOCK_HINT)

@@ -17,10 +17,14 @@ from one module, and its parts share the probes and the model rebuilt in the gra
 import torch
 from torch import nn
 
-from lesson_lib.course.checks import (call_each, check, expect_close, expect_fresh_t_and_eps, expect_sgd_step,
-                                      expect_tensor, field, pairs, type_name)
-from lesson_lib.diffusion import losses
+from lesson_lib.course.checks import (as_number, call_each, check, expect_close, expect_finite,
+                                      expect_fresh_t_and_eps, expect_number, expect_sgd_step, expect_tensor, field,
+                                      pairs, type_name)
 from lesson_lib.diffusion.schedules import NoiseSchedule
+
+# What the worker loads besides this module (see lesson_lib/course/box.py): the schedule builds the
+# probes' alpha-bars; the references (losses, the EMA) are imported inside the judges only.
+WORKER_MODULES = ("lesson_lib.diffusion.schedules",)
 
 EMA_HINT = "theta_ema <- decay * theta_ema + (1 - decay) * theta, for every parameter."
 LOSS_HINT = ("the loss is mean((eps - model(x_t, t, y=labels))^2) over every entry, with "
@@ -208,13 +212,15 @@ def _steps(case, answer):
             raise AssertionError("training_step changed the labels y it was given (in place); build a new "
                                  "tensor with torch.where, or clone y first: the caller's labels must survive")
         loss = field(step, "loss")
-        if not isinstance(loss, float):
+        if type(loss) is not float:
             raise AssertionError(f"training_step returned {type_name(loss)}; return loss.item(), "
                                  f"a Python float (so that no graph is kept alive)")
+        as_number(loss, "the loss training_step returned")
         x_t, t, seen = field(step, "x_t"), field(step, "t"), field(step, "seen")
         expect_tensor(t, "the t the model was called with", shape=y.shape, dtype=torch.long)
         expect_tensor(seen, "the labels the model was called with", shape=y.shape, dtype=torch.long)
         expect_tensor(x_t, "the x_t the model was called with", shape=x0.shape)
+        expect_finite(x_t, "the x_t the model was called with")
         if t.min() < 0 or t.max() >= schedule.T:
             raise AssertionError(f"training_step drew timesteps from {int(t.min())} to {int(t.max())}; "
                                  f"they must lie in 0..T-1 = 0..{schedule.T - 1}")
@@ -232,18 +238,19 @@ def _model(case, weights):
 @check(points=2, uses=["training_step"], probe=_training_probe, case=lambda: _training_case([0.3]))
 def training_step_returns_l_simple(case, answer):
     """training_step returns L_simple for the t, eps and labels it used, before the update."""
+    from lesson_lib.diffusion import losses
     (loss, t, eps, seen, _), = _steps(case, answer)
     expected = losses.l_simple(_model(case, {}), NoiseSchedule.linear(case["T"]), case["x0"], t=t, eps=eps,
                                y=seen).item()
-    if abs(loss - expected) > 1e-4 * max(1.0, abs(expected)):
-        raise AssertionError(f"training_step returned {loss:.6g}, but L_simple for the t, eps and labels "
-                             f"it used is {expected:.6g}: {LOSS_HINT}")
+    expect_number(loss, expected, "the loss training_step returned", rtol=1e-4, atol=1e-4,
+                  hint=f"It must be L_simple for the t, eps and labels it used: {LOSS_HINT}")
 
 
 @check(points=2, uses=["training_step"], probe=_training_probe,
        case=lambda: _training_case([0.5, 0.5], lr=0.1))
 def training_step_updates_parameters(case, answer):
     """Two steps with SGD move the parameters by -lr * grad L_simple each (zero_grad, step)."""
+    from lesson_lib.diffusion import losses
     schedule, previous_grads, weights = NoiseSchedule.linear(case["T"]), None, {}
     for step, (_, t, eps, seen, after) in enumerate(_steps(case, answer), start=1):
         before = _model(case, weights)
@@ -323,13 +330,9 @@ def ema_of_constant_weights(case, answer):
     """ema_of_constant gives the EMA after `steps` updates towards weights that do not change."""
     for (args, _), got in pairs(case["calls"], answer):
         what = f"ema_of_constant({', '.join(f'{a:.4g}' for a in args)})"
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            raise AssertionError(f"{what} returned {type_name(got)}, expected a number")
-        expected = _reference_ema(*args)
-        if abs(got - expected) > 1e-9 + 1e-6 * abs(expected):
-            raise AssertionError(f"{what} = {got:.6g}, expected {expected:.6g}: each update keeps a fraction "
-                                 f"decay of the distance to theta, so after n steps theta_ema is "
-                                 f"theta + decay^n (theta_ema - theta); equal weights stay equal.")
+        expect_number(got, _reference_ema(*args), what, rtol=1e-6, atol=1e-9,
+                      hint="Each update keeps a fraction decay of the distance to theta, so after n steps "
+                           "theta_ema is theta + decay^n (theta_ema - theta); equal weights stay equal.")
 
 
 def _window_case():
@@ -342,10 +345,7 @@ def ema_steps_averaged_is_one_over_one_minus_decay(case, answer):
     for (args, _), got in pairs(case["calls"], answer):
         decay = args[0]
         what = f"ema_steps_averaged({decay:.6g})"
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            raise AssertionError(f"{what} returned {type_name(got)}, expected a number")
         expected = 1.0 / _reference_ema(0.0, 1.0, decay, 1)  # one update from 0 towards 1: the newest weight
-        if abs(got - expected) > 1e-6 * expected:
-            raise AssertionError(f"{what} = {got:.6g}, expected {expected:.6g}: the newest weights enter the "
-                                 f"average with weight 1 - decay, as in a plain mean over 1 / (1 - decay) steps "
-                                 f"(the weights (1 - decay) decay^k of older steps add up to 1).")
+        expect_number(got, expected, what, rtol=1e-6, atol=0.0,
+                      hint="The newest weights enter the average with weight 1 - decay, as in a plain mean over "
+                           "1 / (1 - decay) steps (the weights (1 - decay) decay^k of older steps add up to 1).")

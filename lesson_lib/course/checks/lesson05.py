@@ -11,9 +11,7 @@ and the unconditional model. Total: 10 points.
 
 import torch
 
-from lesson_lib.course.checks import check, expect_close, field, pairs, type_name
-from lesson_lib.diffusion import guidance
-from lesson_lib.diffusion.schedules import NoiseSchedule
+from lesson_lib.course.checks import as_number, check, expect_close, field, pairs, type_name
 
 GUIDED_HINT = ("eps' = eps - scale * sqrt(1 - alpha_bar) * grad_log_prob, with alpha_bar (one value per "
                "example) reshaped to (B, 1, ..., 1) so that it broadcasts over the other dimensions.")
@@ -21,6 +19,7 @@ CFG_HINT = "eps' = (1 + w) * eps_cond - w * eps_uncond: w = 0 gives eps_cond, w 
 
 
 def _reference_guided(eps, grad, alpha_bar, scale):
+    from lesson_lib.diffusion import guidance
     shape = (-1,) + (1,) * (eps.ndim - 1)
     return guidance.classifier_guided_eps(eps, grad, (1 - alpha_bar).sqrt().reshape(shape).to(eps.dtype), scale)
 
@@ -28,6 +27,7 @@ def _reference_guided(eps, grad, alpha_bar, scale):
 # --- classifier_guided_eps ----------------------------------------------------------------
 
 def _guided_case():
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     alpha_bars = NoiseSchedule.linear(1000).alpha_bars
     examples = []
     for shape, dtype, scale in [((6, 2), torch.float64, 1.0), ((4, 1, 5, 5), torch.float32, 3.5),
@@ -59,6 +59,7 @@ SIGMA = 0.6
 
 def _mixture(x, t, y):
     """Exact eps(x_t), eps(x_t | y) and grad log p_t(y | x_t) of a 2-D Gaussian mixture."""
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     ab = NoiseSchedule.linear(1000).alpha_bars[t][:, None]
     v = ab * SIGMA ** 2 + 1 - ab
     centred = x[:, None] - ab.sqrt()[:, None] * MEANS                   # (B, K, 2)
@@ -71,6 +72,7 @@ def _mixture(x, t, y):
 
 
 def _mixture_case():
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     x = 2 * torch.randn(8, 2, dtype=torch.float64)
     t = torch.randint(0, 1000, (8,))
     y = torch.randint(0, 3, (8,))
@@ -108,6 +110,7 @@ def _cfg_probe(ns, case):
 @check(points=3, uses=["cfg_eps"], case=_cfg_case, probe=_cfg_probe)
 def cfg_eps_is_the_papers_combination(case, answer):
     """cfg_eps is (1 + w) eps_cond - w eps_uncond, for w = 0, w = -1 and other weights."""
+    from lesson_lib.diffusion import guidance
     for e, got in pairs(case["examples"], answer):
         expected = guidance.cfg_eps(e["eps_cond"], e["eps_uncond"], e["w"])
         expect_close(got, expected, f"cfg_eps with w = {e['w']:.3g}", rtol=1e-5, atol=1e-6, hint=CFG_HINT)
@@ -130,9 +133,7 @@ def guidance_conventions_name_both_end_points(case, answer):
         raise AssertionError(f"guidance_conventions() returned {type_name(answer)}, expected a dict with the "
                              f"keys {sorted(CONVENTIONS)}")
     for key, expected in CONVENTIONS.items():
-        got = field(answer, key)
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            raise AssertionError(f"guidance_conventions()[{key!r}] is {type_name(got)}, expected a number")
+        got = as_number(field(answer, key), f"guidance_conventions()[{key!r}]")
         if abs(got - expected) > 1e-9:
             raise AssertionError(f"guidance_conventions()[{key!r}] = {got!r} is not right: find the value "
                                  f"at which the guided eps equals the model's own (conditional or "

@@ -13,11 +13,7 @@ import math
 
 import torch
 
-from lesson_lib.course.checks import check, expect_close, pairs, type_name
-from lesson_lib.diffusion.denoiser import Prediction
-from lesson_lib.diffusion.inversion import slerp
-from lesson_lib.diffusion.schedules import NoiseSchedule
-from lesson_lib.diffusion.steps import ddim_step
+from lesson_lib.course.checks import as_number, check, expect_close, pairs, type_name
 
 DDIM_HINT = ("x0_hat = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t); sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) "
              "sqrt(1 - ab_t / ab_s); x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps + sigma noise, with "
@@ -31,6 +27,7 @@ SLERP_HINT = ("theta = arccos(<z1, z2> / (|z1| |z2|)) per example over all dimen
 # --- one DDIM step ------------------------------------------------------------------------
 
 def _ddim_case():
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     schedule = NoiseSchedule.linear(1000)
     ab = schedule.alpha_bars_with_0
     examples = []
@@ -54,6 +51,9 @@ def _ddim_probe(ns, case):
 @check(points=3, uses=["ddim_update"], case=_ddim_case, probe=_ddim_probe)
 def ddim_update_is_eq_12(case, answer):
     """ddim_update is Song et al.'s Eq. 12 for eta = 0, 0.5, 1, on images and points, also to alpha-bar = 1."""
+    from lesson_lib.diffusion.denoiser import Prediction
+    from lesson_lib.diffusion.schedules import NoiseSchedule
+    from lesson_lib.diffusion.steps import ddim_step
     schedule = NoiseSchedule.linear(1000)
     for e, got in pairs(case["examples"], answer):
         shape = (-1,) + (1,) * (e["x_t"].ndim - 1)
@@ -67,6 +67,7 @@ def ddim_update_is_eq_12(case, answer):
 # --- respacing ----------------------------------------------------------------------------
 
 def _respace_case():
+    from lesson_lib.diffusion.schedules import NoiseSchedule
     calls = []
     for schedule, taus in [(NoiseSchedule.linear(1000), [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]),
                            (NoiseSchedule.cosine(1000), [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]),
@@ -107,6 +108,7 @@ def _slerp_probe(ns, case):
 @check(points=2, uses=["slerp"], case=_slerp_case, probe=_slerp_probe)
 def slerp_follows_the_great_circle(case, answer):
     """slerp is the spherical interpolation of DDIM's code, per example, endpoints included."""
+    from lesson_lib.diffusion.inversion import slerp
     for e, got in pairs(case["examples"], answer):
         expect_close(got, slerp(e["z1"], e["z2"], e["alpha"]), f"slerp of shape {tuple(e['z1'].shape)} at "
                      f"alpha = {e['alpha']:.3g}", rtol=1e-6, atol=1e-8, hint=SLERP_HINT, check_dtype=False)
@@ -114,21 +116,20 @@ def slerp_follows_the_great_circle(case, answer):
 
 # --- a prediction -------------------------------------------------------------------------
 
-DIMS = (2, 784, 3072, 10_000)
+def _norm_case():
+    """MNIST's and CIFAR-10's sizes, and two drawn ones (a table of answers cannot fit them)."""
+    return {"dims": [784, 3072, int(torch.randint(2, 100, ())), int(torch.randint(1000, 50_000, ()))]}
 
 
 def _norm_probe(ns, case):
-    return [ns["lerp_midpoint_norm"](d) for d in DIMS]
+    return [ns["lerp_midpoint_norm"](d) for d in case["dims"]]
 
 
-@check(points=2, uses=["lerp_midpoint_norm"], probe=_norm_probe)
+@check(points=2, uses=["lerp_midpoint_norm"], case=_norm_case, probe=_norm_probe)
 def lerp_midpoint_norm_is_sqrt_d_over_2(case, answer):
     """lerp_midpoint_norm(d) predicts the norm of (z1 + z2) / 2 for z1, z2 ~ N(0, I_d): about sqrt(d / 2)."""
-    for d, got in zip(DIMS, answer):
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            raise AssertionError(f"lerp_midpoint_norm({d}) returned {type_name(got)}, expected a number")
+    for d, got in pairs(case["dims"], answer):
+        got = as_number(got, f"lerp_midpoint_norm({d})")
         if not abs(got - math.sqrt(d / 2)) <= 0.02 * math.sqrt(d / 2) + 1e-9:
             raise AssertionError(f"lerp_midpoint_norm({d}) = {got!r} is not right: (z1 + z2) / 2 is Gaussian; "
                                  f"what is its variance per dimension, and what is the norm of a d-dimensional "
