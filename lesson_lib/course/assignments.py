@@ -42,7 +42,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import pairing
+from . import flags, pairing
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -269,7 +269,21 @@ def generate(solutions_dir="solutions", exercises_dir="exercises", force=False):
     exercises_dir.mkdir(parents=True, exist_ok=True)
     for path, text in texts.items():
         path.write_bytes(text.encode("utf-8"))
+    if _course_solutions(solutions_dir):
+        flags.PUBLISHED.write_text(_published_text(solutions_dir), encoding="utf-8")
     return list(texts)
+
+
+def _course_solutions(solutions_dir):
+    """Whether ``solutions_dir`` is this course's own solutions/ folder (beside lesson_lib), whose
+    digests ship with the package; another folder (a test's, a fork's draft) leaves them alone."""
+    return Path(solutions_dir).resolve() == Path(flags.PUBLISHED).resolve().parents[3] / "solutions"
+
+
+def _published_text(solutions_dir):
+    """The text of the digests of the published solutions' graded functions (the grader flags a
+    submission that hands one in verbatim; :func:`lesson_lib.course.flags.copies_of_the_solution`)."""
+    return json.dumps(flags.published_digests(solutions_dir), indent=1, sort_keys=True) + "\n"
 
 
 def review(solutions_dir="solutions", exercises_dir="exercises"):
@@ -296,6 +310,10 @@ def review(solutions_dir="solutions", exercises_dir="exercises"):
             problems.append(f"{target} is out of date with {path}, and holds edits that generate did not "
                             f"write; keep them first ({start_command(exercises_dir, lesson_of(target.name))} "
                             f"copies it to {exercises_dir / MY_WORK}), then generate with --force")
+    if _course_solutions(solutions_dir) and (not flags.PUBLISHED.exists() or
+                                             flags.PUBLISHED.read_text(encoding="utf-8") != _published_text(solutions_dir)):
+        problems.append(f"{flags.PUBLISHED} (the digests of the published solutions) is out of date with "
+                        f"{solutions_dir}")
     if exercises_dir.is_dir():
         for target in sorted(exercises_dir.glob("*.ipynb")):
             if target.name not in expected:
