@@ -1,5 +1,5 @@
 # %% [markdown]
-# *Generated from `solutions/03_unet.ipynb` by `python -m lesson_lib.course.assignments generate`, which may replace this file. Students: work in your own copy, `exercises/my_work/03_unet.ipynb`, which `python -m lesson_lib.course.assignments start 03` makes and which neither updates nor tests ever touch (grade it with `python -P -m lesson_lib.course.grader exercises/my_work/03_unet.ipynb`). Course maintainers: edit the solution notebook, not this file.*
+# *Generated from `solutions/03_unet.ipynb` by `python -m lesson_lib.course.assignments generate`, which may replace this file. Students: work in your own copy, `exercises/my_work/03_unet.ipynb`, which `python -m lesson_lib.course.assignments start 03` makes and which neither updates nor tests ever touch (grade it with `lesson-lib-grade exercises/my_work/03_unet.ipynb`). Course maintainers: edit the solution notebook, not this file.*
 
 # %% [markdown]
 # # Lesson 3 · Exercises: the U-Net's building blocks

@@ -3,8 +3,8 @@
     plotting      small matplotlib helpers for the lessons
     assignments   exercise notebooks generated from the solution notebooks
     checks        the automatic checks of each lesson's exercises
-    grader        grading a submission: python -P -m lesson_lib.course.grader
-    batch         grading a folder of submissions: python -P -m lesson_lib.course.batch
+    grader        grading a submission: lesson-lib-grade (or python -P -m lesson_lib.course.grader)
+    batch         grading a folder of submissions: lesson-lib-grade-class
     notebook      reading a submission: the definitions the grader may run, and notes
     protocol      the plain data and messages that cross from the worker to the grader
     sandbox       bubblewrap and process limits around the worker

@@ -139,7 +139,7 @@ def make_exercise(nb, solution_name):
         f"*Generated from `{solution_name}` by `{COMMAND} generate`, which may replace this file. "
         f"Students: work in your own copy, `exercises/{MY_WORK}/{name}`, which `{COMMAND} start "
         f"{lesson_of(name)}` makes and which neither updates nor tests ever touch (grade it with "
-        f"`python -P -m lesson_lib.course.grader exercises/{MY_WORK}/{name}`). "
+        f"`lesson-lib-grade exercises/{MY_WORK}/{name}`). "
         f"Course maintainers: edit the solution notebook, not this file.*")
     if nb.get("nbformat_minor", 0) >= 5:
         notice["id"] = NOTICE_ID

@@ -2,7 +2,7 @@
 
 Usage (for instructors)::
 
-    python -P -m lesson_lib.course.batch SUBMISSIONS/ --out REPORTS/ [--lesson 01]
+    lesson-lib-grade-class SUBMISSIONS/ --out REPORTS/ [--lesson 01] [--overwrite]
         [--timeout 30] [--memory-mb 4096] [--seed N] [--budget SECONDS] [--sandbox required]
 
 Every ``*.ipynb`` in ``SUBMISSIONS/`` and its sub-folders (as learning platforms export them,
@@ -188,7 +188,7 @@ def _write_text(path, text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -P -m lesson_lib.course.batch",
+    parser = argparse.ArgumentParser(prog="lesson-lib-grade-class",
                                      description="Grade every notebook in a folder, each in its own sandbox.")
     parser.add_argument("folder", help="the folder of submitted .ipynb files")
     parser.add_argument("--out", required=True, help="the folder for the reports and summary.csv")

@@ -19,7 +19,7 @@ which draws a fresh seed.
 
 This is for the student's own feedback, in the student's own process. It is not grading:
 here the student's code and the judge share one process, so nothing stops a notebook from
-fooling it. Grades come only from the sandboxed grader (``python -P -m lesson_lib.course.grader
+fooling it. Grades come only from the sandboxed grader (``lesson-lib-grade
 NOTEBOOK.ipynb``, see :mod:`lesson_lib.course.grader`), which never runs student code beside
 the judge.
 

@@ -2,13 +2,15 @@
 
 Usage (for instructors)::
 
-    python -P -m lesson_lib.course.grader SUBMISSION.ipynb [--lesson 01] [--json OUT.json]
-        [--timeout 30] [--memory-mb 4096] [--seed N] [--budget SECONDS] [--no-sandbox]
+    lesson-lib-grade SUBMISSION.ipynb [--lesson 01] [--json OUT.json] [--overwrite]
+        [--timeout 30] [--memory-mb 4096] [--seed N] [--budget SECONDS] [--sandbox auto|required|off]
 
-(For a folder of submissions, see :mod:`lesson_lib.course.batch`.) How a submission is graded:
+(``python -P -m lesson_lib.course.grader`` is the same command on Python >= 3.11; for a folder of
+submissions, see :mod:`lesson_lib.course.batch`.) How a submission is graded:
 
-1. Read the definitions (:mod:`lesson_lib.course.notebook`): only top-level imports, ``def``,
-   ``class`` and literal constants are kept; nothing else in the notebook ever runs.
+1. Read the definitions (:mod:`lesson_lib.course.notebook`, in the memory-limited process of
+   :mod:`lesson_lib.course.reader`): only top-level imports, ``def``, ``class``, literal
+   constants and the computed values the functions use are kept; nothing else ever runs.
 2. Draw every check's inputs in this process from a fresh seed (``--seed`` to repeat a run),
    and send them to a worker (:mod:`lesson_lib.course.worker`) in a sandbox
    (:mod:`lesson_lib.course.sandbox`). The worker runs the definitions, calls the student's
@@ -280,7 +282,7 @@ def check_options(parser, args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
-        prog="python -P -m lesson_lib.course.grader",
+        prog="lesson-lib-grade",
         description="Grade an exercise notebook: run the lesson's checks against the functions it "
                     "defines, in a sandboxed worker, and score the answers outside it.")
     parser.add_argument("submission", help="the student's .ipynb file")
