@@ -29,6 +29,7 @@ SMALLEST = {
     "-m lesson_lib.course.assignments generate": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
     "-m lesson_lib.course.assignments check": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
     "-m lesson_lib.course.pairing sync": ["--help"],
+    "-m lesson_lib.course.assignments start 01": ["--help"],
     "-m lesson_lib.course.pairing check": [str(ROOT / "notebooks")],
     "benchmarks/throughput.py": ["--help"],
     "benchmarks/swiss_roll.py": ["--help"],
