@@ -34,10 +34,12 @@ One idea per module, grouped by layer; read them in this order:
     course/       instructor tooling: plotting, assignments, checks, colab (the repository URL of
                   every notebook's badge and install cell), pairing (each notebook's jupytext
                   percent script, for review), and the grader with its parts:
-                  notebook (reading a submission), worker (runs it), protocol (its messages),
-                  sandbox (bubblewrap), session (one submission's run), batch (a whole class),
-                  flags (what an instructor should look at); feedback (the grader's checks
-                  of one exercise, run in the student's notebook for the student's own feedback)
+                  notebook (reading a submission), reader (in a memory-limited process),
+                  worker (runs it), box (the fence inside the worker), protocol (its
+                  messages), sandbox (bubblewrap), session (one submission's run), batch (a
+                  whole class), flags (what an instructor should look at); checks/judging
+                  (what the lessons' checks share); feedback (the grader's checks of one
+                  exercise, run in the student's notebook for the student's own feedback)
 
 Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and

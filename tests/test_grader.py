@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lesson_lib.course import grader, notebook, sandbox, session
+from lesson_lib.course import grader, notebook, session
 from grading_helpers import definitions, expect_rejected
 from lesson_lib.course.checks import available_lessons, load_checks
 

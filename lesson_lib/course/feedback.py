@@ -32,21 +32,21 @@ check uses) raise ``ValueError``, because the notebook, not the student's answer
 same results as a list of dicts for code that wants them.
 """
 
-import re
 from pathlib import Path
 
 __all__ = ["check", "run", "format_row"]
 
-_LESSON = re.compile(r"(\d{1,3})([a-z]?)")
 _LIBRARY = str(Path(__file__).resolve().parents[1])  # lesson_lib/: frames there are not the student's
 
 
 def _lesson_id(lesson):
     """``1``, ``"1"``, ``"01"`` -> ``"01"``; ``"1b"`` -> ``"01b"``."""
-    match = _LESSON.fullmatch(str(lesson).strip().lower())
-    if match is None or isinstance(lesson, bool):
+    from lesson_lib.course.checks import lesson_id
+
+    found = lesson_id(lesson)
+    if found is None:
         raise ValueError(f"lesson must be a lesson number such as \"01\" (or \"01b\"), got lesson={lesson!r}")
-    return f"{int(match.group(1)):02d}{match.group(2)}"
+    return found
 
 
 def _selected(lesson, names):

@@ -40,7 +40,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from lesson_lib.course import flags, notebook, protocol, reader  # noqa: E402
-from lesson_lib.course.checks import available_lessons, explain  # noqa: E402
+from lesson_lib.course.checks import available_lessons, explain, lesson_id  # noqa: E402
 from lesson_lib.course.session import GraderError, default_budget  # noqa: E402
 
 FILE_LIMIT_MB = 64        # largest file the worker may write (RLIMIT_FSIZE)
@@ -58,15 +58,12 @@ __all__ = ["grade", "format_report", "write_json", "main", "UsageError", "Grader
 
 # --- which lesson ----------------------------------------------------------------------
 
-LESSON_ID = re.compile(r"(\d{1,3})([a-z]?)")   # 01, 2, 01b: a number, then an optional letter
-
-
 def _normalize_lesson(value, where):
-    match = LESSON_ID.fullmatch(str(value).strip().lower())
-    if match is None:
+    found = lesson_id(value)
+    if found is None:
         raise UsageError(f"the lesson must be a number such as 01 (or with a letter, 01b), got "
                          f"{protocol.printable(value, 40)!r} from {where}")
-    return f"{int(match.group(1)):02d}{match.group(2)}"
+    return found
 
 
 def resolve_lesson(requested, read, path):

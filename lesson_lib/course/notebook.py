@@ -18,6 +18,10 @@ knows why.
 The grader itself never calls these on a submission in its own process: parsing untrusted text can
 take gigabytes (see :mod:`lesson_lib.course.reader`, which runs them in a limited child process).
 
+Why one module of about 340 lines: every part answers one question, which statements of an
+untrusted notebook may run (reading the file, IPython's syntax, the definitions, the computed
+values the functions use); split up, each part would need the others' view of a cell.
+
 This module does not import torch.
 """
 
@@ -27,6 +31,8 @@ import re
 import symtable
 import warnings
 from pathlib import Path
+
+from lesson_lib.course.checks import lesson_id
 
 MAX_NOTEBOOK_BYTES = 256 << 20  # a larger file is graded as unreadable (outputs count: images are large)
 MAX_CELL_CHARS = 1 << 20        # a larger code cell is not parsed
@@ -82,11 +88,9 @@ def metadata_lesson(nb):
     if not isinstance(meta, dict) or "lesson" not in meta:
         return None, None
     value = meta["lesson"]
-    if type(value) is int and 0 <= value < 100:
-        return f"{value:02d}", None
-    match = re.fullmatch(r"(\d{1,3})([a-z]?)", value.strip()) if type(value) is str else None
-    if match:                                               # "01", or "01b" for an inserted lesson
-        return f"{int(match.group(1)):02d}{match.group(2)}", None
+    found = lesson_id(value) if type(value) is str or (type(value) is int and 0 <= value < 100) else None
+    if found:                                               # "01", or "01b" for an inserted lesson
+        return found, None
     return None, "the notebook metadata lesson_lib.lesson is not a lesson number; it was ignored"
 
 

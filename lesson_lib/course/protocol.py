@@ -9,7 +9,7 @@ data*, one JSON object per line, and the grader rebuilds every value from scratc
 * lists, tuples and dicts with string keys, at most :data:`MAX_DEPTH` deep;
 * tensors whose type is exactly ``torch.Tensor``, as their raw bytes (base64), dtype and shape.
   The grader makes a new tensor from the bytes, so nothing of the worker's object survives;
-* anything else arrives as :class:`~lesson_lib.course.checks.Unsupported`, which only carries
+* anything else arrives as :class:`Unsupported`, which only carries
   the type's name, so a judge can say "returned ndarray, expected a torch.Tensor".
 
 Nothing is ever unpickled. Messages (:func:`parse_event`) follow a strict schema: known
@@ -25,7 +25,6 @@ import base64
 import json
 import math
 
-from lesson_lib.course.checks import Unsupported
 
 MAX_DEPTH = 8                 # nesting of lists and dicts in one value
 MAX_ITEMS = 10_000            # entries in one list or dict
@@ -41,6 +40,22 @@ DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128"
           "uint8", "int8", "int16", "int32", "int64", "bool")
 
 RAISED_KINDS = ("not implemented", "failed", "error", "missing")
+
+
+class Unsupported:
+    """Stands for a value the worker could not send as plain data (a numpy array, a tensor
+    subclass, a float subclass...): only its type's name crosses the boundary."""
+
+    def __init__(self, type_name):
+        self.type_name = str(type_name)
+
+    def __repr__(self):
+        return f"<{self.type_name}>"
+
+
+def type_name(value):
+    """The name of ``value``'s type as messages show it (``Unsupported`` shows what it stands for)."""
+    return value.type_name if isinstance(value, Unsupported) else type(value).__name__
 
 
 class ProtocolError(ValueError):

@@ -8,8 +8,10 @@ always include the edge cases (T = 1, the first and last timestep). Total: 12 po
 
 import torch
 
-from lesson_lib.course.checks import (call_described, call_each, check, expect_close, expect_number,
-                                      expect_tensor, field, pairs, type_name)
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import (call_described, call_each, expect_close, expect_number,
+                                              expect_tensor, field, pairs)
+from lesson_lib.course.protocol import type_name
 
 INDEX_HINT = "Code index t is the paper's t+1: alpha_bars[t] is alpha-bar_{t+1}."
 

@@ -12,7 +12,9 @@ schedule. Total: 10 points.
 
 import torch
 
-from lesson_lib.course.checks import check, expect_close, expect_tensor, field, pairs, type_name
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import expect_close, expect_tensor, field, pairs
+from lesson_lib.course.protocol import type_name
 
 INDEX_HINT = ("Code index t = 0 is the paper's t = 1: betas[t] is beta_{t+1}, alpha_bars[t] is alpha-bar_{t+1}; "
               "reshape per-example values to (B, 1, ..., 1) so that they broadcast over the other dimensions.")

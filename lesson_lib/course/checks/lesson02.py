@@ -11,8 +11,10 @@ variance is optimal for two kinds of data (Ho et al., Sec. 3.2). Total: 12 point
 
 import torch
 
-from lesson_lib.course.checks import (as_number, check, expect_close, expect_finite, expect_fresh_t_and_eps,
-                                      expect_number, expect_sgd_step, expect_tensor, field, pairs, type_name)
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import (as_number, expect_close, expect_finite, expect_fresh_t_and_eps,
+                                              expect_number, expect_sgd_step, expect_tensor, field, pairs)
+from lesson_lib.course.protocol import type_name
 from lesson_lib.diffusion.schedules import NoiseSchedule
 
 # What the worker loads besides this module (see lesson_lib/course/box.py): the schedule builds the

@@ -15,7 +15,8 @@ import math
 import torch
 
 from lesson_lib.models import unet
-from lesson_lib.course.checks import call_each, check, expect_close, expect_tensor, field, pairs
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import call_each, expect_close, expect_tensor, field, pairs
 from lesson_lib.models.embeddings import sinusoidal_embedding
 
 # The exercise's given __init__ builds its layers with unet.group_norm and unet.zero_init, so the

@@ -17,9 +17,11 @@ from one module, and its parts share the probes and the model rebuilt in the gra
 import torch
 from torch import nn
 
-from lesson_lib.course.checks import (as_number, call_each, check, expect_close, expect_finite,
-                                      expect_fresh_t_and_eps, expect_number, expect_sgd_step, expect_tensor, field,
-                                      pairs, type_name)
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import (as_number, call_each, expect_close, expect_finite,
+                                              expect_fresh_t_and_eps, expect_number, expect_sgd_step,
+                                              expect_tensor, field, pairs)
+from lesson_lib.course.protocol import type_name
 from lesson_lib.diffusion.schedules import NoiseSchedule
 
 # What the worker loads besides this module (see lesson_lib/course/box.py): the schedule builds the

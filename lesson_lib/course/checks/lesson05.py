@@ -11,7 +11,9 @@ and the unconditional model. Total: 10 points.
 
 import torch
 
-from lesson_lib.course.checks import as_number, check, expect_close, field, pairs, type_name
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import as_number, expect_close, field, pairs
+from lesson_lib.course.protocol import type_name
 
 GUIDED_HINT = ("eps' = eps - scale * sqrt(1 - alpha_bar) * grad_log_prob, with alpha_bar (one value per "
                "example) reshaped to (B, 1, ..., 1) so that it broadcasts over the other dimensions.")

@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from lesson_lib.course.checks import as_number, check, expect_close, pairs, type_name
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import as_number, expect_close, pairs
 
 DDIM_HINT = ("x0_hat = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t); sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) "
              "sqrt(1 - ab_t / ab_s); x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps + sigma noise, with "

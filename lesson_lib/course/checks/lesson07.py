@@ -12,7 +12,9 @@ Total: 10 points.
 
 import torch
 
-from lesson_lib.course.checks import check, expect_close, expect_number, expect_tensor, field, pairs, type_name
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import expect_close, expect_number, expect_tensor, field, pairs
+from lesson_lib.course.protocol import type_name
 from lesson_lib.diffusion.denoiser import Denoiser, Prediction
 from lesson_lib.diffusion.forward import eps_from_x0
 from lesson_lib.diffusion.schedules import NoiseSchedule

@@ -16,7 +16,9 @@ import math
 
 import torch
 
-from lesson_lib.course.checks import check, expect_close, expect_tensor, pairs, type_name
+from lesson_lib.course.checks import check
+from lesson_lib.course.checks.judging import expect_close, expect_tensor, pairs
+from lesson_lib.course.protocol import type_name
 
 HALF = 1.0 / 255
 KL_HINT = ("KL = 0.5 (-1 + log_var2 - log_var1 + exp(log_var1 - log_var2) + (mean1 - mean2)^2 exp(-log_var2)), "
