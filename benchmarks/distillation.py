@@ -60,9 +60,9 @@ def convert(out, recipe, data, labels, shipped, schedule):
     steps = recipe["convert_steps"]
     config = TrainConfig(batch_size=recipe["batch_size"], lr=recipe["convert_lr"], warmup_steps=50,
                          lr_decay_steps=steps, ema_decay=0.0, seed=1, log_every=25)
-    trainer = Trainer(model, schedule, data, config, labels=labels, device="cpu",
-                      checkpoint_path=Path(out) / f"teacher_{recipe['teacher_steps']}.pt",
-                      objective=Distillation(shipped, recipe["teacher_steps"], recipe["weighting"], teacher_steps=1))
+    objective = Distillation(schedule, shipped, recipe["teacher_steps"], recipe["weighting"], teacher_steps=1)
+    trainer = Trainer(model, data, objective, config, cond={"y": labels}, device="cpu",
+                      checkpoint_path=Path(out) / f"teacher_{recipe['teacher_steps']}.pt")
     trainer.resume()
     trainer.run(steps, progress=False, checkpoint_every=50)
     log(out, f"teacher_{recipe['teacher_steps']} (v, conversion): loss {trainer.history[0][1]:.4f} -> {trainer.history[-1][1]:.4f}")
@@ -83,7 +83,7 @@ def train(out, recipe, threads=1):
         log(out, f"student_{n}: loss {trainer.history[0][1]:.4f} -> {trainer.history[-1][1]:.4f} "
                  f"after {trainer.step} steps")
 
-    progressive_distillation(teacher, schedule, data, labels, start_steps=recipe["teacher_steps"],
+    progressive_distillation(teacher, schedule, data, {"y": labels}, start_steps=recipe["teacher_steps"],
                              end_steps=1, train_steps=recipe["halving_steps"], config=config,
                              weighting=recipe["weighting"], checkpoint_dir=out, device="cpu",
                              on_student=done)

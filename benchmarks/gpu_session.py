@@ -37,9 +37,11 @@ from lesson_lib.evaluate import evaluate
 from lesson_lib.pretrained import export_model, write_card
 from lesson_lib.training.profiles import CLASS_DROPOUT, training_settings
 from lesson_lib.sample import generate
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.training.trainer import TrainConfig, Trainer
-from lesson_lib.models.unet import PRESETS, count_parameters, unet_preset
+from lesson_lib.course.inspection import count_parameters
+from lesson_lib.models.unet import PRESETS, unet_preset
 
 DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 
@@ -110,9 +112,10 @@ def main():
     overrides = {} if args.base_channels is None else {"base_channels": args.base_channels}
     model = unet_preset(s["preset"], num_classes=len(classes), **{**s["unet"], **overrides})
     config = TrainConfig(batch_size=args.batch_size or s["batch_size"], lr=s["lr"], warmup_steps=s["warmup_steps"],
-                         ema_decay=s["ema_decay"], class_dropout=CLASS_DROPOUT, hflip=s.get("hflip", False),
+                         ema_decay=s["ema_decay"], hflip=s.get("hflip", False),
                          log_every=min(100, args.chunk))
-    trainer = Trainer(model, schedule, images, config, labels=labels, device=dev)
+    trainer = Trainer(model, images, LSimple(schedule, class_dropout=CLASS_DROPOUT), config, cond={"y": labels},
+                      device=dev)
     classifier = load_classifier(args.dataset, device=dev)
     y = torch.arange(len(classes)).repeat_interleave(10)                 # one row of 10 per class
     snapshots, start, next_eval = [], time.perf_counter(), 15.0

@@ -18,8 +18,11 @@ row, so that rows differ only by the guidance) are drawn with DDIM (eta = 0, x0 
 
 Rows: classifier-free guidance at weights w (w = 0 is the conditional model); classifier
 guidance at scales s on the model's *unconditional* output (its null class; s = 0 is the
-unconditional model); and the mean form on strided DDPM with the gradient at x_t (the default)
-and at the mean (the paper's derivation), with paired noise, to measure that choice.
+unconditional model); and the mean form (``ClassifierGuidedStep``, the step of strided DDPM, on
+the unconditional model) with the gradient at x_t (the default) and at the mean (the paper's
+derivation), with paired noise, to measure that choice. Its mu comes from the clipped x0_hat and
+the shift s Sigma g is not clipped, as in the authors' code (before the mean form became a step,
+the shifted x0_hat was clipped: rows recorded then differ).
 
 CIFAR-10 would need a class-conditional CIFAR-10 diffusion model and a CIFAR-10 noisy classifier;
 neither ships with the course yet (``lesson_lib/weights`` holds only ``mnist_cond``), so the
@@ -34,7 +37,7 @@ import time
 import torch
 
 from lesson_lib.data.images import load_mnist
-from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, ClassifierGuidedStep
 from lesson_lib.diffusion.sampling import ddpm_sample
 from lesson_lib.diffusion.timesteps import spaced
 from lesson_lib.evaluation.fid import compute_metrics, extract_features, real_floor
@@ -52,8 +55,8 @@ def cfg(w):
     return lambda d: ClassifierFreeGuidance(d, w)
 
 
-def cg(guide, s, **kwargs):
-    return lambda d: ClassifierGuidance(d, guide, s, dataset="mnist", **kwargs)
+def cg(guide, s):
+    return lambda d: ClassifierGuidance(d, guide, s, dataset="mnist")
 
 
 def measure(images, labels, seconds, judge, data_dir, device):
@@ -88,12 +91,10 @@ def sample_rows(model, schedule, guide, judge, n, steps, seed, data_dir, device,
     timesteps = spaced(schedule.T, steps)
     for at in ("x_t", "mean"):
         def ancestral():
-            shape = (n, 1, 28, 28)
-            return ddpm_sample(model, schedule, shape, model_kwargs={"y": labels.to(device)}, clip_x0=True,
-                               device=device, progress=False, timesteps=timesteps,
-                               generator=torch.Generator(device).manual_seed(seed),
-                               guidance=cg(guide, ABLATION_SCALE, form="mean", gradient_at=at,
-                                           timesteps=timesteps))
+            shape = (n, 1, 28, 28)           # no y in model_kwargs: the model's unconditional output is guided
+            step = ClassifierGuidedStep(guide, ABLATION_SCALE, labels.to(device), gradient_at=at, dataset="mnist")
+            return ddpm_sample(model, schedule, shape, clip_x0=True, device=device, progress=False,
+                               timesteps=timesteps, generator=torch.Generator(device).manual_seed(seed), step=step)
         row(f"classifier mean form, DDPM-{steps}, grad at {at}", ABLATION_SCALE, ancestral)
     return rows
 

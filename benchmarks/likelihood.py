@@ -50,12 +50,12 @@ TRAIN_CONFIG = dict(batch_size=32, lr=1e-4, warmup_steps=50, ema_decay=0.995, se
 # One entry per training objective: the model it exports, where it starts, its settings.
 OBJECTIVES = {
     "hybrid": dict(name=NAME, start="mnist_cond", train_config=TRAIN_CONFIG,
-                   objective=lambda: Hybrid(0.001, class_dropout=0.1),
+                   objective=lambda schedule: Hybrid(schedule, 0.001, class_dropout=0.1),
                    description="mnist_cond with a learned variance (Nichol & Dhariwal 2021): the U-Net outputs eps "
                                "and v (learn_sigma=True), fine-tuned from mnist_cond's weights with L_hybrid (lambda "
                                "0.001, label dropout 0.1); the v channel started at zero (frac 0.5)."),
     "vlb": dict(name="mnist_vlb", start=NAME, train_config=dict(TRAIN_CONFIG, lr=3e-5, warmup_steps=20),
-                objective=lambda: LVlb(importance=True, class_dropout=0.1),
+                objective=lambda schedule: LVlb(schedule, importance=True, class_dropout=0.1),
                 description="mnist_learned_variance fine-tuned with the bound alone (L_vlb, Nichol & Dhariwal 2021): "
                             "t importance-sampled by the second moment of the last 10 losses per t (uniform until "
                             "every t has 10), the mean not detached, label dropout 0.1."),
@@ -82,8 +82,8 @@ def make_trainer(run, data_dir, objective="hybrid"):
         model = learned_variance_copy(model)
     x, y = load_mnist("train", data_dir=data_dir)
     os.makedirs(run, exist_ok=True)
-    return Trainer(model, schedule, x, TrainConfig(**spec["train_config"]), labels=y, device="cpu",
-                   checkpoint_path=os.path.join(run, "checkpoint.pt"), objective=spec["objective"]())
+    return Trainer(model, x, spec["objective"](schedule), TrainConfig(**spec["train_config"]), cond={"y": y},
+                   device="cpu", checkpoint_path=os.path.join(run, "checkpoint.pt"))
 
 
 def train(args):

@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.sampling import ddim_sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
-from lesson_lib.models import unet
+from lesson_lib.models import base, unet
 from lesson_lib.training.trainer import TrainConfig, Trainer
 
 
@@ -38,8 +38,8 @@ class CountSyncs(TorchDispatchMode):
 
 
 def syncs_per_step(schedule):
-    on_cpu = unet._is_compiling
-    unet._is_compiling = lambda: True        # the U-Net's checks as on a GPU: no value reads
+    on_cpu = base._is_compiling
+    base._is_compiling = lambda: True        # the U-Net's checks as on a GPU: no value reads
     try:
         model = unet.unet_preset("mnist", num_classes=10).eval()
         y = torch.arange(4)
@@ -49,10 +49,10 @@ def syncs_per_step(schedule):
                 ddim_sample(model, schedule, (4, 1, 28, 28), steps=steps, progress=False, model_kwargs={"y": y})
             counts.append(mode.syncs)
         with CountSyncs() as mode:
-            LSimple(0.1)(model, schedule, torch.randn(8, 1, 28, 28), torch.arange(8), torch.Generator())
+            LSimple(schedule, 0.1)(model, model, torch.randn(8, 1, 28, 28), {"y": torch.arange(8)}, torch.Generator())
         return (counts[1] - counts[0]) / 5, mode.syncs
     finally:
-        unet._is_compiling = on_cpu
+        base._is_compiling = on_cpu
 
 
 def speed(schedule, rounds):
@@ -60,7 +60,7 @@ def speed(schedule, rounds):
     train, sample = [], []
     for _ in range(rounds):
         torch.manual_seed(0)
-        trainer = Trainer(unet.unet_preset("mnist"), schedule, data, TrainConfig(batch_size=32, lr=1e-4),
+        trainer = Trainer(unet.unet_preset("mnist"), data, LSimple(schedule), TrainConfig(batch_size=32, lr=1e-4),
                           device="cpu")
         trainer.run(3, progress=False)
         start = time.perf_counter()

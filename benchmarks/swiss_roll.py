@@ -16,6 +16,7 @@ import time
 import torch
 
 from lesson_lib.evaluation.metrics import sample_quality_2d
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.models.mlp import MLPDenoiser
 from lesson_lib.diffusion.sampling import ddpm_sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
@@ -38,7 +39,7 @@ def main():
     data = swiss_roll(20_000, seed=args.seed)
     schedule = NoiseSchedule.from_name("linear", LESSON2["T"])
     model = MLPDenoiser(dim=2, hidden=LESSON2["hidden"], num_blocks=LESSON2["num_blocks"])
-    trainer = Trainer(model, schedule, data, LESSON2["config"], device="cpu")
+    trainer = Trainer(model, data, LSimple(schedule), LESSON2["config"], device="cpu")
     start = time.perf_counter()
     trainer.run(args.steps, progress=False)
     train_s = time.perf_counter() - start

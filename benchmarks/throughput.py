@@ -24,7 +24,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lesson_lib.models.unet import PRESETS, count_parameters, num_groups, unet_preset
+from lesson_lib.course.inspection import count_parameters
+from lesson_lib.models.layers import num_groups
+from lesson_lib.models.unet import PRESETS, unet_preset
 
 
 def _timed(fn, seconds, sync):
@@ -82,7 +84,7 @@ def diffusers_twin(name):
 
     The parameter counts are identical (tests/test_benchmarks.py). The one difference: diffusers
     uses one GroupNorm group count everywhere, ours adapts it to each width
-    (:func:`lesson_lib.models.unet.num_groups`); the twin takes ours at the base width.
+    (:func:`lesson_lib.models.layers.num_groups`); the twin takes ours at the base width.
     """
     from diffusers import UNet2DModel
     cfg = PRESETS[name]

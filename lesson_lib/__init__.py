@@ -5,25 +5,34 @@ One idea per module, grouped by layer; read them in this order:
     diffusion/    the maths of the course (imports only models.base, files and arguments)
         schedules    the noise schedules beta_1..beta_T and every quantity derived from them
         forward      the forward process q(x_t | x_0), the chain, the posterior (and its empirical check), eps/x0/v conversions
-        losses       L_simple, the bound's weight lambda_t (vlb_weights, WeightedEps), the Trainer's objective interface
+        losses       the objective protocol (Objective, DiffusionObjective and its one draw of t, eps,
+                     x_t), L_simple, the bound's weight lambda_t (vlb_weights, WeightedEps)
         denoiser     any network as one prediction (x0_hat, eps_hat): precision, checks, clipping
         steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)
         timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
         sampling     the one sampling loop; DDPM (Algorithm 2) and DDIM as presets of it
-        guidance     classifier guidance and classifier-free guidance, as wrappers of the denoiser
+        guidance     classifier guidance (a denoiser wrapper, or a step: the mean form) and
+                     classifier-free guidance (a denoiser wrapper)
         distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective
         inversion    DDIM inversion (encode x_0 to x_T with the same loop, climbing) and slerp
         likelihood   the variational bound in bits/dim (Gaussian KLs, the discretised decoder), the
-                     learned variance's range, and L_hybrid as an objective
+                     learned variance's range, and L_hybrid and L_vlb as objectives
+        oracles      exact answers: Gaussian data and a class-conditional Gaussian mixture, their exact
+                     denoiser, classifier and probability-flow map (for tests and lessons)
     models/       the networks (never import diffusion/, training/, evaluation/ or course/)
-        base         what every network shares: config, from_config, prediction, num_classes
+        base         what every network shares: the recorded config, from_config, prediction,
+                     num_classes, data_shape, the input checks
         embeddings   the sinusoidal time embedding
+        layers       the shared layers: time and class embeddings (with the null class), ResBlock,
+                     attention, down/up-sampling, group_norm, zero_init
         mlp          a small MLP denoiser for 2-D data
-        unet         the U-Net denoiser for images, and its presets
+        unet         the U-Net denoiser for images, and its presets (lesson 3's tables of its
+                     shapes and parameters: course/inspection)
         classifiers  the course's MNIST and CIFAR-10 classifiers
         noisy_classifier  f_phi(y | x_t, t), the guide of classifier guidance (the U-Net's down path)
     data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches)
-    training/     trainer (one loop for every model), ema, checkpoint, profiles (ci, cpu, gpu),
+    training/     trainer (one loop for every model), distributed (the same loop on several
+                  processes: torchrun), ema, checkpoint, profiles (ci, cpu, gpu),
                   classifier_fit (the classifiers' recipe), noisy_classifier_fit (lesson 5's guide),
                   distill (progressive distillation: one Trainer per halving)
     evaluation/   metrics (2-D quality, nearest neighbours), fid (FID and KID), judges (class accuracy)

@@ -25,7 +25,7 @@ from .data.images import load_dataset
 from .evaluation.judges import class_accuracy
 from .evaluation.fid import DATASETS, compute_metrics, real_floor
 from .pretrained import available, model_card
-from .sample import DDIM_STEPS, SAMPLERS, check_steps, generate, load
+from .sample import DDIM_STEPS, SAMPLERS, cfg, check_steps, defaults, generate, load
 
 IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}      # (channels, size) of each dataset's images
 
@@ -41,12 +41,12 @@ def check_reference(dataset, n, data_dir=None, name="n"):
 
 
 def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=None, device="cpu", data_dir=None,
-             batch_size=250, seed=0, progress=True, guidance=None):
+             batch_size=250, seed=0, progress=True, guidance=None, clip_x0=True, decode=None, grid="linspace"):
     """Sample ``n`` images and measure them; returns a dict of figures (see the module docstring).
 
-    ``steps`` as in :func:`lesson_lib.sample.generate` (DDIM 100 by default, DDPM all T). One
-    progress bar counts the images; ``guidance`` wraps the denoiser (see
-    :mod:`lesson_lib.diffusion.guidance`)."""
+    ``steps``, ``guidance``, ``clip_x0``, ``decode`` and ``grid`` as in
+    :func:`lesson_lib.sample.generate` (DDIM 100 by default, DDPM all T). A class-conditional
+    model draws every class equally often. One progress bar counts the images."""
     n = integer(n, "n", minimum=2, hint="FID needs at least two images; read it at n >= 1000")
     batch_size = integer(batch_size, "batch_size", minimum=1)
     check_reference(dataset, n, data_dir)
@@ -56,10 +56,10 @@ def evaluate(model, schedule, dataset, n=1000, sampler="ddim", steps=None, devic
     batches = []
     with tqdm(total=n, desc=f"sampling ({sampler})", unit="img", disable=not progress) as bar:
         for i in range(0, n, batch_size):
-            y = None if labels is None else labels[i:i + batch_size]
+            cond = None if labels is None else {"y": labels[i:i + batch_size]}
             m = min(batch_size, n - i)
-            batches.append(generate(model, schedule, m, sampler, steps, y, device, seed + i, False,
-                                    guidance=guidance).cpu())
+            batches.append(generate(model, schedule, m, sampler, steps, cond, device, seed + i, False, guidance=guidance,
+                                    clip_x0=clip_x0, decode=decode, grid=grid).cpu())
             bar.update(m)
     seconds = time.perf_counter() - start
     x = torch.cat(batches)
@@ -122,9 +122,10 @@ def main(argv=None):
     src.add_argument("--pretrained", help=f"a model shipped with the course: {', '.join(available())}")
     p.add_argument("--dataset", choices=DATASETS, help="required with --checkpoint")
     p.add_argument("--n", type=positive_int, default=1000, help="samples (and real images for the floor)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    p.add_argument("--sampler", choices=SAMPLERS, help="default: the shipped model's own (else ddim)")
     p.add_argument("--steps", type=positive_int, help=f"timesteps to visit, at most T: DDIM default {DDIM_STEPS}; "
                    "DDPM default all T, fewer gives strided DDPM (spaced(T, steps), each step with its own beta)")
+    p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight w (0: none)")
     p.add_argument("--data-dir", help="the folder of mnist.npz / cifar10.npz (default: $DDPM_DATA_DIR)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -149,9 +150,10 @@ def main(argv=None):
         p.error(f"--data-dir: {error}")
     model, schedule = load(p, args)
     check_dataset_fits(p, dataset, model)
-    check_steps(p, args.steps, schedule)
-    print(format_table(evaluate(model, schedule, dataset, args.n, args.sampler, args.steps, args.device,
-                                args.data_dir)))
+    sampler, steps, grid = defaults(args)
+    check_steps(p, steps, schedule)
+    print(format_table(evaluate(model, schedule, dataset, args.n, sampler, steps, args.device, args.data_dir,
+                                guidance=cfg(p, model, args.guidance), grid=grid)))
 
 
 if __name__ == "__main__":

@@ -1,44 +1,80 @@
-"""Sample from a trained model and write a PNG grid.
+"""Sample from a trained model: a PNG grid, or the samples themselves (.npz).
 
     python -m lesson_lib.sample --checkpoint runs/mnist-cpu/checkpoint.pt --out samples.png
     python -m lesson_lib.sample --pretrained mnist_cond --sampler ddim --steps 50 --out digits.png
-    python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --out threes.png
+    python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --guidance 2 --out threes.png
+    python -m lesson_lib.sample --pretrained mnist_distilled_4 --n 1000 --out students.npz
 
-Class-conditional models get one row per class unless ``--label`` picks one. ``--steps`` sets
-the number of timesteps for both samplers: DDIM visits 100 by default, DDPM all T (Algorithm 2)
-by default and fewer as strided DDPM. An existing ``--out`` is replaced only with ``--overwrite``.
+Class-conditional models get one row per class unless ``--label`` picks one. A shipped model
+samples with its own defaults (its card's ``sampling``: a distilled student on the steps of its
+own grid); ``--sampler`` and ``--steps`` override them. ``--steps`` sets the number of
+timesteps for both samplers: DDIM visits 100 by default, DDPM all T (Algorithm 2) by default
+and fewer as strided DDPM. ``--guidance W`` is classifier-free guidance with the paper's weight
+w (0 is the plain conditional model). An ``--out`` ending in ``.npz`` holds the samples as
+uint8 ``images`` ((N, H, W) or (N, H, W, C)) and their ``labels``, to compute metrics of your
+own. An existing ``--out`` is replaced only with ``--overwrite``.
 """
 
 import argparse
+import io
 import time
 
+import numpy as np
 import torch
 
 from .arguments import choice
-from .data.images import save_grid
+from .data.images import float_to_uint8, save_grid
 from .cli import check_device, check_output_file, positive_int, run, seed_int
-from .pretrained import available, load_model, load_pretrained
+from .diffusion.distillation import sampler_timesteps
+from .diffusion.guidance import ClassifierFreeGuidance
 from .diffusion.sampling import ddim_sample, ddpm_sample
 from .diffusion.timesteps import spaced
+from .files import atomic_write
+from .pretrained import available, load_model, load_pretrained, model_card
 
 SAMPLERS = ("ddpm", "ddim")
+GRIDS = ("linspace", "distillation")     # DDIM's default spacing, or the nested grid of a distilled student
 DDIM_STEPS = 100          # the default of --steps for DDIM; DDPM's default is every step
 
 
-def generate(model, schedule, n, sampler="ddim", steps=None, labels=None, device="cpu", seed=0,
-             progress=True, guidance=None):
-    """``n`` images from ``model``: DDPM (Algorithm 2: all T steps, or ``steps`` of them strided,
-    ``spaced(T, steps)``) or DDIM (``steps`` steps, default 100). ``guidance`` wraps the denoiser
-    (see :mod:`lesson_lib.diffusion.guidance`)."""
+def timesteps_for(schedule, sampler, steps, grid="linspace"):
+    """The timestep list a sampler visits: every step (DDPM, ``steps`` None), ``spaced(T, steps)``,
+    or the nested grid a distilled student was trained on (``grid="distillation"``)."""
     choice(sampler, "sampler", SAMPLERS)
-    shape = (n, model.in_channels, model.image_size, model.image_size)
-    kwargs = dict(clip_x0=True, device=device, progress=progress, guidance=guidance,
+    choice(grid, "grid", GRIDS)
+    if sampler == "ddpm" and steps is None:
+        return None
+    steps = DDIM_STEPS if steps is None else steps
+    return sampler_timesteps(schedule.T, steps) if grid == "distillation" else spaced(schedule.T, steps)
+
+
+def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="cpu", seed=0,
+             progress=True, guidance=None, clip_x0=True, decode=None, grid="linspace"):
+    """``n`` samples of ``model.data_shape``: DDPM (Algorithm 2: all T steps, or ``steps`` of them
+    strided) or DDIM (``steps`` steps, default 100), on the timesteps of :func:`timesteps_for`.
+    ``cond`` is the conditioning passed to the model (``{"y": labels}``, ``{"low_res": images}``),
+    ``guidance`` wraps the denoiser (see :mod:`lesson_lib.diffusion.guidance`), ``clip_x0`` clips
+    x0_hat (True for images in [-1, 1]; False in a latent space) and ``decode`` maps the samples
+    to images at the end (a latent model's decoder)."""
+    timesteps = timesteps_for(schedule, sampler, steps, grid)
+    shape = (n, *model.data_shape)
+    kwargs = dict(clip_x0=clip_x0, device=device, progress=progress, guidance=guidance,
                   generator=torch.Generator(device).manual_seed(seed),
-                  model_kwargs=None if labels is None else {"y": labels.to(device)})
+                  model_kwargs={key: value.to(device) for key, value in (cond or {}).items()})
     if sampler == "ddpm":
-        timesteps = None if steps is None else spaced(schedule.T, steps)
-        return ddpm_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
-    return ddim_sample(model, schedule, shape, steps=DDIM_STEPS if steps is None else steps, **kwargs)
+        x = ddpm_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
+    else:
+        x = ddim_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
+    return x if decode is None else decode(x)
+
+
+def defaults(args):
+    """The sampler, steps and grid to use: the flags, else the shipped model's card, else DDIM."""
+    card = model_card(args.pretrained).get("sampling", {}) if args.pretrained else {}
+    sampler = args.sampler or card.get("sampler", "ddim")
+    steps = args.steps if args.steps is not None else card.get("steps") if args.sampler in (None, card.get("sampler")) \
+        else None
+    return sampler, steps, card.get("grid", "linspace") if steps == card.get("steps") else "linspace"
 
 
 def check_steps(parser, steps, schedule):
@@ -60,21 +96,44 @@ def load(parser, args):
         parser.error(f"--checkpoint {args.checkpoint!r}: {error}")
 
 
+def cfg(parser, model, w):
+    """The guidance wrapper for ``--guidance w`` (None for no flag)."""
+    if w is None:
+        return None
+    if model.num_classes is None:
+        parser.error("--guidance needs a class-conditional model (classifier-free guidance mixes the "
+                     "conditional and the unconditional prediction); this one is unconditional")
+    return lambda denoise: ClassifierFreeGuidance(denoise, w=w)
+
+
+def write_samples(x, labels, path):
+    """The samples as uint8 images ((N, H, W) or (N, H, W, C)) and their labels, in an .npz file."""
+    images = float_to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
+    images = images[..., 0] if images.shape[-1] == 1 else images
+    arrays = {"images": images, "labels": (labels if labels is not None else torch.full((len(x),), -1)).numpy()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesson_lib.sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a checkpoint written by python -m lesson_lib.train")
     src.add_argument("--pretrained", help=f"a model shipped with the course: {', '.join(available())}")
-    p.add_argument("--out", default="samples.png", help="the grid, .png or .jpg (default samples.png), in an "
-                   "existing folder")
+    p.add_argument("--out", default="samples.png", help="the grid (.png, .jpg) or the samples (.npz); default "
+                   "samples.png, in an existing folder")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (else refused)")
     p.add_argument("--n", type=positive_int, help="number of images: a multiple of the number of classes for a "
                    "class-conditional model (one row per class); default 8 per class, or 64")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    p.add_argument("--steps", type=positive_int, help=f"timesteps to visit, at most T: DDIM default {DDIM_STEPS}; "
-                   "DDPM default all T, fewer gives strided DDPM (spaced(T, steps), each step with its own beta)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="default: the shipped model's own (else ddim)")
+    p.add_argument("--steps", type=positive_int, help=f"timesteps to visit, at most T: DDIM default {DDIM_STEPS} "
+                   "(a shipped model: its own); DDPM default all T, fewer gives strided DDPM (spaced(T, steps), "
+                   "each step with its own beta)")
     p.add_argument("--label", type=int, help="sample only this class (a class-conditional model)")
+    p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight w "
+                   "(eps = (1 + w) eps(x, y) - w eps(x, null); 0 is the plain conditional model)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA (--checkpoint only)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -82,10 +141,11 @@ def main(argv=None):
     if args.raw and args.pretrained:
         p.error("--raw needs --checkpoint: the shipped models hold only their EMA weights")
     check_device(p, args.device)
-    check_output_file(p, args.out, overwrite=args.overwrite)      # before minutes of sampling, not after
+    check_output_file(p, args.out, extensions=(".png", ".jpg", ".jpeg", ".npz"), overwrite=args.overwrite)
 
     model, schedule = load(p, args)
-    check_steps(p, args.steps, schedule)
+    sampler, steps, grid = defaults(args)
+    check_steps(p, steps, schedule)
     k = model.num_classes
     nrow, labels = 8, None
     if args.label is not None and k is None:
@@ -104,11 +164,17 @@ def main(argv=None):
         labels = torch.arange(k).repeat_interleave(nrow)
     else:
         n = args.n or 64
+    guidance = cfg(p, model, args.guidance)
     start = time.perf_counter()
-    x = generate(model, schedule, n, args.sampler, args.steps, labels, args.device, args.seed)
+    x = generate(model, schedule, n, sampler, steps, None if labels is None else {"y": labels}, args.device,
+                 args.seed, guidance=guidance, grid=grid)
     seconds = time.perf_counter() - start
-    save_grid(x, args.out, nrow=nrow)
-    print(f"wrote {n} samples to {args.out} ({args.sampler}, {n / seconds:.1f} samples/s on {args.device})")
+    if args.out.lower().endswith(".npz"):
+        write_samples(x, labels, args.out)
+    else:
+        save_grid(x, args.out, nrow=nrow)
+    what = f"{sampler}, {steps or schedule.T} steps" + (f", guidance w = {args.guidance:g}" if guidance else "")
+    print(f"wrote {n} samples to {args.out} ({what}, {n / seconds:.1f} samples/s on {args.device})")
 
 
 if __name__ == "__main__":

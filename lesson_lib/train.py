@@ -3,6 +3,11 @@
     python -m lesson_lib.train --config mnist                  # profile chosen automatically
     python -m lesson_lib.train --config cifar10 --profile gpu --out runs/cifar10
     python -m lesson_lib.train --config mnist --steps 10000     # continue a finished run further
+    torchrun --nproc_per_node 4 -m lesson_lib.train --config cifar10 --profile gpu   # on 4 GPUs
+
+With ``torchrun`` every process trains its share of the same global batch on its own GPU
+(:mod:`lesson_lib.training.distributed`); the first one prints, writes the checkpoints and the
+sample grids, and a run resumes with the same number of processes.
 
 The run folder holds ``checkpoint.pt`` (written atomically every ``--checkpoint-every``
 steps and at the end, the one before kept as ``checkpoint.prev.pt``) and ``samples_stepN.png``
@@ -24,6 +29,7 @@ from .cli import check_device, non_negative_int, positive_int, run
 from .data.images import load_dataset, save_grid
 from .training.checkpoint import ConfigMismatchError, checkpoint_exists
 from .training.profiles import CLASS_DROPOUT, PROFILES, current_profile, training_settings
+from .diffusion.losses import LSimple
 from .diffusion.sampling import ddim_sample
 from .diffusion.schedules import NoiseSchedule
 from .training.trainer import TrainConfig, Trainer
@@ -41,9 +47,10 @@ def build(dataset, profile=None, data_dir=None, steps=None, checkpoint_path=None
     model = unet_preset(settings["preset"], num_classes=len(classes), **settings["unet"])
     config = TrainConfig(batch_size=settings["batch_size"], lr=settings["lr"],
                          warmup_steps=settings["warmup_steps"], ema_decay=settings["ema_decay"],
-                         class_dropout=CLASS_DROPOUT, hflip=settings.get("hflip", False),
+                         hflip=settings.get("hflip", False),
                          log_every=min(100, settings["steps"] // 10 or 1), compile=compile)
-    trainer = Trainer(model, NoiseSchedule.linear(1000), images, config, labels=labels, device=device,
+    objective = LSimple(NoiseSchedule.linear(1000), class_dropout=CLASS_DROPOUT)
+    trainer = Trainer(model, images, objective, config, cond={"y": labels}, device=device,
                       checkpoint_path=checkpoint_path)
     return trainer, steps or settings["steps"]
 
@@ -125,14 +132,18 @@ def main(argv=None):
         trainer.check_checkpoint_path()          # creates the folder; fails if it cannot be written
     except OSError as error:
         p.error(f"--out {out}: {one_line(error)}")
+    main_process = trainer.distributed.is_main
     n_params = sum(q.numel() for q in trainer.model.parameters())
-    print(f"{args.config}, profile {profile}: {n_params / 1e6:.2f}M parameters on {trainer.device}, "
-          f"{steps} steps of batch {trainer.config.batch_size}; run folder {out}")
-    if resumed:
+    processes = f" x {trainer.distributed.world} processes" if trainer.distributed.world > 1 else ""
+    if main_process:
+        print(f"{args.config}, profile {profile}: {n_params / 1e6:.2f}M parameters on {trainer.device}{processes}, "
+              f"{steps} steps of batch {trainer.config.batch_size}; run folder {out}")
+    if resumed and main_process:
         print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
 
     def save_samples(t):
-        sample_grid(t, os.path.join(out, f"samples_step{t.step}.png"))
+        if t.distributed.is_main:
+            sample_grid(t, os.path.join(out, f"samples_step{t.step}.png"))
 
     def stop(signum, frame):          # Ctrl-C, or the SIGTERM of a closing Colab or a job scheduler
         trainer.stop_requested = True
@@ -146,13 +157,15 @@ def main(argv=None):
             signal.signal(sig, handler)
     if not args.checkpoint_every:     # run() saved at the end (after an interruption too) otherwise
         trainer.save()
-    if trainer.stop_requested:
-        print(f"interrupted at step {trainer.step}: saved {trainer.checkpoint_path}; run the same command "
-              f"again to resume")
+    if trainer.stop_requested or trainer.step < steps:
+        if main_process:
+            print(f"interrupted at step {trainer.step}: saved {trainer.checkpoint_path}; run the same command "
+                  f"again to resume")
         raise SystemExit(130)
     save_samples(trainer)
-    print(f"done: step {trainer.step}, loss {trainer.history[-1][1]:.4f}; "
-          f"checkpoint {trainer.checkpoint_path}, samples {out}/samples_step{trainer.step}.png")
+    if main_process:
+        print(f"done: step {trainer.step}, loss {trainer.history[-1][1]:.4f}; "
+              f"checkpoint {trainer.checkpoint_path}, samples {out}/samples_step{trainer.step}.png")
 
 
 if __name__ == "__main__":

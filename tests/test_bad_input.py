@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.forward import eps_from_x0, q_sample, x0_from_eps
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
@@ -37,7 +38,7 @@ def tiny_unet(**kw):
     ("grad_clip", -1.0, ValueError), ("warmup_steps", -5, ValueError), ("lr", math.nan, ValueError),
     ("lr", 0.0, ValueError), ("ema_decay", 2.0, ValueError), ("ema_decay", -0.1, ValueError),
     ("batch_size", 2.5, TypeError), ("batch_size", 0, ValueError), ("weight_decay", -1.0, ValueError),
-    ("log_every", 0, ValueError), ("seed", 1.5, TypeError), ("class_dropout", 1.0, ValueError),
+    ("log_every", 0, ValueError), ("seed", 1.5, TypeError), ("max_seconds", -1.0, ValueError),
     ("warmup_steps", 2.5, TypeError), ("grad_clip", math.inf, ValueError),
 ])
 def test_train_config_names_the_field(field, value, error):
@@ -45,8 +46,13 @@ def test_train_config_names_the_field(field, value, error):
         TrainConfig(**{field: value})
 
 
+def test_label_dropout_is_checked_by_the_objective():
+    with pytest.raises(ValueError, match="class_dropout"):
+        LSimple(S, class_dropout=1.0)
+
+
 def test_run_rejects_a_negative_or_fractional_target():
-    trainer = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8), device="cpu")
+    trainer = Trainer(mlp(), torch.randn(64, 2), LSimple(S), TrainConfig(batch_size=8), device="cpu")
     for bad, error in ((-5, ValueError), (2.5, TypeError), ("10", TypeError)):
         with pytest.raises(error, match="steps"):
             trainer.run(bad, progress=False)
@@ -56,18 +62,18 @@ def test_run_rejects_a_negative_or_fractional_target():
 
 def test_trainer_checks_data_against_the_model():
     with pytest.raises(ValueError, match=r"(?s)12x12.*built for 8x8"):
-        Trainer(tiny_unet(), S, torch.zeros(16, 1, 12, 12), TrainConfig(batch_size=4), device="cpu")
+        Trainer(tiny_unet(), torch.zeros(16, 1, 12, 12), LSimple(S), TrainConfig(batch_size=4), device="cpu")
     with pytest.raises(ValueError, match="channel"):
-        Trainer(tiny_unet(), S, torch.zeros(16, 3, 8, 8), TrainConfig(batch_size=4), device="cpu")
+        Trainer(tiny_unet(), torch.zeros(16, 3, 8, 8), LSimple(S), TrainConfig(batch_size=4), device="cpu")
     with pytest.raises(ValueError, match=r"dimension"):
-        Trainer(mlp(), S, torch.zeros(16, 3), TrainConfig(batch_size=4), device="cpu")
+        Trainer(mlp(), torch.zeros(16, 3), LSimple(S), TrainConfig(batch_size=4), device="cpu")
     with pytest.raises(ValueError, match="NaN"):
-        Trainer(mlp(), S, torch.full((16, 2), math.nan), TrainConfig(batch_size=4), device="cpu")
+        Trainer(mlp(), torch.full((16, 2), math.nan), LSimple(S), TrainConfig(batch_size=4), device="cpu")
     with pytest.raises(TypeError, match="schedule"):
-        Trainer(mlp(), "linear", torch.zeros(16, 2), TrainConfig(batch_size=4), device="cpu")
+        Trainer(mlp(), torch.zeros(16, 2), LSimple("linear"), TrainConfig(batch_size=4), device="cpu")
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.9"):
-        Trainer(tiny_unet(num_classes=10), S, torch.zeros(16, 1, 8, 8), TrainConfig(batch_size=4),
-                labels=torch.full((16,), 10), device="cpu")
+        Trainer(tiny_unet(num_classes=10), torch.zeros(16, 1, 8, 8), LSimple(S), TrainConfig(batch_size=4),
+                cond={"y": torch.full((16,), 10)}, device="cpu")
 
 
 class ExplodesAfter(MLPDenoiser):
@@ -84,7 +90,7 @@ class ExplodesAfter(MLPDenoiser):
 def test_after_a_non_finite_loss_the_message_says_the_model_in_memory_is_unusable(tmp_path):
     torch.manual_seed(0)
     model = ExplodesAfter(25, hidden=8, num_blocks=1)
-    trainer = Trainer(model, S, torch.randn(64, 2), TrainConfig(batch_size=8, log_every=5), device="cpu",
+    trainer = Trainer(model, torch.randn(64, 2), LSimple(S), TrainConfig(batch_size=8, log_every=5), device="cpu",
                       checkpoint_path=tmp_path / "c.pt")
     with pytest.raises(NonFiniteLossError, match=r"not usable: call trainer.resume\(\)"):
         trainer.run(40, progress=False, checkpoint_every=10)
@@ -93,7 +99,7 @@ def test_after_a_non_finite_loss_the_message_says_the_model_in_memory_is_unusabl
     assert trainer.resume() and trainer.step == 20
     assert all(bool(p.isfinite().all()) for p in trainer.model.parameters())
     assert all(bool(p.isfinite().all()) for p in trainer.ema.model.parameters())
-    no_ckpt = Trainer(ExplodesAfter(3, hidden=8, num_blocks=1), S, torch.randn(64, 2),
+    no_ckpt = Trainer(ExplodesAfter(3, hidden=8, num_blocks=1), torch.randn(64, 2), LSimple(S),
                       TrainConfig(batch_size=8, log_every=5), device="cpu")
     with pytest.raises(NonFiniteLossError, match="not usable: build the model again"):
         no_ckpt.run(10, progress=False)
@@ -190,7 +196,7 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path, make):
 
 
 def test_a_checkpoint_whose_config_does_not_match_its_weights(tmp_path):
-    trainer = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8), device="cpu",
+    trainer = Trainer(mlp(), torch.randn(64, 2), LSimple(S), TrainConfig(batch_size=8), device="cpu",
                       checkpoint_path=tmp_path / "c.pt")
     trainer.save()
     state = load_checkpoint(tmp_path / "c.pt")
@@ -208,7 +214,8 @@ def test_an_unwritable_checkpoint_folder(tmp_path):
     else:
         os.chmod(tmp_path, 0o500)
         path = tmp_path / "sub" / "c.pt"
-    trainer = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8), device="cpu", checkpoint_path=path)
+    trainer = Trainer(mlp(), torch.randn(64, 2), LSimple(S), TrainConfig(batch_size=8), device="cpu",
+                      checkpoint_path=path)
     with pytest.raises(OSError, match="cannot write the checkpoint"):
         trainer.save()
 
@@ -216,7 +223,7 @@ def test_an_unwritable_checkpoint_folder(tmp_path):
 # --- stopping, and the same command giving the same model ------------------------------------------------
 
 def test_stop_requested_stops_cleanly_after_the_current_step(tmp_path):
-    trainer = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8, log_every=2), device="cpu",
+    trainer = Trainer(mlp(), torch.randn(64, 2), LSimple(S), TrainConfig(batch_size=8, log_every=2), device="cpu",
                       checkpoint_path=tmp_path / "c.pt")
 
     def request_stop(t):
@@ -225,7 +232,7 @@ def test_stop_requested_stops_cleanly_after_the_current_step(tmp_path):
     trainer.run(50, progress=False, callback_every=7, callback=request_stop)
     assert trainer.step == 7
     trainer.save()
-    again = Trainer(mlp(), S, torch.randn(64, 2), TrainConfig(batch_size=8, log_every=2), device="cpu",
+    again = Trainer(mlp(), torch.randn(64, 2), LSimple(S), TrainConfig(batch_size=8, log_every=2), device="cpu",
                     checkpoint_path=tmp_path / "c.pt")
     assert again.resume() and again.step == 7
 

@@ -16,7 +16,7 @@ from lesson_lib import sample as sample_cli
 from lesson_lib.cli import run
 from lesson_lib.diffusion import likelihood as lk
 from lesson_lib.diffusion.denoiser import ClipX0, Denoiser, Prediction
-from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, ClassifierGuidedStep
 from lesson_lib.diffusion.inversion import ddim_invert, slerp
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample, sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
@@ -107,22 +107,23 @@ def test_the_presets_refuse_repeated_timesteps_through_the_loop():
         ddpm_sample(mlp(), S, (2, 2), timesteps=[7, 5, 5, 0], progress=False)
 
 
-# --- the mean-form guide's timestep list; guidance's scales and labels --------------------------------
+# --- the mean-form guided step (its list is the loop's); guidance's scales and labels -------------------
 
 @pytest.mark.parametrize("timesteps, match", [
     ([0, 5, 9], "strictly descending"), ([9, 5, 5, 0], "strictly descending"),
     ([50, 9, 0], r"timesteps must lie in 0\.\.19"), ([], "at least one"),
 ])
-def test_the_mean_form_checks_its_timestep_list(timesteps, match):
+def test_the_mean_form_step_is_checked_by_the_loop_that_runs_it(timesteps, match):
+    step = ClassifierGuidedStep(Classifier(), 1.0, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=match) as caught:
-        ClassifierGuidance(Denoiser(unet(), S), Classifier(), 1.0, form="mean", timesteps=timesteps)
+        ddpm_sample(unet(), S, (2, 1, 8, 8), timesteps=timesteps, step=step, progress=False)
     assert "timesteps" in str(caught.value)
 
 
-def test_the_mean_form_names_the_fix_for_a_timestep_not_in_its_list():
-    guide = ClassifierGuidance(Denoiser(unet(), S), Classifier(), 1.0, form="mean", timesteps=[9, 5, 0])
-    with pytest.raises(ValueError, match=r"t=3 is not in the timesteps.*timesteps=spaced"):
-        guide(torch.zeros(2, 1, 8, 8), torch.tensor([3, 3]), y=torch.tensor([0, 1]))
+def test_the_mean_form_step_names_the_fix_for_labels_of_another_batch():
+    step = ClassifierGuidedStep(Classifier(), 1.0, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"y must be 1-D with one label per example, shape \(4,\)"):
+        ddpm_sample(unet(), S, (4, 1, 8, 8), step=step, progress=False)
 
 
 @pytest.mark.parametrize("make, error, name", [
@@ -132,7 +133,8 @@ def test_the_mean_form_names_the_fix_for_a_timestep_not_in_its_list():
     (lambda d: ClassifierFreeGuidance(d, 1.0, rescale=math.nan), ValueError, "rescale"),
     (lambda d: ClassifierFreeGuidance(d, 1.0, null_class="none"), TypeError, "null_class"),
     (lambda d: ClassifierGuidance(d, Classifier(), 1.0, interval="all"), TypeError, "interval"),
-    (lambda d: ClassifierGuidance(d, Classifier(), 1.0, form="mean", variance="fixed"), ValueError, "variance"),
+    (lambda d: ClassifierGuidedStep(Classifier(), 1.0, torch.tensor([0, 1]), gradient_at="x0"), ValueError,
+     "gradient_at"),
 ])
 def test_guidance_arguments_name_themselves(make, error, name):
     with pytest.raises(error, match=f"^{name} must be"):

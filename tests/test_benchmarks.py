@@ -8,7 +8,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import throughput  # noqa: E402
 
-from lesson_lib.models.unet import PRESETS, UNet, count_parameters, unet_preset  # noqa: E402
+from lesson_lib.course.inspection import count_parameters  # noqa: E402
+from lesson_lib.models.unet import PRESETS, UNet, unet_preset  # noqa: E402
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -9,6 +9,7 @@ from lesson_lib import pretrained
 from lesson_lib.training import profiles
 from lesson_lib.evaluation.metrics import nearest_neighbours
 from lesson_lib.models.mlp import MLPDenoiser
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.data.toy import swiss_roll
 from lesson_lib.training.trainer import TrainConfig, Trainer
@@ -52,7 +53,7 @@ def test_export_model_keeps_only_what_sampling_needs(tmp_path):
     """export_model writes the shipped format: fp16 EMA weights that load_model rebuilds."""
     torch.manual_seed(0)
     model = MLPDenoiser(hidden=32, num_blocks=1)
-    trainer = Trainer(model, NoiseSchedule.linear(50), swiss_roll(256),
+    trainer = Trainer(model, swiss_roll(256), LSimple(NoiseSchedule.linear(50)),
                       TrainConfig(batch_size=64, ema_decay=0.9), checkpoint_path=str(tmp_path / "full.pt"))
     trainer.run(20, progress=False, checkpoint_every=20)
     path = pretrained.export_model(trainer, str(tmp_path / "shared.pt"))
@@ -85,7 +86,7 @@ def test_a_corrupted_shipped_model_is_refused(tmp_path, monkeypatch):
 
 def test_load_model_rebuilds_a_trained_checkpoint(tmp_path):
     torch.manual_seed(0)
-    trainer = Trainer(MLPDenoiser(hidden=32), NoiseSchedule.linear(50), swiss_roll(256, seed=0),
+    trainer = Trainer(MLPDenoiser(hidden=32), swiss_roll(256, seed=0), LSimple(NoiseSchedule.linear(50)),
                       TrainConfig(batch_size=32, log_every=5), device="cpu", checkpoint_path=tmp_path / "c.pt")
     trainer.run(10, progress=False)
     trainer.save()
@@ -160,7 +161,7 @@ def test_generate_and_a_reloaded_checkpoint_use_the_models_prediction(tmp_path):
     as_v = ddim_sample(model, schedule, (3, 1, 8, 8), steps=4, clip_x0=True, prediction="v",
                        generator=g, progress=False)
     assert torch.equal(x, as_v)
-    trainer = Trainer(model, schedule, torch.zeros(8, 1, 8, 8), TrainConfig(batch_size=4), device="cpu",
+    trainer = Trainer(model, torch.zeros(8, 1, 8, 8), LSimple(schedule), TrainConfig(batch_size=4), device="cpu",
                       checkpoint_path=tmp_path / "v.pt")
     trainer.save()
     loaded, _ = pretrained.load_model(tmp_path / "v.pt", ema=False)

@@ -190,19 +190,19 @@ def test_load_dataset_dispatch(fake_mirror, tmp_path_factory):
 def test_loader_visits_every_example_once_per_epoch():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
     labels = torch.arange(10)
-    loader = TensorLoader(images, labels, batch_size=3, seed=1)
-    assert loader.steps_per_epoch == 3
+    loader = TensorLoader(images, {"y": labels}, batch_size=3, seed=1)
     seen = []
-    for _ in range(3):
-        x, y = next(loader)
+    for _ in range(3):                                             # 10 // 3 = 3 batches an epoch
+        x, cond = next(loader)
+        y = cond["y"]
         assert x.shape == (3, 1, 2, 2) and x.dtype == torch.float32
         assert torch.allclose(x[:, 0, 0, 0], uint8_to_float(y.to(torch.uint8)))   # images stay with labels
         seen += y.tolist()
     assert len(set(seen)) == 9 and loader.epoch == 0
     next(loader)
     assert loader.epoch == 1
-    x, y = next(TensorLoader(images.float(), None, batch_size=4))
-    assert y is None and x.dtype == torch.float32
+    x, cond = next(TensorLoader(images.float(), None, batch_size=4))
+    assert cond == {} and x.dtype == torch.float32
 
 
 def test_hflip_is_random_per_example():
@@ -219,28 +219,42 @@ def test_hflip_is_random_per_example():
 def test_loader_rejects_bad_arguments():
     with pytest.raises(ValueError, match="batch_size"):
         TensorLoader(torch.zeros(4, 1, 2, 2), batch_size=5)
-    with pytest.raises(ValueError, match="same length"):
-        TensorLoader(torch.zeros(4, 1, 2, 2), torch.zeros(3), batch_size=2)
+    with pytest.raises(ValueError, match="one entry per image"):
+        TensorLoader(torch.zeros(4, 1, 2, 2), {"y": torch.zeros(3)}, batch_size=2)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        TensorLoader(torch.zeros(4, 1, 2, 2), batch_size=3, world=2)
+
+
+def test_processes_share_one_global_batch():
+    """Two processes' slices of the same seed's batches are, together, one process's batches."""
+    images = torch.arange(20, dtype=torch.float32).view(20, 1, 1, 1).expand(20, 1, 1, 2).contiguous()
+    whole = TensorLoader(images, batch_size=8, hflip=True, seed=3)
+    parts = [TensorLoader(images, batch_size=8, hflip=True, seed=3, rank=r, world=2) for r in (0, 1)]
+    for _ in range(5):                                        # across an epoch boundary too
+        x, _ = next(whole)
+        a, b = (next(p)[0] for p in parts)
+        assert torch.equal(a, x[0::2]) and torch.equal(b, x[1::2])
 
 
 def test_to_device_if_fits(monkeypatch):
     images, labels = torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long)
-    x, y = to_device_if_fits(images, labels, "cpu")
-    assert x.device.type == "cpu" and y.device.type == "cpu"
+    x, cond = to_device_if_fits(images, {"y": labels}, "cpu")
+    assert x.device.type == "cpu" and cond["y"].device.type == "cpu"
     # 128 + 64 bytes do not fit in half of 300 free bytes: the data must stay on the CPU
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (300, 10**9))
-    x, y = to_device_if_fits(images, labels, "cuda")
-    assert x is images and y is labels
+    x, cond = to_device_if_fits(images, {"y": labels}, "cuda")
+    assert x is images and cond["y"] is labels
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_loader_on_gpu():
     images, labels = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.arange(32)
-    x, y = to_device_if_fits(images, labels, "cuda")
+    x, cond = to_device_if_fits(images, {"y": labels}, "cuda")
     assert x.is_cuda
-    xb, yb = next(TensorLoader(x, y, batch_size=8, hflip=True))
-    assert xb.is_cuda and yb.is_cuda and xb.dtype == torch.float32
-    xb, yb = next(TensorLoader(images, labels, batch_size=8, device="cuda"))   # CPU data, GPU batches
+    xb, cb = next(TensorLoader(x, cond, batch_size=8, hflip=True))
+    assert xb.is_cuda and cb["y"].is_cuda and xb.dtype == torch.float32
+    xb, cb = next(TensorLoader(images, {"y": labels}, batch_size=8, device="cuda"))   # CPU data, GPU batches
+    yb = cb["y"]
     # CUDA divides by a scalar as a multiplication by its reciprocal: equal up to one rounding
     assert xb.is_cuda and torch.allclose(xb.cpu(), uint8_to_float(images[yb.cpu()]), atol=1e-6, rtol=0)
 

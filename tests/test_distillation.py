@@ -19,6 +19,7 @@ from lesson_lib.diffusion.distillation import (Distillation, distillation_target
                                                eps_error_gain, loss_weights, sampler_timesteps, snr,
                                                teacher_target)
 from lesson_lib.diffusion.forward import eps_from_x0
+from lesson_lib.diffusion.oracles import GaussianData
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.steps import ddim_step
 from lesson_lib.models.base import Model
@@ -51,20 +52,13 @@ class DistilTestNet(Model):
         return out if y is None else out + self.emb(y)
 
 
-class OracleX0(Model):
-    """The optimal denoiser of N(0, C^2 I): x_hat = a_t z (prediction 'x0'), in float64."""
-
-    prediction = "x0"
+class OracleX0(GaussianData):
+    """The optimal denoiser of N(0, C^2 I): x_hat = a_t z (prediction 'x0'), in float64
+    (lesson_lib.diffusion.oracles; a float64 parameter tells the objective its precision)."""
 
     def __init__(self, dim=2):
-        super().__init__()
-        self.config, self.in_channels = {"dim": dim}, dim
+        super().__init__(NoiseSchedule.from_name("linear", T), std=C, prediction="x0", dim=dim)
         self.dummy = torch.nn.Parameter(torch.zeros((), dtype=torch.float64), requires_grad=False)
-        ab = NoiseSchedule.from_name("linear", T).alpha_bars
-        self.register_buffer("a", ab.sqrt() * C ** 2 / (ab * C ** 2 + 1 - ab))
-
-    def forward(self, x, t):
-        return self.a[t].to(x.dtype)[:, None] * x
 
 
 class LinearX0Student(Model):
@@ -151,7 +145,7 @@ def test_linear_student_converges_to_the_optimal_student(schedule):
     data = C * torch.randn(4096, 2)
     config = TrainConfig(batch_size=256, lr=0.05, lr_decay_steps=600, ema_decay=0.0, seed=3, log_every=100)
     student = LinearX0Student()
-    trainer = Trainer(student, schedule, data, config, device="cpu", objective=Distillation(OracleX0(), 2))
+    trainer = Trainer(student, data, Distillation(schedule, OracleX0(), 2), config, device="cpu")
     trainer.run(600, progress=False)
     grid = distillation_timesteps(T, 4)
     for i in range(2):
@@ -196,15 +190,16 @@ def test_learning_rate_anneals_linearly_to_zero_and_old_configs_resume(tmp_path,
     with pytest.raises(ValueError, match="lr_decay_steps"):
         TrainConfig(lr_decay_steps=-1)
     data = torch.randn(64, 2)
-    trainer = Trainer(LinearX0Student(), schedule, data, TrainConfig(batch_size=8, lr=0.1, lr_decay_steps=4),
-                      device="cpu", checkpoint_path=tmp_path / "a.pt", objective=Distillation(OracleX0(), 2))
+    trainer = Trainer(LinearX0Student(), data, Distillation(schedule, OracleX0(), 2),
+                      TrainConfig(batch_size=8, lr=0.1, lr_decay_steps=4), device="cpu",
+                      checkpoint_path=tmp_path / "a.pt")
     trainer.run(2, progress=False, checkpoint_every=2)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.75)   # set for step 1
     # a checkpoint written before lr_decay_steps existed resumes under the default (0)
     state = torch.load(tmp_path / "a.pt", weights_only=False)
     state["train_config"].pop("lr_decay_steps")
-    fresh = Trainer(LinearX0Student(), schedule, data, TrainConfig(batch_size=8, lr=0.1), device="cpu",
-                    objective=Distillation(OracleX0(), 2))
+    fresh = Trainer(LinearX0Student(), data, Distillation(schedule, OracleX0(), 2),
+                    TrainConfig(batch_size=8, lr=0.1), device="cpu")
     fresh.load_state_dict(state)
     assert fresh.step == 2
 
@@ -213,7 +208,7 @@ def test_progressive_distillation_halves_and_resumes(tmp_path, schedule):
     data, labels = torch.randn(64, 3), torch.randint(0, 2, (64,))
     teacher = DistilTestNet(prediction="v")
     config = TrainConfig(batch_size=16, lr=1e-3, seed=0, log_every=2)
-    run = lambda: progressive_distillation(teacher, schedule, data, labels, start_steps=8, end_steps=2,   # noqa: E731
+    run = lambda: progressive_distillation(teacher, schedule, data, {"y": labels}, start_steps=8, end_steps=2,  # noqa: E731
                                            train_steps=4, config=config, checkpoint_dir=tmp_path)
     first = run()
     assert [n for n, _ in first] == [4, 2]
@@ -245,11 +240,13 @@ def test_student_starts_from_the_teacher_without_dropout():
 
 def test_bad_arguments_name_the_fix(schedule):
     with pytest.raises(ValueError, match="teacher_steps"):
-        Distillation(OracleX0(), 2, teacher_steps=3)
+        Distillation(schedule, OracleX0(), 2, teacher_steps=3)
     with pytest.raises(TypeError, match="teacher"):
-        Distillation(lambda x, t: x, 2)
+        Distillation(schedule, lambda x, t: x, 2)
     with pytest.raises(ValueError, match="weighting"):
-        Distillation(OracleX0(), 2, weighting="snr")
+        Distillation(schedule, OracleX0(), 2, weighting="snr")
+    with pytest.raises(TypeError, match="schedule"):
+        Distillation("linear", OracleX0(), 2)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 4, 8])

@@ -720,7 +720,8 @@ def test_the_grader_needs_no_torch_for_its_usage_errors(tmp_path, code, expect):
 
 
 def test_a_module_planted_in_the_working_folder_is_not_imported(tmp_path):
-    (tmp_path / "json.py").write_text("raise SystemExit('planted module ran')\n")
+    for name in ("json.py", "runpy.py"):
+        (tmp_path / name).write_text("raise SystemExit('planted module ran')\n")
     done = subprocess.run([sys.executable, "-m", "lesson_lib.course.grader", "missing.ipynb"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))

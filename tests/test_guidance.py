@@ -19,14 +19,15 @@ import pytest
 import torch
 
 from lesson_lib.diffusion.denoiser import ClipX0, Denoiser
-from lesson_lib.diffusion.guidance import (ClassifierFreeGuidance, ClassifierGuidance, cfg_eps,
-                                           classifier_gradient, classifier_guided_eps, rescale_cfg,
-                                           scale_from_w, w_from_scale)
+from lesson_lib.diffusion.oracles import GaussianMixture
+from lesson_lib.diffusion.guidance import (ClassifierFreeGuidance, ClassifierGuidance, ClassifierGuidedStep,
+                                           cfg_eps, classifier_gradient, classifier_guided_eps,
+                                           classifier_guided_mean, rescale_cfg, scale_from_w, w_from_scale)
 from lesson_lib.diffusion.losses import NoisyCrossEntropy
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample
 from lesson_lib.diffusion.schedules import NoiseSchedule, extract
 from lesson_lib.diffusion.steps import ddpm_step
-from lesson_lib.diffusion.timesteps import spaced
+from lesson_lib.diffusion.timesteps import all_steps, spaced
 from lesson_lib.evaluation.metrics import sample_quality_2d
 from lesson_lib.models.noisy_classifier import NoisyClassifier, noisy_classifier_preset
 from lesson_lib.models.unet import UNet
@@ -43,40 +44,6 @@ def class_data(k, n, seed):
     return MEANS[k] + SIGMA * torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
-class Mixture:
-    """The exact eps of the mixture (a class-conditional "model" with null class K) and its
-    exact classifier p_t(y | x_t)."""
-
-    num_classes = K
-    prediction = "eps"
-    in_channels = 2
-    image_size = None
-
-    def __init__(self, schedule):
-        self.schedule = schedule
-
-    def _terms(self, x, t):
-        ab = extract(self.schedule.alpha_bars, t, x)                   # (B, 1)
-        v = ab * SIGMA ** 2 + 1 - ab
-        centred = x[:, None, :] - ab.sqrt()[:, None, :] * MEANS[None]   # (B, K, 2)
-        eps_k = (1 - ab).sqrt()[:, None, :] * centred / v[:, None, :]
-        logits = -(centred ** 2).sum(-1) / (2 * v)                      # (B, K)
-        return eps_k, logits
-
-    def __call__(self, x, t, y=None):
-        eps_k, logits = self._terms(x, t)
-        uncond = (logits.softmax(-1)[..., None] * eps_k).sum(1)
-        if y is None:
-            return uncond
-        cond = eps_k[torch.arange(len(x)), y.clamp(max=K - 1)]
-        return torch.where((y == K)[:, None], uncond, cond)
-
-    def classifier(self, x, t):
-        return self._terms(x, t)[1]
-
-
-
-
 @pytest.fixture(scope="module")
 def schedule():
     return NoiseSchedule.from_name("linear", 200)
@@ -84,11 +51,11 @@ def schedule():
 
 @pytest.fixture(scope="module")
 def mixture(schedule):
-    return Mixture(schedule)
+    return GaussianMixture(schedule, MEANS, SIGMA)
 
 
 def _exact_classifier(mixture):
-    f = lambda x, t: mixture.classifier(x, t)      # noqa: E731
+    f = lambda x, t: mixture.log_posterior(x, t)      # noqa: E731
     f.num_classes = K
     return f
 
@@ -164,15 +131,19 @@ def test_the_mean_form_shifts_the_ancestral_mean_by_s_sigma_g(schedule, mixture,
     s = torch.tensor([nxt[v] for v in timesteps])
     clf = _exact_classifier(mixture)
     denoise = Denoiser(mixture, schedule)
-    guide = ClassifierGuidance(denoise, clf, 3.0, form="mean", variance=variance,
-                               timesteps=timesteps if strided else None)
+    guide = ClassifierGuidedStep(clf, 3.0, y)             # a step: no timestep list, the pair t -> s is given
     mu = ddpm_step(schedule, x, t, s, denoise(x, t))
-    mu_guided = ddpm_step(schedule, x, t, s, guide(x, t, y=y))
+    mu_guided = guide(schedule, x, t, s, denoise(x, t), variance=variance)
     a = schedule.alpha_bars_with_0
     beta = 1 - a[t + 1] / a[s + 1]
     sigma2 = beta if variance == "beta" else (1 - a[s + 1]) / (1 - a[t + 1]) * beta
     expected = mu + 3.0 * sigma2[:, None] * classifier_gradient(clf, x, t, y)
     assert torch.allclose(mu_guided, expected, atol=1e-10, rtol=0)
+    assert torch.allclose(classifier_guided_mean(mu, sigma2[:, None], classifier_gradient(clf, x, t, y), 3.0),
+                          expected, atol=1e-12, rtol=0)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
+    with_noise = guide(schedule, x, t, s, denoise(x, t), z, variance=variance)
+    assert torch.allclose(with_noise, expected + sigma2[:, None].sqrt() * z, atol=1e-10, rtol=0)
 
 
 def test_the_mean_form_can_take_the_gradient_at_the_mean(schedule, mixture):
@@ -180,10 +151,33 @@ def test_the_mean_form_can_take_the_gradient_at_the_mean(schedule, mixture):
     t = torch.full((8,), 50)
     clf = _exact_classifier(mixture)
     denoise = Denoiser(mixture, schedule)
-    guide = ClassifierGuidance(denoise, clf, 2.0, form="mean", gradient_at="mean")
+    guide = ClassifierGuidedStep(clf, 2.0, y, gradient_at="mean")
     mu = ddpm_step(schedule, x, t, t - 1, denoise(x, t))
     expected = mu + 2.0 * extract(schedule.betas, t, x) * classifier_gradient(clf, mu, t - 1, y)
-    assert torch.allclose(ddpm_step(schedule, x, t, t - 1, guide(x, t, y=y)), expected, atol=1e-10, rtol=0)
+    assert torch.allclose(guide(schedule, x, t, t - 1, denoise(x, t)), expected, atol=1e-10, rtol=0)
+
+
+def test_in_one_ddpm_step_the_score_form_moves_the_mean_by_the_mean_forms_shift_over_sqrt_alpha(schedule, mixture):
+    """The module's claim: s beta_t / sqrt(alpha_t) g (score form) against s beta_t g (mean form)."""
+    x, t, y = _batch(schedule, seed=9)
+    clf, denoise = _exact_classifier(mixture), Denoiser(mixture, schedule)
+    mu = ddpm_step(schedule, x, t, t - 1, denoise(x, t))
+    by_score = ddpm_step(schedule, x, t, t - 1, ClassifierGuidance(denoise, clf, 2.0)(x, t, y=y)) - mu
+    by_mean = ClassifierGuidedStep(clf, 2.0, y)(schedule, x, t, t - 1, denoise(x, t)) - mu
+    assert torch.allclose(by_score, by_mean / extract(schedule.alphas, t, x).sqrt(), atol=1e-10, rtol=0)
+
+
+def test_the_mean_form_shifts_by_the_steps_own_learned_variance(schedule, mixture):
+    """With a learned variance, Sigma is the step's interpolation between beta_{t->s} and beta-tilde_{t->s}."""
+    x, _, y = _batch(schedule, n=4, seed=10)
+    t, s = torch.full((4,), 150), torch.full((4,), 100)
+    clf = _exact_classifier(mixture)
+    pred = Denoiser(mixture, schedule)(x, t)._replace(frac=torch.full_like(x, 0.5))
+    a = schedule.alpha_bars_with_0
+    beta = 1 - a[151] / a[101]
+    sigma2 = (beta * (1 - a[101]) / (1 - a[151]) * beta).sqrt()          # frac 1/2: the geometric mean
+    expected = ddpm_step(schedule, x, t, s, pred) + 2.0 * sigma2 * classifier_gradient(clf, x, t, y)
+    assert torch.allclose(ClassifierGuidedStep(clf, 2.0, y)(schedule, x, t, s, pred), expected, atol=1e-10, rtol=0)
 
 
 def test_rescale_with_phi_1_gives_the_conditional_std_and_phi_0_changes_nothing(schedule, mixture):
@@ -210,6 +204,11 @@ def test_the_guidance_interval_guides_only_inside_the_band(schedule, mixture):
     cg = ClassifierGuidance(denoise, _exact_classifier(mixture), 2.0, interval=(50, 120))(x, t, y=y).eps
     assert torch.allclose(cg[~inside], mixture(x, t)[~inside], atol=1e-12)             # unguided outside
     assert not torch.allclose(cg[inside], mixture(x, t)[inside], atol=1e-6)
+    pred, clf = denoise(x, t), _exact_classifier(mixture)
+    banded = ClassifierGuidedStep(clf, 2.0, y, interval=(50, 120))(schedule, x, t, t - 1, pred)
+    everywhere = ClassifierGuidedStep(clf, 2.0, y)(schedule, x, t, t - 1, pred)
+    assert torch.equal(banded[inside], everywhere[inside])
+    assert torch.equal(banded[~inside], ddpm_step(schedule, x, t, t - 1, pred)[~inside])
 
 
 def test_clipping_after_guidance_is_what_the_denoiser_does_without_guidance(schedule, mixture):
@@ -244,6 +243,31 @@ def test_sampling_with_the_exact_guided_score_reproduces_each_class_and_a_larger
             assert _spread(at_4) < 0.9 * SIGMA
 
 
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_one_guided_step_is_algorithm_1_on_every_timestep_list_the_sampler_visits(schedule, mixture, variance):
+    """The mean form as ddpm_sample's step equals Algorithm 1 by hand with each jump's own Sigma_{t->s}, on
+    every step and on spaced(T, 50) alike: the step holds no timestep list, so it cannot disagree with one
+    (the old ClassifierGuidance(form="mean") kept its own and, left on every step, used beta_t on a jump)."""
+    clf, denoise = _exact_classifier(mixture), Denoiser(mixture, schedule)
+    n = 12
+    y = torch.arange(n) % K
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    guided = ClassifierGuidedStep(clf, 3.0, y)
+    a = schedule.alpha_bars_with_0
+    for timesteps in (all_steps(schedule.T), spaced(schedule.T, 50)):
+        got = ddpm_sample(mixture, schedule, x_T=x_T, timesteps=timesteps, variance=variance, step=guided,
+                          generator=torch.Generator().manual_seed(12), progress=False)
+        g, x = torch.Generator().manual_seed(12), x_T
+        for i, t in enumerate(timesteps):
+            s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            tb, sb = torch.full((n,), t), torch.full((n,), s)
+            beta = 1 - a[t + 1] / a[s + 1]                              # the jump's beta_{t->s}
+            sigma2 = beta if variance == "beta" else (1 - a[s + 1]) / (1 - a[t + 1]) * beta
+            mu = ddpm_step(schedule, x, tb, sb, denoise(x, tb)) + 3.0 * sigma2 * classifier_gradient(clf, x, tb, y)
+            x = mu + sigma2.sqrt() * torch.randn(x.shape, generator=g, dtype=x.dtype) if s >= 0 else mu
+        assert torch.allclose(got, x, atol=1e-10, rtol=0), len(timesteps)
+
+
 def test_guided_ddim_reproduces_a_class_too(schedule, mixture):
     n = 1000
     y = torch.full((n,), 1)
@@ -258,7 +282,7 @@ def test_the_classifier_sees_the_original_timesteps_when_sampling_on_fewer_steps
 
     def recording(x, t):
         seen.append(t.tolist())
-        return mixture.classifier(x, t)
+        return mixture.log_posterior(x, t)
     recording.num_classes = K
     ddim_sample(mixture, schedule, (4, 2), steps=10, model_kwargs={"y": torch.zeros(4, dtype=torch.long)},
                 progress=False, guidance=lambda d: ClassifierGuidance(d, recording, 1.0))
@@ -331,10 +355,22 @@ def test_bad_input_gets_a_clear_error(schedule, mixture):
         ClassifierFreeGuidance(denoise, 1.0, rescale=1.5)
     with pytest.raises(ValueError, match="interval"):
         ClassifierFreeGuidance(denoise, 1.0, interval=(150, 100))
-    with pytest.raises(ValueError, match="form"):
-        ClassifierGuidance(denoise, clf, 1.0, form="score")
-    with pytest.raises(ValueError, match="mean form"):
+    with pytest.raises(TypeError, match="form"):                  # the wrapper is the score form only ...
+        ClassifierGuidance(denoise, clf, 1.0, form="mean")
+    with pytest.raises(TypeError, match="gradient_at"):           # ... which takes the gradient at x_t
         ClassifierGuidance(denoise, clf, 1.0, gradient_at="mean")
+    with pytest.raises(ValueError, match="gradient_at"):          # the mean form is a step
+        ClassifierGuidedStep(clf, 1.0, torch.tensor([0, 1, 2, 0]), gradient_at="x0")
+    with pytest.raises(ValueError, match="needs the target classes"):
+        ClassifierGuidedStep(clf, 1.0, None)
+    with pytest.raises(ValueError, match="must lie in 0..2"):
+        ClassifierGuidedStep(clf, 1.0, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="negative scale"):
+        ClassifierGuidedStep(clf, -1.0, torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        ClassifierGuidedStep(clf, 1.0, torch.tensor([0, 1]))(schedule, x, t, t - 1, denoise(x, t))
+    with pytest.raises(TypeError, match="step must be an ancestral step"):
+        ddpm_sample(mixture, schedule, (4, 2), step="mean", progress=False)
     unconditional = UNet(in_channels=1, base_channels=8, channel_mults=(1,), num_res_blocks=1,
                          attention_resolutions=(), image_size=28)
     with pytest.raises(ValueError, match="null class"):
@@ -365,15 +401,15 @@ def test_the_noisy_cross_entropy_is_cross_entropy_on_q_sample_with_t_uniform():
     model = noisy_classifier_preset("mnist_ci").eval()
     x0 = torch.rand(16, 1, 28, 28) * 2 - 1
     y = torch.randint(0, 10, (16,))
-    loss = NoisyCrossEntropy()(model, schedule, x0, y, torch.Generator().manual_seed(0))
+    loss = NoisyCrossEntropy(schedule)(model, model, x0, {"y": y}, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
     t = torch.randint(0, 1000, (16,), generator=g)
     eps = torch.empty_like(x0).normal_(generator=g)
     x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(model(x_t, t), y))
-    assert NoisyCrossEntropy().config() == {"name": "noisy_cross_entropy"}
+    assert NoisyCrossEntropy(schedule).config() == {"name": "noisy_cross_entropy"}
     with pytest.raises(ValueError, match="labels"):
-        NoisyCrossEntropy()(model, schedule, x0, None, torch.Generator())
+        NoisyCrossEntropy(schedule)(model, model, x0, {}, torch.Generator())
 
 
 def test_the_trainer_trains_a_noisy_classifier_with_this_objective(tmp_path):
@@ -381,9 +417,9 @@ def test_the_trainer_trains_a_noisy_classifier_with_this_objective(tmp_path):
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (64,), generator=g)
     images = (labels.float()[:, None, None, None] / 4.5 - 1).expand(64, 1, 28, 28).contiguous()
-    trainer = Trainer(noisy_classifier_preset("mnist_ci"), NoiseSchedule.linear(1000), images,
-                      TrainConfig(batch_size=16, lr=3e-3, log_every=10), labels=labels, device="cpu",
-                      checkpoint_path=tmp_path / "c.pt", objective=NoisyCrossEntropy())
+    trainer = Trainer(noisy_classifier_preset("mnist_ci"), images, NoisyCrossEntropy(NoiseSchedule.linear(1000)),
+                      TrainConfig(batch_size=16, lr=3e-3, log_every=10), cond={"y": labels}, device="cpu",
+                      checkpoint_path=tmp_path / "c.pt")
     trainer.run(30, progress=False, checkpoint_every=30)
     assert trainer.history[-1][1] < trainer.history[0][1]
     assert torch.load(tmp_path / "c.pt", weights_only=True)["objective"] == {"name": "noisy_cross_entropy"}

@@ -168,7 +168,7 @@ def _hybrid_grads(lambda_vlb, seed=0):
     torch.manual_seed(1)
     model = _TwoHeads()
     x0 = torch.randint(0, 256, (16, 1, 4, 4)).float() / 127.5 - 1
-    loss = Hybrid(lambda_vlb)(model, NoiseSchedule.linear(1000), x0, None, torch.Generator().manual_seed(seed))
+    loss = Hybrid(NoiseSchedule.linear(1000), lambda_vlb)(model, model, x0, {}, torch.Generator().manual_seed(seed))
     loss.backward()
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 

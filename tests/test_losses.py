@@ -186,7 +186,7 @@ def test_bad_variance():
     with pytest.raises(ValueError, match="variance must be one of"):
         vlb_weights(NoiseSchedule.linear(10), "fixedlarge")
     with pytest.raises(ValueError, match="variance must be one of"):
-        WeightedEps(variance="learned")
+        WeightedEps(NoiseSchedule.linear(10), variance="learned")
     with pytest.raises(TypeError, match="schedule must be a NoiseSchedule"):
         vlb_weights(torch.ones(10))
 
@@ -206,8 +206,8 @@ class _Eps(torch.nn.Module):
 def test_weighted_objective_is_the_weighted_sum_of_per_example_losses(normalize):
     schedule, model = NoiseSchedule.linear(40), _Eps()
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    objective = WeightedEps("beta", normalize=normalize)
-    loss = objective(model, schedule, x0, None, torch.Generator().manual_seed(5))
+    objective = WeightedEps(schedule, "beta", normalize=normalize)
+    loss = objective(model, model, x0, {}, torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)                                   # the same draws, in the same order
     t = torch.randint(0, 40, (64,), generator=g)
     eps = torch.empty_like(x0).normal_(generator=g)
@@ -225,18 +225,19 @@ def test_weighted_objective_with_unit_weights_is_l_simple():
     schedule, model = NoiseSchedule.linear(1), _Eps()
     x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(4))
     from lesson_lib.diffusion.losses import LSimple
-    a = WeightedEps()(model, schedule, x0, None, torch.Generator().manual_seed(6))
-    b = LSimple()(model, schedule, x0, None, torch.Generator().manual_seed(6))
+    a = WeightedEps(schedule)(model, model, x0, {}, torch.Generator().manual_seed(6))
+    b = LSimple(schedule)(model, model, x0, {}, torch.Generator().manual_seed(6))
     torch.testing.assert_close(a, b)
 
 
 def test_weighted_objective_config_and_checks():
-    assert WeightedEps("beta_tilde", normalize=False).config() == {"name": "weighted_eps", "variance": "beta_tilde",
-                                                                   "normalize": False}
+    ten = NoiseSchedule.linear(10)
+    assert WeightedEps(ten, "beta_tilde", normalize=False).config() == {"name": "weighted_eps",
+                                                                        "variance": "beta_tilde", "normalize": False}
     with pytest.raises(ValueError, match="unconditional"):
-        WeightedEps()(_Eps(), NoiseSchedule.linear(10), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long),
-                      torch.Generator())
+        model = _Eps()
+        WeightedEps(ten)(model, model, torch.zeros(4, 2), {"y": torch.zeros(4, dtype=torch.long)}, torch.Generator())
     bad = _Eps()
     bad.forward = lambda x_t, t: x_t[:, :1]
     with pytest.raises(ValueError, match="the model returned shape"):
-        WeightedEps()(bad, NoiseSchedule.linear(10), torch.zeros(4, 2), None, torch.Generator())
+        WeightedEps(ten)(bad, bad, torch.zeros(4, 2), {}, torch.Generator())

@@ -23,6 +23,7 @@ from lesson_lib.cli import run
 from lesson_lib.course import assignments, pairing
 from lesson_lib.course.assignments import STUB
 from lesson_lib.data.toy import swiss_roll
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.models.mlp import MLPDenoiser
 from lesson_lib.training.checkpoint import load_checkpoint, previous_path
@@ -40,7 +41,7 @@ def tiny_model(seed=0, **config):
 
 
 def tiny_trainer(path=None, seed=0, **kwargs):
-    return Trainer(tiny_model(seed), SCHEDULE, DATA, TrainConfig(batch_size=32, log_every=5, seed=seed),
+    return Trainer(tiny_model(seed), DATA, LSimple(SCHEDULE), TrainConfig(batch_size=32, log_every=5, seed=seed),
                    device="cpu", checkpoint_path=path, **kwargs)
 
 

@@ -28,7 +28,10 @@ def conda_requirements():
 
 
 def pip_requirements():
-    tomllib = pytest.importorskip("tomllib")
+    try:
+        import tomllib                    # Python 3.11+
+    except ModuleNotFoundError:           # Python 3.10: the same parser, as tomli (pytest needs it)
+        tomllib = pytest.importorskip("tomli")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = {}
     for text in project["dependencies"] + project["optional-dependencies"]["lab"]:

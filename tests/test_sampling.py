@@ -17,30 +17,24 @@ import pytest
 import torch
 
 from lesson_lib.diffusion.forward import q_posterior
+from lesson_lib.diffusion.oracles import GaussianData
 from lesson_lib.diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample, p_mean_variance, p_sample_step
 from lesson_lib.diffusion.schedules import NoiseSchedule
 
 MU, S = 1.5, 0.5
 
 
-class GaussianOracle(torch.nn.Module):
-    """The exact eps / x0 / v prediction for 1-D data N(MU, S^2) under ``schedule``."""
+class GaussianOracle(GaussianData):
+    """The exact eps / x0 / v prediction for 1-D data N(MU, S^2) (lesson_lib.diffusion.oracles),
+    recording ``model.training`` at each call."""
 
     def __init__(self, schedule, prediction="eps", s=S):
-        super().__init__()
-        self.alpha_bars = schedule.alpha_bars
-        self.prediction = prediction
-        self.s = s
-        self.modes = []                                  # model.training at each call
+        super().__init__(schedule, mean=MU, std=s, prediction=prediction)
+        self.modes = []
 
-    def forward(self, x_t, t):
+    def forward(self, x_t, t, **cond):
         self.modes.append(self.training)
-        ab = self.alpha_bars[t].to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
-        centred = x_t - ab.sqrt() * MU
-        denom = ab * self.s ** 2 + 1 - ab
-        eps = (1 - ab).sqrt() / denom * centred
-        x0 = MU + ab.sqrt() * self.s ** 2 / denom * centred
-        return {"eps": eps, "x0": x0, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[self.prediction]
+        return super().forward(x_t, t)
 
 
 def algorithm2_moments(schedule, variance):

@@ -22,7 +22,8 @@ from lesson_lib.diffusion.denoiser import Denoiser, Prediction, model_prediction
 from lesson_lib.diffusion.forward import q_posterior
 from lesson_lib.diffusion.sampling import StepRecord, ddim_sample, ddpm_sample, sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
-from lesson_lib.diffusion.steps import ddim_sigma, ddim_step, ddpm_step
+from lesson_lib.diffusion.oracles import GaussianData
+from lesson_lib.diffusion.steps import ddim_sigma, ddim_step, ddpm_mean_variance, ddpm_step
 from lesson_lib.diffusion.timesteps import all_steps, spaced
 from lesson_lib.models.mlp import MLPDenoiser
 
@@ -32,21 +33,13 @@ from loop_overhead import CountSyncs  # noqa: E402  (the benchmark's counter of 
 S = 0.5
 
 
-class GaussianDenoiser:
-    """The exact E[x_0 | x_t], E[eps | x_t] for x_0 ~ N(0, S^2 I), float64."""
-
-    def __init__(self, schedule, s=S):
-        self.ab, self.s = schedule.alpha_bars, s
-
-    def __call__(self, x_t, t):
-        ab = self.ab.to(x_t)[t].reshape(-1, *([1] * (x_t.ndim - 1)))
-        var = ab * self.s ** 2 + 1 - ab
-        return Prediction(ab.sqrt() * self.s ** 2 / var * x_t, (1 - ab).sqrt() / var * x_t)
+def GaussianDenoiser(schedule, s=S):  # noqa: N802  (the oracle's exact denoiser, as a callable)
+    """The exact E[x_0 | x_t], E[eps | x_t] for x_0 ~ N(0, S^2 I) (lesson_lib.diffusion.oracles)."""
+    return GaussianData(schedule, std=s).denoise
 
 
 def std_at(schedule, t, s=S):
-    ab = 1.0 if t < 0 else schedule.alpha_bars[t].item()
-    return math.sqrt(ab * s ** 2 + 1 - ab)
+    return GaussianData(schedule, std=s).variance(torch.tensor([t]), torch.zeros(1, 1)).sqrt().item()
 
 
 def full(t, n):
@@ -150,6 +143,32 @@ def test_respaced_ddpm_step_uses_the_jump_beta():
     z = torch.randn_like(x0)
     got = ddpm_step(s, x_t, t, to, Prediction(x0, torch.zeros_like(x0)), z, "beta_tilde")
     torch.testing.assert_close(got, mean + ((1 - a_s) / (1 - a_t) * beta).sqrt() * z)
+
+
+def test_ddpm_step_draws_from_the_gaussian_of_ddpm_mean_variance():
+    """The step's N(mean, sigma^2) is one function, shared by ddpm_step and the mean form of classifier
+    guidance: sigma^2 = beta_{t->s} or beta-tilde_{t->s} of the jump, or the learned interpolation."""
+    s = NoiseSchedule.linear(1000)
+    t, to = torch.tensor([999, 500, 1, 0]), torch.tensor([899, 100, 0, -1])
+    x_t = torch.randn(4, 2, dtype=torch.float64)
+    pred = GaussianDenoiser(s)(x_t, t)
+    z = torch.randn_like(x_t)
+    a_t, a_s = s.alpha_bars_with_0[t + 1], s.alpha_bars_with_0[to + 1]
+    beta = 1 - a_t / a_s
+    beta_tilde = (1 - a_s) / (1 - a_t) * beta
+    for variance, var in (("beta", beta), ("beta_tilde", beta_tilde)):
+        mean, sigma2 = ddpm_mean_variance(s, x_t, t, to, pred, variance)
+        torch.testing.assert_close(sigma2, var[:, None])
+        torch.testing.assert_close(mean, ddpm_step(s, x_t, t, to, pred))
+        torch.testing.assert_close(mean + sigma2.sqrt() * z, ddpm_step(s, x_t, t, to, pred, z, variance))
+    torch.testing.assert_close(sigma2[2, 0], s.posterior_variance[1])      # one step of the chain: beta-tilde_t
+    torch.testing.assert_close(mean[3], pred.x0[3])                        # s = -1: the mean is x0_hat
+    frac = torch.rand(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=x_t.dtype)
+    learned = pred._replace(frac=frac)
+    mean, sigma2 = ddpm_mean_variance(s, x_t, t, to, learned)
+    expected = (frac * beta.log()[:, None] + (1 - frac) * beta_tilde.clamp(min=1e-20).log()[:, None]).exp()
+    torch.testing.assert_close(sigma2, expected)
+    torch.testing.assert_close(mean + sigma2.sqrt() * z, ddpm_step(s, x_t, t, to, learned, z))
 
 
 def test_ddim_eta1_step_is_the_respaced_ddpm_beta_tilde_step():

@@ -1,4 +1,4 @@
-"""The training loop, through its public API only: Trainer(model, schedule, data, config, labels,
+"""The training loop, through its public API only: Trainer(model, data, objective, config, cond,
 device, checkpoint_path), run, save, resume, state_dict, history and ema.
 
 Everything is tiny (an MLP of width 32 on the swiss roll, T = 50) and runs on the CPU.
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lesson_lib.training.checkpoint import load_checkpoint, save_checkpoint
-from lesson_lib.diffusion.losses import l_simple
+from lesson_lib.diffusion.losses import LSimple, Objective, l_simple
 from lesson_lib.models.mlp import MLPDenoiser
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.data.toy import swiss_roll
@@ -26,10 +26,10 @@ def make_model(seed=0, **overrides):
     return MLPDenoiser(**{"hidden": 32, "num_blocks": 2, "time_dim": 16, **overrides})
 
 
-def make_trainer(model=None, path=None, schedule=SCHEDULE, **config):
+def make_trainer(model=None, path=None, schedule=SCHEDULE, class_dropout=0.0, **config):
     cfg = TrainConfig(**{"batch_size": 64, "lr": 3e-3, "log_every": 10, "ema_decay": 0.9, **config})
-    return Trainer(model if model is not None else make_model(), schedule, DATA, cfg, device="cpu",
-                   checkpoint_path=path)
+    return Trainer(model if model is not None else make_model(), DATA, LSimple(schedule, class_dropout), cfg,
+                   device="cpu", checkpoint_path=path)
 
 
 def same_state(a, b):
@@ -265,64 +265,70 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="class_dropout > 0 needs class labels"):
         make_trainer(class_dropout=0.1)
     with pytest.raises(ValueError, match="unconditional"):
-        Trainer(make_model(), SCHEDULE, DATA, TrainConfig(batch_size=64), labels=torch.zeros(len(DATA)), device="cpu")
+        Trainer(make_model(), DATA, LSimple(SCHEDULE), TrainConfig(batch_size=64),
+                cond={"y": torch.zeros(len(DATA), dtype=torch.long)}, device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
-        Trainer(make_model(), SCHEDULE, DATA[:10], TrainConfig(batch_size=64), device="cpu")
+        Trainer(make_model(), DATA[:10], LSimple(SCHEDULE), TrainConfig(batch_size=64), device="cpu")
     with pytest.raises(ValueError, match="labels must have one entry per example"):
-        Trainer(make_model(), SCHEDULE, DATA, TrainConfig(batch_size=64), labels=torch.zeros(5), device="cpu")
-    for bad in ({"batch_size": 0}, {"log_every": 0}, {"lr": 0.0}, {"class_dropout": 1.0}, {"class_dropout": -0.1}):
+        Trainer(make_model(), DATA, LSimple(SCHEDULE), TrainConfig(batch_size=64), cond={"y": torch.zeros(5)},
+                device="cpu")
+    with pytest.raises(TypeError, match=r"LSimple\(schedule\)"):
+        Trainer(make_model(), DATA, SCHEDULE, TrainConfig(batch_size=64), device="cpu")
+    for bad in ({"batch_size": 0}, {"log_every": 0}, {"lr": 0.0}, {"max_seconds": -1.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TrainConfig(**bad)
+    for bad in (1.0, -0.1):        # label dropout is the objective's setting now
+        with pytest.raises(ValueError, match="class_dropout"):
+            LSimple(SCHEDULE, class_dropout=bad)
 
 
 # --- the objective is an argument -----------------------------------------------------------------
 
-class ShrinkOutput:
-    """A toy objective: drive the model's output at x0 (t = 0) to zero."""
+class ShrinkOutput(Objective):
+    """A toy objective without a noise schedule: drive the model's output at x0 (t = 0) to zero."""
 
     def __init__(self, scale=1.0):
+        super().__init__()
         self.scale = scale
 
     def config(self):
         return {"name": "shrink_output", "scale": self.scale}
 
-    def __call__(self, model, schedule, x0, y, generator):
+    def forward(self, net, model, x0, cond, generator):
         t = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
-        return self.scale * model(x0, t).pow(2).mean()
+        return self.scale * net(x0, t).pow(2).mean()
 
 
 def test_the_trainer_minimises_the_objective_it_is_given(tmp_path):
-    trainer = Trainer(make_model(), SCHEDULE, DATA, TrainConfig(batch_size=64, lr=3e-3, log_every=10),
-                      device="cpu", checkpoint_path=tmp_path / "c.pt", objective=ShrinkOutput())
+    trainer = Trainer(make_model(), DATA, ShrinkOutput(), TrainConfig(batch_size=64, lr=3e-3, log_every=10),
+                      device="cpu", checkpoint_path=tmp_path / "c.pt")
     trainer.run(60, progress=False)
     first, last = trainer.history[0][1], trainer.history[-1][1]
     assert last < 0.1 * first
     trainer.save()
     assert load_checkpoint(tmp_path / "c.pt")["objective"] == {"name": "shrink_output", "scale": 1.0}
-    other = Trainer(make_model(), SCHEDULE, DATA, TrainConfig(batch_size=64, lr=3e-3, log_every=10),
-                    device="cpu", checkpoint_path=tmp_path / "c.pt", objective=ShrinkOutput(2.0))
+    assert trainer.schedule is None and load_checkpoint(tmp_path / "c.pt")["betas"] is None
+    other = Trainer(make_model(), DATA, ShrinkOutput(2.0), TrainConfig(batch_size=64, lr=3e-3, log_every=10),
+                    device="cpu", checkpoint_path=tmp_path / "c.pt")
     with pytest.raises(ValueError, match=r"(?s)different training objective.*scale: checkpoint has 1.0"):
         other.resume()
-    with pytest.raises(ValueError, match="set it on the objective"):
-        Trainer(make_model(), SCHEDULE, DATA, TrainConfig(class_dropout=0.1), labels=torch.zeros(len(DATA)),
-                objective=ShrinkOutput())
+    with pytest.raises(TypeError):      # label dropout is a setting of the objective, not of the run
+        TrainConfig(class_dropout=0.1)
 
 
 def test_the_default_objective_is_l_simple_with_the_loops_draws():
     """LSimple draws label dropout, t and eps from the trainer's generator in that order, and
     computes exactly l_simple for those draws."""
-    from lesson_lib.diffusion.losses import LSimple
-
     model, x0 = make_model(), DATA[:64]
     g = torch.Generator().manual_seed(3)
-    loss = LSimple()(model, SCHEDULE, x0, None, g)
+    loss = LSimple(SCHEDULE)(model, model, x0, {}, g)
     g = torch.Generator().manual_seed(3)
     t = torch.randint(0, SCHEDULE.T, (64,), generator=g)
     eps = torch.randn(x0.shape, generator=g)
     assert torch.equal(loss, l_simple(model, SCHEDULE, x0, t, eps))
     assert make_trainer().state_dict()["objective"] == {"name": "l_simple", "class_dropout": 0.0}
-    with pytest.raises(ValueError, match="class_dropout must lie in"):
-        LSimple(1.5)
+    with pytest.raises(ValueError, match="class_dropout must"):
+        LSimple(SCHEDULE, 1.5)
 
 
 def test_bf16_only_where_the_gpu_supports_it(monkeypatch):

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from lesson_lib.models.embeddings import sinusoidal_embedding
-from lesson_lib.models.unet import (PRESETS, AttentionBlock, ResBlock, TimeEmbedding, UNet, count_parameters, num_groups,
-                                    parameter_table, shape_table, unet_preset)
+from lesson_lib.course.inspection import count_parameters, parameter_table, shape_table
+from lesson_lib.models.layers import AttentionBlock, ResBlock, TimeEmbedding, num_groups
+from lesson_lib.models.unet import PRESETS, UNet, unet_preset
 
 TINY = dict(base_channels=8, num_res_blocks=1, dropout=0.0)
 

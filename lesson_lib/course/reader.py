@@ -14,6 +14,7 @@ This module does not import torch.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,8 +71,14 @@ def read_submission(path, memory_mb=READER_MEMORY_MB):
         return {"error": f"could not read the notebook: parsing it took more than {READER_SECONDS} s"}
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        why = (f"it needs more memory than the grader's reader allows ({memory_mb} MB)"
-               if "MemoryError" in tail[0] or done.returncode < 0 else tail[0][-200:])
+        if "MemoryError" in tail[0] or done.returncode == -signal.SIGKILL:
+            why = f"it needs more memory than the grader's reader allows ({memory_mb} MB)"
+        elif done.returncode == -getattr(signal, "SIGXCPU", -1):
+            why = f"parsing it took more than {READER_SECONDS} s of CPU time"
+        elif done.returncode < 0:
+            why = f"Python's parser crashed on it ({signal.Signals(-done.returncode).name})"
+        else:
+            why = tail[0][-200:]
         return {"error": f"could not read the notebook: {why}"}
     try:
         return json.loads(done.stdout)

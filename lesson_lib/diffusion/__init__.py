@@ -2,12 +2,16 @@
 
     schedules    the noise schedules beta_1..beta_T and every quantity derived from them
     forward      the forward process q(x_t | x_0), the chain, the posterior, eps/x0/v conversions
-    losses       L_simple, and the objective interface of the Trainer
+    losses       the objective protocol of the Trainer (one draw of t, eps, x_t), L_simple
     denoiser     any network as one prediction (x0_hat, eps_hat): precision, checks, clipping
     steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)
     timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
     sampling     the one sampling loop, and DDPM (Algorithm 2) and DDIM as presets of it
-    guidance     classifier guidance and classifier-free guidance: wrappers of the denoiser
+    guidance     classifier guidance (a denoiser wrapper, or a step) and classifier-free guidance
+    distillation progressive distillation's target and objective
+    inversion    DDIM inversion (the same loop, climbing) and slerp
+    likelihood   the variational bound in bits/dim, the learned variance, L_hybrid and L_vlb
+    oracles      exact answers for Gaussian data and a Gaussian mixture (tests and lessons)
 
 These modules import nothing from the rest of the library but the prediction vocabulary
 (:mod:`lesson_lib.models.base`), :mod:`lesson_lib.files` and :mod:`lesson_lib.arguments`.

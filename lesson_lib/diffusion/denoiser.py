@@ -127,7 +127,8 @@ class Denoiser:
     """
 
     def __init__(self, model, schedule, prediction=None, clip_x0=False, autocast=False):
-        if isinstance(model, (Denoiser, ClipX0)) or hasattr(model, "denoise") or not callable(model):
+        wrapped = getattr(model, "denoise", None)             # a guidance wrapper holds the Denoiser it wraps
+        if isinstance(model, (Denoiser, ClipX0)) or isinstance(wrapped, (Denoiser, ClipX0)) or not callable(model):
             raise TypeError(f"model must be a network model(x_t, t, **cond), got model={type(model).__name__}; "
                             f"a denoiser needs no second Denoiser around it: pass it on as it is")
         self.model = model

@@ -25,11 +25,11 @@ about 156 at t = T - 1 of the linear schedule (:func:`eps_error_gain`); v and x0
 
 import torch
 
-from ..arguments import integer
+from ..arguments import choice, integer
 from ..models.base import check_prediction
 from .denoiser import Denoiser
-from .forward import to_x0_eps
-from .schedules import NoiseSchedule, extract
+from .forward import q_sample, to_x0_eps
+from .losses import DiffusionObjective
 from .steps import ddim_step
 
 WEIGHTINGS = ("snr_trunc", "snr_plus_one", "constant")
@@ -64,8 +64,7 @@ def snr(schedule, t):
 def loss_weights(schedule, t, weighting="snr_trunc"):
     """The weight w of the squared x-space error at timesteps ``t`` (Salimans & Ho, 2022, Sec. 4):
     max(SNR, 1) ("snr_trunc"), SNR + 1 ("snr_plus_one") or 1 ("constant"); float64, shape of ``t``."""
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got weighting={weighting!r}")
+    choice(weighting, "weighting", WEIGHTINGS)
     ratio = snr(schedule, t)
     if weighting == "snr_trunc":
         return ratio.clamp(min=1.0)
@@ -123,63 +122,61 @@ def teacher_target(teacher, schedule, z_t, t, t_mid, s, **cond):
     return distillation_target(schedule, z_t, t, z_pp, s)
 
 
-class Distillation:
-    """The distillation objective for :class:`~lesson_lib.training.trainer.Trainer` (``objective=``).
+class Distillation(DiffusionObjective):
+    """The distillation objective for :class:`~lesson_lib.training.trainer.Trainer`.
 
     Args:
-        teacher: the frozen teacher network (any prediction; put in eval mode, no gradients).
+        schedule: the noise schedule of teacher and student.
+        teacher: the frozen teacher network (any prediction; put in eval mode, no gradients). It
+            is a submodule: it moves with the objective, and its weights are *not* saved in the
+            student's checkpoints (a run records the teacher's hash instead).
         student_steps: N, the student's number of DDIM steps; the teacher takes 2N.
         weighting: "snr_trunc" (default, max(SNR, 1)), "snr_plus_one" or "constant".
         teacher_steps: 2 (Algorithm 2) or 1: the target is then the teacher's own x_hat on the
             student's grid, which re-parameterises a teacher (e.g. eps -> v) without halving.
 
-    Each call draws, from the trainer's generator, i ~ U{0..N-1} then eps ~ N(0, I); the student
-    (``model``) is called as ``model(z_t, t)`` or ``model(z_t, t, y=labels)`` and its output is read
-    as x_hat through its own ``prediction``.
+    Each call draws, from the trainer's generator, i ~ U{0..N-1} then eps ~ N(0, I): its own draw,
+    on the nested grid (not :meth:`DiffusionObjective.draw`'s uniform t). The student is called
+    with the batch's conditioning and its output is read as x_hat through its own ``prediction``.
     """
 
-    def __init__(self, teacher, student_steps, weighting="snr_trunc", teacher_steps=2):
+    def __init__(self, schedule, teacher, student_steps, weighting="snr_trunc", teacher_steps=2):
+        super().__init__(schedule)
         if not isinstance(teacher, torch.nn.Module):
             raise TypeError(f"teacher must be a network (torch.nn.Module), got {type(teacher).__name__}")
         check_prediction(getattr(teacher, "prediction", "eps"))
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got weighting={weighting!r}")
-        if teacher_steps not in (1, 2):
-            raise ValueError(f"teacher_steps must be 2 (halving, Algorithm 2) or 1 (same steps), "
-                             f"got teacher_steps={teacher_steps!r}")
+        self.weighting = choice(weighting, "weighting", WEIGHTINGS)
+        self.teacher_steps = choice(teacher_steps, "teacher_steps", (1, 2),
+                                    hint="2 halves the steps (Algorithm 2), 1 keeps them")
         self.student_steps = integer(student_steps, "student_steps", minimum=1)
         self.teacher = teacher.eval().requires_grad_(False)
-        self.weighting, self.teacher_steps = weighting, teacher_steps
-        self._grid = None
+        fine = distillation_timesteps(schedule.T, self.teacher_steps * self.student_steps)
+        self.register_buffer("grid", torch.tensor(fine, dtype=torch.long), persistent=False)
+
+    def state_dict(self, *args, **kwargs):
+        """The student's checkpoint holds no copy of the teacher (its hash is recorded instead)."""
+        return {}
+
+    def load_state_dict(self, state, strict=True):
+        """Nothing to restore: the teacher is given anew when a run resumes."""
 
     def config(self):
         return {"name": "distillation", "student_steps": self.student_steps,
                 "teacher_steps": self.teacher_steps, "weighting": self.weighting}
 
-    def grid(self, schedule, device):
-        """The teacher's grid as a long tensor of 2N + 1 (or N + 1) timesteps, -1 first."""
-        if self._grid is None or self._grid.device != torch.device(device):
-            fine = distillation_timesteps(schedule.T, self.teacher_steps * self.student_steps)
-            self._grid = torch.tensor(fine, dtype=torch.long, device=device)
-        return self._grid
-
-    def __call__(self, model, schedule, x0, y, generator):
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    def forward(self, net, model, x0, cond, generator):
         B, device, k = x0.shape[0], x0.device, self.teacher_steps
-        grid = self.grid(schedule, device)
         i = torch.randint(0, self.student_steps, (B,), generator=generator, device=device)
-        t, s = grid[k * (i + 1)], grid[k * i]
-        t_mid = grid[2 * i + 1] if k == 2 else None
+        t, s = self.grid[k * (i + 1)], self.grid[k * i]
+        t_mid = self.grid[2 * i + 1] if k == 2 else None
         eps = torch.empty_like(x0).normal_(generator=generator)
-        z_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
-        cond = {} if y is None else {"y": y}
+        z_t = q_sample(self.schedule, x0, t, eps, check=False)
         with torch.autocast(device.type, enabled=False):
-            x_tilde = teacher_target(self.teacher, schedule, z_t.float(), t, t_mid, s, **cond)
-        output = model(z_t, t, **cond)
+            x_tilde = teacher_target(self.teacher, self.schedule, z_t.float(), t, t_mid, s, **cond)
+        output = net(z_t, t, **cond)
         if output.shape != x0.shape:
             raise ValueError(f"the student returned shape {tuple(output.shape)} but x0 has shape "
                              f"{tuple(x0.shape)}; it must map z_t to a tensor of the same shape")
-        x_hat = to_x0_eps(schedule, z_t.float(), t, output.float(), model.prediction)[0]
+        x_hat = to_x0_eps(self.schedule, z_t.float(), t, output.float(), model.prediction)[0]
         per_example = ((x_hat - x_tilde.float()) ** 2).flatten(1).mean(1)
-        return (loss_weights(schedule, t, self.weighting).to(device).float() * per_example).mean()
+        return (loss_weights(self.schedule, t, self.weighting).to(device).float() * per_example).mean()

@@ -42,19 +42,23 @@ def _check_same_shape(a, b, name_a, name_b):
                          f"move both to one device with .to(device)")
 
 
-def q_sample(schedule, x0, t, eps=None):
+def q_sample(schedule, x0, t, eps=None, generator=None, check=True):
     """Sample x_t ~ q(x_t | x_0) in one shot (Ho et al., Eq. 4):
 
         x_t = sqrt(alpha-bar_t) * x_0 + sqrt(1 - alpha-bar_t) * eps.
 
     ``t`` is a long tensor of shape ``(B,)``, one timestep per example. Pass ``eps`` to
-    fix the noise (as training does, to use it as the regression target).
+    fix the noise (as training does, to use it as the regression target), else it is drawn
+    from ``generator``. ``check=False`` skips reading t's values (a host sync on a GPU): for
+    the training objectives, which draw t themselves, at every step.
     """
-    check_inputs(schedule, x0, "x0")
-    check_timesteps(t, schedule.T)
+    if check:
+        check_inputs(schedule, x0, "x0")
+        check_timesteps(t, schedule.T)
     if eps is None:
-        eps = torch.randn_like(x0)
-    _check_same_shape(x0, eps, "x0", "eps")
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if check:
+        _check_same_shape(x0, eps, "x0", "eps")
     return extract(schedule.sqrt_alpha_bars, t, x0) * x0 + \
         extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
 

@@ -1,6 +1,6 @@
-"""Guidance: steering a diffusion model toward a class y by wrapping its denoiser.
+"""Guidance: steering a diffusion model toward a class y by wrapping its denoiser or its step.
 
-Why one module of about 370 lines: classifier guidance and classifier-free guidance are one
+Why one module of about 380 lines: classifier guidance and classifier-free guidance are one
 identity (the sum of scores below) read two ways, and the tests prove them equal; their
 formulas, checks and wrappers sit side by side so that they can be compared line by line.
 
@@ -19,11 +19,11 @@ sharper than p_t(x | y) for a scale above 1. There are two ways to get that term
 
 * **Classifier guidance** (Dhariwal & Nichol, 2021) trains a classifier f_phi(y | x_t, t) on
   noisy images (:class:`~lesson_lib.models.noisy_classifier.NoisyClassifier`) and takes its
-  gradient. Both published forms are here (:class:`ClassifierGuidance`):
+  gradient. Both published forms are here:
 
-      score form (their Algorithm 2, DDIM and any step):
+      score form (their Algorithm 2, DDIM and any step; :class:`ClassifierGuidance`):
           eps' = eps - s sqrt(1 - alpha-bar_t) grad log f_phi(y | x_t, t),   x0' from eps' (Eq. 4)
-      mean form (their Algorithm 1, ancestral steps):
+      mean form (their Algorithm 1, ancestral steps; :class:`ClassifierGuidedStep`):
           mu'  = mu + s Sigma grad log f_phi(y | x_t, t)
 
   In a one-step DDPM step the score form moves the mean by s beta_t / sqrt(alpha_t) grad log f,
@@ -42,22 +42,23 @@ sharper than p_t(x | y) for a scale above 1. There are two ways to get that term
   *is* classifier guidance with scale s on the unconditional model, with the model's own
   implicit classifier p_t(y | x) ∝ p_t(x | y) / p_t(x) in place of f_phi.
 
-Every wrapper has the denoiser's signature ``(x_t, t, **cond) -> Prediction``, so the sampling
-loop (:mod:`lesson_lib.diffusion.sampling`) is unchanged; the presets take ``guidance=`` (a
-callable that wraps their denoiser). Clip x0_hat *after* guidance
-(:class:`~lesson_lib.diffusion.denoiser.ClipX0`, which the presets do): guiding clipped parts
-moves x0_hat outside [-1, 1] again.
+The sampling loop (:mod:`lesson_lib.diffusion.sampling`) never changes. The score form and CFG
+change the prediction, so they wrap the denoiser (signature ``(x_t, t, **cond) -> Prediction``;
+the presets take ``guidance=``, a function of their denoiser, and clip x0_hat *after* it, since
+guiding clipped parts moves x0_hat outside [-1, 1] again). The mean form needs Sigma of the step
+t -> s, which only the step knows, so it is a step with ``ddpm_step``'s signature
+(``ddpm_sample(..., step=...)``); its mu comes from the clipped x0_hat, as in the authors' code.
 """
 
 import torch
 
 from ..arguments import choice, integer, labels, number
 from .denoiser import Prediction, check_denoiser
-from .forward import eps_from_x0, x0_from_eps
+from .forward import x0_from_eps
+from .sampling import evaluating
 from .schedules import extract
-from .timesteps import check_timestep_list
+from .steps import ddpm_mean_variance
 
-FORMS = ("eps", "mean")
 GRADIENT_AT = ("x_t", "mean")
 
 
@@ -78,6 +79,14 @@ def classifier_guided_eps(eps, grad_log_prob, sqrt_one_minus_alpha_bar, scale):
 
         eps' = eps - s sqrt(1 - alpha-bar_t) grad log f(y | x_t, t)."""
     return eps - scale * sqrt_one_minus_alpha_bar * grad_log_prob
+
+
+def classifier_guided_mean(mean, sigma2, grad_log_prob, scale):
+    """The mean form of classifier guidance (Dhariwal & Nichol, 2021, Algorithm 1): the
+    ancestral step's mean, moved along the classifier's gradient by its own variance,
+
+        mu' = mu + s Sigma grad log f(y | x, t)."""
+    return mean + scale * sigma2 * grad_log_prob
 
 
 def cfg_eps(eps_cond, eps_uncond, w):
@@ -108,22 +117,16 @@ def classifier_gradient(classifier, x_t, t, y):
     ``classifier(x, t)`` returns logits (B, K). One backward pass of the sum over the batch of
     log softmax(logits)[y] gives every example its own gradient, because the examples do not
     interact: that holds in eval mode (a BatchNorm in train mode mixes the batch), so the
-    classifier is put in eval mode for the call and its mode restored. Runs under
-    ``torch.enable_grad()``, also inside the sampler's ``no_grad``.
+    classifier is put in eval mode for the call and its mode restored
+    (:func:`~lesson_lib.diffusion.sampling.evaluating`). Runs under ``torch.enable_grad()``,
+    also inside the sampler's ``no_grad``.
     """
-    was_training = getattr(classifier, "training", False)
-    if isinstance(classifier, torch.nn.Module):
-        classifier.eval()
-    try:
-        with torch.enable_grad():
-            x = x_t.detach().requires_grad_(True)
-            logits = classifier(x, t)
-            log_probs = torch.log_softmax(logits.to(x.dtype), dim=1)
-            selected = log_probs.gather(1, y.long().reshape(-1, 1)).sum()
-            (grad,) = torch.autograd.grad(selected, x)
-    finally:
-        if was_training:
-            classifier.train()
+    with evaluating(classifier), torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        logits = classifier(x, t)
+        log_probs = torch.log_softmax(logits.to(x.dtype), dim=1)
+        selected = log_probs.gather(1, y.long().reshape(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(selected, x)
     return grad.detach()
 
 
@@ -175,9 +178,33 @@ class _LabelCheck:
 
 # --- classifier guidance --------------------------------------------------------------------
 
+def _check_classifier(classifier, model, dataset):
+    """The classifier's number of classes, after checking that it fits ``model`` (when known)
+    and ``dataset`` (when given)."""
+    num_classes = getattr(classifier, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("the classifier must say how many classes it has (a num_classes attribute)")
+    if dataset is not None and getattr(classifier, "dataset", dataset) != dataset:
+        raise ValueError(f"this classifier was trained on {classifier.dataset!r}, not {dataset!r}; "
+                         f"guide with a noisy classifier of the same dataset")
+    for name in ("image_size", "in_channels"):
+        mine, theirs = getattr(classifier, name, None), getattr(model, name, None)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(f"the classifier was built for {name}={mine} but the model makes "
+                             f"{name}={theirs}: a classifier for another image size or dataset "
+                             f"cannot guide this model")
+    theirs = getattr(model, "num_classes", None)
+    if theirs is not None and theirs != num_classes:
+        raise ValueError(f"the classifier has {num_classes} classes but the model {theirs}: "
+                         f"they are not for the same dataset")
+    return num_classes
+
+
 class ClassifierGuidance:
-    """``ClassifierGuidance(denoise, classifier, scale)(x_t, t, y=labels) -> Prediction``:
-    classifier guidance (Dhariwal & Nichol, 2021) around any denoiser.
+    """``ClassifierGuidance(denoise, classifier, scale)(x_t, t, y=labels) -> Prediction``: the
+    score form of classifier guidance (Dhariwal & Nichol, 2021, Algorithm 2) around any
+    denoiser, for any step (DDIM, DDPM, strided or not). The mean form of their Algorithm 1 is
+    a step instead: :class:`ClassifierGuidedStep`.
 
     Args:
         denoise: ``denoise(x_t, t, **cond) -> Prediction`` (a :class:`Denoiser`).
@@ -186,19 +213,6 @@ class ClassifierGuidance:
             every gradient). It always receives the original-schedule timestep t, also when
             sampling on fewer steps (the loop passes original timesteps).
         scale: s >= 0 (0 = no guidance). A negative s would steer *away* from y; it is refused.
-        form: "eps" (default; the score form, for DDIM and any step) or "mean" (the ancestral
-            mean shift mu' = mu + s Sigma g, exact for :func:`~lesson_lib.diffusion.steps.ddpm_step`
-            with the same ``variance`` on the timesteps ``timesteps``).
-        gradient_at: where g = grad log f(y | x, t) is taken in the mean form. "x_t" (default)
-            evaluates it at the current state with the current t, as the reference code does;
-            "mean" evaluates it at the unguided mean mu with the target step's level, as the
-            paper's derivation (a Taylor expansion of log f around mu) says. The default is x_t
-            because there the classifier sees exactly what it was trained on (a sample of
-            q(x_t | x_0) at level t), the score form has no other choice, and the authors found
-            the two "didn't noticeably change results"; benchmarks/guidance.py measures it.
-        variance: the step's sigma^2 ("beta" or "beta_tilde"), for the mean form.
-        timesteps: the sampler's timestep list, for the mean form (Sigma depends on the step's
-            target s); default: every step, s = t - 1.
         interval: guide only where t_min <= t <= t_max (code timesteps); elsewhere the
             prediction is the unguided one.
         condition_model: pass ``y`` on to the denoiser too (guidance on the conditional model);
@@ -207,98 +221,90 @@ class ClassifierGuidance:
         schedule: the noise schedule; read from ``denoise.schedule`` when left out.
     """
 
-    def __init__(self, denoise, classifier, scale, *, form="eps", gradient_at="x_t", variance="beta",
-                 timesteps=None, interval=None, condition_model=False, dataset=None, schedule=None):
+    def __init__(self, denoise, classifier, scale, *, interval=None, condition_model=False, dataset=None,
+                 schedule=None):
         check_denoiser(denoise)
         scale = number(scale, "scale", minimum=0, hint="a negative scale steers away from the class; guidance "
                                                        "toward y needs s >= 0, and s = 0 is no guidance")
-        choice(form, "form", FORMS, hint="'eps' is the score form (any step), 'mean' the ancestral mean shift")
-        choice(gradient_at, "gradient_at", GRADIENT_AT)
-        if gradient_at == "mean" and form != "mean":
-            raise ValueError("gradient_at='mean' belongs to the mean form (form='mean'); the score form "
-                             "takes the gradient at x_t")
-        choice(variance, "variance", ("beta", "beta_tilde"))
         self.denoise, self.classifier, self.scale = denoise, classifier, scale
-        self.form, self.gradient_at, self.variance = form, gradient_at, variance
         self.schedule = _schedule_of(denoise, schedule)
         self.interval = _check_interval(interval, self.schedule.T)
         self.condition_model = condition_model
-        self.next_step = None
-        if timesteps is not None:
-            ts = check_timestep_list(timesteps, self.schedule.T)
-            self.next_step = {t: (ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)}
-        self._check_classifier(getattr(denoise, "model", None), dataset)
+        self.num_classes = _check_classifier(classifier, getattr(denoise, "model", None), dataset)
         self.check_labels = _LabelCheck(self.num_classes, "this classifier")
-
-    def _check_classifier(self, model, dataset):
-        self.num_classes = getattr(self.classifier, "num_classes", None)
-        if self.num_classes is None:
-            raise ValueError("the classifier must say how many classes it has (a num_classes attribute)")
-        if dataset is not None and getattr(self.classifier, "dataset", dataset) != dataset:
-            raise ValueError(f"this classifier was trained on {self.classifier.dataset!r}, not {dataset!r}; "
-                             f"guide with a noisy classifier of the same dataset")
-        for name in ("image_size", "in_channels"):
-            mine, theirs = getattr(self.classifier, name, None), getattr(model, name, None)
-            if mine is not None and theirs is not None and mine != theirs:
-                raise ValueError(f"the classifier was built for {name}={mine} but the model makes "
-                                 f"{name}={theirs}: a classifier for another image size or dataset "
-                                 f"cannot guide this model")
-        theirs = getattr(model, "num_classes", None)
-        if theirs is not None and theirs != self.num_classes:
-            raise ValueError(f"the classifier has {self.num_classes} classes but the model {theirs}: "
-                             f"they are not for the same dataset")
-
-    def _step_target(self, t):
-        if self.next_step is None:
-            return t - 1
-        ts = t.tolist()
-        missing = [v for v in ts if v not in self.next_step]
-        if missing:
-            raise ValueError(f"t={missing[0]} is not in the timesteps given to ClassifierGuidance (form='mean'), "
-                             f"which are {list(self.next_step)[:6]}...; pass the sampler's own list, e.g. "
-                             f"timesteps=spaced(T, steps), or leave timesteps out for every step")
-        return torch.tensor([self.next_step[v] for v in ts], device=t.device)
 
     def __call__(self, x_t, t, y=None, **cond):
         self.check_labels(y, x_t.shape[0])
         pred = self.denoise(x_t, t, **(dict(cond, y=y) if self.condition_model else cond))
         if self.scale == 0:
             return pred
-        if self.form == "eps":
-            g = classifier_gradient(self.classifier, x_t, t, y)
-            eps = classifier_guided_eps(pred.eps, g, extract(self.schedule.sqrt_one_minus_alpha_bars, t, x_t),
-                                        self.scale)
-            x0 = x0_from_eps(self.schedule, x_t, t, eps)
-        else:
-            x0 = self._mean_shifted_x0(x_t, t, y, pred)
-            eps = eps_from_x0(self.schedule, x_t, t, x0)
+        g = classifier_gradient(self.classifier, x_t, t, y)
+        eps = classifier_guided_eps(pred.eps, g, extract(self.schedule.sqrt_one_minus_alpha_bars, t, x_t), self.scale)
+        x0 = x0_from_eps(self.schedule, x_t, t, eps)
         inside = _in_interval(t, self.interval, x_t)
         if inside is not None:
             x0, eps = torch.where(inside, x0, pred.x0), torch.where(inside, eps, pred.eps)
         return pred._replace(x0=x0, eps=eps)            # a learned variance passes through
 
-    def _mean_shifted_x0(self, x_t, t, y, pred):
-        """The x0_hat whose DDPM-step mean is mu + s Sigma g (Algorithm 1): the step's mean is
-        coef_x0 x0_hat + coef_xt x_t, so moving x0_hat by s Sigma g / coef_x0 moves the mean by
-        s Sigma g."""
-        s = self._step_target(t)
-        a = self.schedule.alpha_bars_with_0
-        a_t, a_s = a[t + 1], a[s + 1]
-        beta = 1 - a_t / a_s
-        coef_x0 = a_s.sqrt() * beta / (1 - a_t)
-        coef_xt = (a_t / a_s).sqrt() * (1 - a_s) / (1 - a_t)
-        shape = (-1,) + (1,) * (x_t.ndim - 1)
-        to_x = lambda v: v.to(device=x_t.device, dtype=x_t.dtype).reshape(shape)   # noqa: E731
-        if pred.log_variance is not None:
-            sigma2 = pred.log_variance.exp()
-        else:
-            sigma2 = to_x(beta if self.variance == "beta" else (1 - a_s) / (1 - a_t) * beta)
-        if self.gradient_at == "x_t":
-            g = classifier_gradient(self.classifier, x_t, t, y)
-        else:
-            mean = to_x(coef_x0) * pred.x0 + to_x(coef_xt) * x_t
-            g = classifier_gradient(self.classifier, mean, s.clamp(min=0), y)
-        return pred.x0 + self.scale * sigma2 * g / to_x(coef_x0)
+
+class ClassifierGuidedStep:
+    """``ClassifierGuidedStep(classifier, scale, y)(schedule, x_t, t, s, pred, noise) -> x_s``:
+    the mean form of classifier guidance (Dhariwal & Nichol, 2021, Algorithm 1), an ancestral
+    step with :func:`~lesson_lib.diffusion.steps.ddpm_step`'s signature:
+
+        mu, Sigma = the step t -> s (:func:`~lesson_lib.diffusion.steps.ddpm_mean_variance`)
+        x_s       = mu + scale Sigma grad log f(y | x_t, t) + sqrt(Sigma) noise
+
+    Sigma is the step's own (beta_{t->s}, beta-tilde_{t->s} or the learned one), so the step
+    holds no timestep list: it is right on every list the loop visits, e.g. ``spaced(T, 50)``.
+    Pass it to the sampler as ``ddpm_sample(model, schedule, shape, step=guided)`` (which gives
+    it ``variance=``) or to the loop ``sample(denoise, schedule, x_T, timesteps, guided)``. The
+    model sees what ``model_kwargs`` gives it: leave ``y`` out there to guide the unconditional
+    model (its null class), put it in to guide the conditional one.
+
+    Args:
+        classifier: ``classifier(x_t, t) -> logits`` trained on noisy images (eval mode for every
+            gradient), as in :class:`ClassifierGuidance`.
+        scale: s >= 0 (0 = plain ``ddpm_step``).
+        y: the target classes, a long tensor of shape (B,).
+        gradient_at: where g = grad log f(y | x, t) is taken: "x_t" (default), at the current
+            state and t, as the reference code does; or "mean", at the unguided mu with the level
+            of s, as the paper's derivation (a Taylor expansion of log f around mu) says. x_t is
+            the default because there the classifier sees what it was trained on (a sample of
+            q(x_t | x_0)), as in the score form, and the authors found the two "didn't noticeably
+            change results"; benchmarks/guidance.py measures it.
+        interval: guide only where t_min <= t <= t_max (code timesteps).
+        dataset: if given, the classifier's ``dataset`` attribute must match it.
+    """
+
+    def __init__(self, classifier, scale, y, *, gradient_at="x_t", interval=None, dataset=None):
+        scale = number(scale, "scale", minimum=0, hint="a negative scale steers away from the class; guidance "
+                                                       "toward y needs s >= 0, and s = 0 is no guidance")
+        choice(gradient_at, "gradient_at", GRADIENT_AT)
+        self.classifier, self.scale, self.gradient_at = classifier, scale, gradient_at
+        self.interval = _check_interval(interval)
+        self.num_classes = _check_classifier(classifier, None, dataset)
+        if y is None:
+            raise ValueError("the mean form needs the target classes: pass y=labels (a long tensor of shape (B,))")
+        self.y = labels(y, self.num_classes, "y", hint="the target classes of this classifier")
+
+    def __call__(self, schedule, x_t, t, s, pred, noise=None, variance="beta"):
+        if self.y.shape[0] != x_t.shape[0]:
+            raise ValueError(f"y must be 1-D with one label per example, shape ({x_t.shape[0]},), got shape "
+                             f"{tuple(self.y.shape)}; the target classes of this classifier")
+        mean, sigma2 = ddpm_mean_variance(schedule, x_t, t, s, pred, variance)
+        if self.scale != 0:
+            y = self.y.to(x_t.device)
+            if self.gradient_at == "x_t":
+                g = classifier_gradient(self.classifier, x_t, t, y)
+            else:
+                g = classifier_gradient(self.classifier, mean, s.clamp(min=0), y)
+            guided = classifier_guided_mean(mean, sigma2, g, self.scale)
+            inside = _in_interval(t, self.interval, x_t)
+            mean = guided if inside is None else torch.where(inside, guided, mean)
+        if noise is None:
+            return mean
+        return mean + sigma2.sqrt() * noise
 
 
 # --- classifier-free guidance ---------------------------------------------------------------

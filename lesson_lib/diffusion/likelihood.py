@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ..arguments import choice, float_tensor, images, integer, number
 from .denoiser import check_denoiser, check_returned
 from .forward import to_x0_eps
+from .losses import DiffusionObjective, _target
 from .sampling import evaluating
 from .schedules import check_timesteps, extract
 from .steps import learned_range
@@ -329,65 +330,41 @@ def _split_output(model, output, x0):
     return output.chunk(2, dim=1)
 
 
-def _draw(model, schedule, x0, y, generator, class_dropout):
-    B, device = x0.shape[0], x0.device
-    if y is not None and class_dropout > 0:
-        drop = torch.rand(B, generator=generator, device=device) < class_dropout
-        y = torch.where(drop, torch.full_like(y, model.num_classes), y)
-    return y
-
-
-def _learned_vlb(model, schedule, x0, x_t, t, pred_out, v):
-    """L_t of each example with the mean detached (so L_vlb trains only the variance) and
-    log Sigma from v: the reference's ``cat(eps_hat.detach(), v)``."""
-    prediction = getattr(model, "prediction", "eps")
-    x0_hat, _ = to_x0_eps(schedule, x_t, t, pred_out.detach().float(), prediction)
+def _learned_vlb(schedule, x0, x_t, t, pred_out, v, prediction, detach_mean):
+    """L_t of each example with log Sigma from v (Eq. 15); with ``detach_mean`` the mean gets no
+    gradient (so the bound trains only the variance: the reference's ``cat(eps_hat.detach(), v)``)."""
+    out = pred_out.detach() if detach_mean else pred_out
+    x0_hat, _ = to_x0_eps(schedule, x_t, t, out.float(), prediction)
     log_var = learned_range((v.float() + 1) / 2, extract(schedule.betas.log(), t, x_t.float()),
                             extract(schedule.posterior_log_variance, t, x_t.float()))
     return _vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
 
 
-def _targets(schedule, x0, eps, t, prediction):
-    if prediction == "eps":
-        return eps
-    if prediction == "x0":
-        return x0
-    return extract(schedule.sqrt_alpha_bars, t, x0) * eps - extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
-
-
-class Hybrid:
-    """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, Eq. 16), lambda = 0.001, as a
-    training objective for :class:`~lesson_lib.training.trainer.Trainer` (``objective=``).
+class Hybrid(DiffusionObjective):
+    """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, Eq. 16), lambda = 0.001.
 
     Per example, with t uniform over 0..T-1: L_simple is the squared error of the prediction
     half of the output, and L_vlb = T L_t (the bound's term at t, in bits per dimension, as
     improved-diffusion's ``RESCALED_MSE`` computes it) with the predicted mean detached, so the
-    bound trains the variance and L_simple the mean. Each call draws, from the trainer's
-    generator and in this order: the dropped labels (probability ``class_dropout``, as
-    :class:`~lesson_lib.diffusion.losses.LSimple`), t, and eps.
+    bound trains the variance and L_simple the mean. The draw is :class:`LSimple`'s.
     """
 
-    def __init__(self, lambda_vlb=0.001, class_dropout=0.0):
+    def __init__(self, schedule, lambda_vlb=0.001, class_dropout=0.0):
+        super().__init__(schedule, class_dropout)
         self.lambda_vlb = number(lambda_vlb, "lambda_vlb", minimum=0)
-        self.class_dropout = number(class_dropout, "class_dropout", minimum=0, maximum=1, strict_maximum=True)
 
     def config(self):
         return {"name": "hybrid", "lambda_vlb": self.lambda_vlb, "class_dropout": self.class_dropout}
 
-    def __call__(self, model, schedule, x0, y, generator):
-        y = _draw(model, schedule, x0, y, generator, self.class_dropout)
-        B, device = x0.shape[0], x0.device
-        t = torch.randint(0, schedule.T, (B,), generator=generator, device=device)
-        eps = torch.empty_like(x0).normal_(generator=generator)
-        x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
-        out, v = _split_output(model, model(x_t, t) if y is None else model(x_t, t, y=y), x0)
-        prediction = getattr(model, "prediction", "eps")
-        mse = F.mse_loss(out.float(), _targets(schedule, x0, eps, t, prediction).float())
-        vlb = _learned_vlb(model, schedule, x0, x_t, t, out, v)
-        return mse + self.lambda_vlb * schedule.T * vlb.mean().float()
+    def forward(self, net, model, x0, cond, generator):
+        d = self.draw(model, x0, cond, generator)
+        out, v = _split_output(model, net(d.x_t, d.t, **d.cond), x0)
+        mse = F.mse_loss(out.float(), _target(self.schedule, x0, d.eps, d.t, model.prediction).float())
+        vlb = _learned_vlb(self.schedule, x0, d.x_t, d.t, out, v, model.prediction, detach_mean=True)
+        return mse + self.lambda_vlb * self.schedule.T * vlb.mean().float()
 
 
-class LossSecondMomentSampler:
+class LossSecondMomentSampler(torch.nn.Module):
     """Importance sampling of t for L_vlb (Nichol & Dhariwal 2021, Sec. 3.3, Eq. 18):
 
         p_t proportional to sqrt(E[L_t^2]),   L_vlb = E_{t ~ p}[ L_t / p_t ] = E_{t ~ p}[ T L_t w_t ]
@@ -395,16 +372,17 @@ class LossSecondMomentSampler:
     with E[L_t^2] the mean of the last ``history`` losses seen at t, mixed with the uniform
     distribution (weight ``uniform_prob``) so that no t is starved, and w_t = 1 / (T p_t). Until
     every t holds ``history`` losses it samples uniformly (w = 1), as improved-diffusion's
-    ``LossSecondMomentResampler`` does. Its state (the loss history) is not part of a Trainer
-    checkpoint: a resumed run warms it up again.
+    ``LossSecondMomentResampler`` does. The history is a buffer: checkpoints save it, so a
+    resumed run samples t exactly as the uninterrupted one.
     """
 
     def __init__(self, T, history=10, uniform_prob=0.001):
+        super().__init__()
         self.T = integer(T, "T", minimum=1)
         self.history = integer(history, "history", minimum=1)
         self.uniform_prob = number(uniform_prob, "uniform_prob", minimum=0, maximum=1)
-        self.losses = torch.zeros(self.T, self.history, dtype=torch.float64)
-        self.counts = torch.zeros(self.T, dtype=torch.long)
+        self.register_buffer("losses", torch.zeros(self.T, self.history, dtype=torch.float64))
+        self.register_buffer("counts", torch.zeros(self.T, dtype=torch.long))
 
     def warmed_up(self):
         return bool((self.counts >= self.history).all())
@@ -412,64 +390,66 @@ class LossSecondMomentSampler:
     def probabilities(self):
         """p_t (shape (T,), float64)."""
         if not self.warmed_up():
-            return torch.full((self.T,), 1.0 / self.T, dtype=torch.float64)
+            return torch.full((self.T,), 1.0 / self.T, dtype=torch.float64, device=self.losses.device)
         p = (self.losses ** 2).mean(dim=1).sqrt()
         p = p / p.sum()
         return (1 - self.uniform_prob) * p + self.uniform_prob / self.T
 
     def sample(self, batch, generator=None, device="cpu"):
         """``t, w = sampler.sample(B)``: timesteps drawn from p_t and the weights 1 / (T p_t)."""
-        p = self.probabilities()
+        p = self.probabilities().to(device)
         t = torch.multinomial(p, batch, replacement=True, generator=generator)
-        return t.to(device), (1.0 / (self.T * p[t])).to(device)
+        return t, 1.0 / (self.T * p[t])
 
     def update(self, t, losses):
         """Record the per-example ``losses`` seen at timesteps ``t`` (newest replaces oldest)."""
         t = torch.as_tensor(t).cpu().long()
         check_timesteps(t, self.T, "t")
+        history, counts = self.losses.cpu(), self.counts.cpu()
         for ti, loss in zip(t.tolist(), torch.as_tensor(losses).detach().double().cpu().tolist()):
-            row = self.losses[ti]
-            if self.counts[ti] >= self.history:
+            row = history[ti]
+            if counts[ti] >= self.history:
                 row[:-1] = row[1:].clone()
                 row[-1] = loss
             else:
-                row[self.counts[ti]] = loss
-            self.counts[ti] += 1
+                row[counts[ti]] = loss
+            counts[ti] += 1
+        self.losses.copy_(history)
+        self.counts.copy_(counts)
 
 
-class LVlb:
+class LVlb(DiffusionObjective):
     """The bound alone as a training objective: L_vlb = T E_{t ~ p}[ w_t L_t ] with t drawn by
     :class:`LossSecondMomentSampler` (``importance=True``) or uniformly; here the mean is not
-    detached, so the bound trains mean and variance (Nichol & Dhariwal's L_vlb runs).
-    The sampler draws t from torch's global generator, eps from the trainer's."""
+    detached, so the bound trains mean and variance (Nichol & Dhariwal's L_vlb runs). Every draw
+    comes from the trainer's generator. After each step the sampler records the losses of every
+    process's batch (gathered across processes, as improved-diffusion does), so all processes
+    keep the same history."""
 
-    def __init__(self, importance=True, class_dropout=0.0, history=10, uniform_prob=0.001):
+    def __init__(self, schedule, importance=True, class_dropout=0.0, history=10, uniform_prob=0.001):
+        super().__init__(schedule, class_dropout)
         self.importance = bool(importance)
-        self.class_dropout = number(class_dropout, "class_dropout", minimum=0, maximum=1, strict_maximum=True)
-        self.history, self.uniform_prob = history, uniform_prob
-        self.sampler = None
+        self.sampler = LossSecondMomentSampler(schedule.T, history, uniform_prob)
+        self._weights = self._seen = None
 
     def config(self):
         return {"name": "l_vlb", "importance": self.importance, "class_dropout": self.class_dropout,
-                "history": self.history, "uniform_prob": self.uniform_prob}
+                "history": self.sampler.history, "uniform_prob": self.sampler.uniform_prob}
 
-    def __call__(self, model, schedule, x0, y, generator):
-        y = _draw(model, schedule, x0, y, generator, self.class_dropout)
-        B, device = x0.shape[0], x0.device
-        if self.sampler is None:
-            self.sampler = LossSecondMomentSampler(schedule.T, self.history, self.uniform_prob)
-        if self.importance:
-            t, w = self.sampler.sample(B, device=device)
-        else:
-            t = torch.randint(0, schedule.T, (B,), generator=generator, device=device)
-            w = torch.ones(B, dtype=torch.float64, device=device)
-        eps = torch.empty_like(x0).normal_(generator=generator)
-        x_t = extract(schedule.sqrt_alpha_bars, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * eps
-        out, v = _split_output(model, model(x_t, t) if y is None else model(x_t, t, y=y), x0)
-        prediction = getattr(model, "prediction", "eps")
-        x0_hat, _ = to_x0_eps(schedule, x_t, t, out.float(), prediction)
-        log_var = learned_range((v.float() + 1) / 2, extract(schedule.betas.log(), t, x_t.float()),
-                                extract(schedule.posterior_log_variance, t, x_t.float()))
-        L = _vlb_terms(schedule, x0, x_t, t, x0_hat, log_var)
-        self.sampler.update(t, L)
-        return (schedule.T * w * L).mean().float()
+    def sample_t(self, batch, generator, device):
+        if not self.importance:
+            self._weights = torch.ones(batch, dtype=torch.float64, device=device)
+            return super().sample_t(batch, generator, device)
+        t, self._weights = self.sampler.sample(batch, generator, device)
+        return t
+
+    def forward(self, net, model, x0, cond, generator):
+        d = self.draw(model, x0, cond, generator)
+        out, v = _split_output(model, net(d.x_t, d.t, **d.cond), x0)
+        L = _learned_vlb(self.schedule, x0, d.x_t, d.t, out, v, model.prediction, detach_mean=False)
+        self._seen = (d.t.detach(), L.detach())
+        return (self.schedule.T * self._weights * L).mean().float()
+
+    def after_step(self, trainer):
+        t, L = self._seen
+        self.sampler.update(trainer.distributed.gather(t), trainer.distributed.gather(L))

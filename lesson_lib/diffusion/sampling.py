@@ -16,8 +16,9 @@
 Every sampler accepts any callable ``model(x_t, t, **model_kwargs)`` that returns an eps, x0 or
 v prediction; what it predicts is read from ``model.prediction`` (or given as ``prediction=``).
 A ``callback`` sees every step (x_t, x0_hat and x_s), so a lesson can draw x0_hat along the
-chain without a second loop. Guidance wraps the denoiser; fewer steps change the timestep list
-(:mod:`lesson_lib.diffusion.timesteps`); neither touches the loop.
+chain without a second loop. Guidance wraps the denoiser (or, the mean form of classifier
+guidance, is the step); fewer steps change the timestep list (:mod:`lesson_lib.diffusion.timesteps`);
+none of them touches the loop.
 """
 
 import contextlib
@@ -194,7 +195,7 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
 def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, variance="beta",
                 clip_x0=False, model_kwargs=None, device="cpu", generator=None,
                 return_trajectory=False, trajectory_stride=1, progress=True, autocast=None,
-                timesteps=None, guidance=None):
+                timesteps=None, guidance=None, step=ddpm_step):
     """Algorithm 2 of Ho et al. (2020): ancestral sampling from x_T ~ N(0, I) to x_0.
 
     Args:
@@ -215,14 +216,22 @@ def ddpm_sample(model, schedule, shape=None, *, x_T=None, prediction=None, varia
         guidance: a callable that receives the :class:`Denoiser` and returns a wrapper with its
             signature (:mod:`lesson_lib.diffusion.guidance`), e.g.
             ``guidance=lambda d: ClassifierFreeGuidance(d, w=1.0)``; x0 is then clipped after it.
+        step: the ancestral step, ``step(schedule, x_t, t, s, pred, noise, variance=...)``;
+            :func:`~lesson_lib.diffusion.steps.ddpm_step` by default. The mean form of
+            classifier guidance is such a step (it moves the step's mean by s Sigma_{t->s} g):
+            ``step=ClassifierGuidedStep(classifier, scale, y=labels)``
+            (:mod:`lesson_lib.diffusion.guidance`). It receives ``variance`` from here.
 
     Returns x_0, or ``(x_0, trajectory)``.
     """
     choice(variance, "variance", VARIANCES)
+    if not callable(step):
+        raise TypeError(f"step must be an ancestral step with ddpm_step's signature, e.g. step=ClassifierGuidedStep"
+                        f"(classifier, scale, y=labels), got step={type(step).__name__}")
     trajectory_stride = integer(trajectory_stride, "trajectory_stride", minimum=1,
                                 hint="1 keeps every state, k every k-th")
     timesteps = all_steps(schedule.T) if timesteps is None else timesteps      # checked by sample()
-    step = functools.partial(ddpm_step, variance=variance)
+    step = functools.partial(step, variance=variance)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, True, lambda r: r.t % trajectory_stride == 0,
                 return_trajectory, progress, "DDPM sampling", guidance)
@@ -236,9 +245,11 @@ def ddim_timesteps(T, steps, spacing="linspace"):
 
 def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, prediction=None,
                 clip_x0=False, model_kwargs=None, device="cpu", generator=None,
-                return_trajectory=False, progress=True, autocast=None, spacing="linspace", guidance=None):
+                return_trajectory=False, progress=True, autocast=None, spacing="linspace", guidance=None,
+                timesteps=None):
     """DDIM sampling (Song et al., 2021, Eq. 12) on ``steps`` timesteps (``spacing`` as in
-    :mod:`lesson_lib.diffusion.timesteps`); see :func:`~lesson_lib.diffusion.steps.ddim_step`.
+    :mod:`lesson_lib.diffusion.timesteps`), or on the list ``timesteps`` when it is given (e.g. a
+    distilled student's own grid); see :func:`~lesson_lib.diffusion.steps.ddim_step`.
 
     From x_t to the previous chosen timestep s:
 
@@ -250,7 +261,7 @@ def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, pre
     denoiser as in :func:`ddpm_sample`.
     """
     eta = number(eta, "eta", minimum=0, hint="0 = deterministic, 1 = DDPM-like")
-    timesteps = spaced(schedule.T, steps, spacing)
+    timesteps = spaced(schedule.T, steps, spacing) if timesteps is None else [int(t) for t in timesteps]
     step = functools.partial(ddim_step, eta=eta)
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, eta > 0, lambda r: True, return_trajectory,

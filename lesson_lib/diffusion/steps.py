@@ -42,30 +42,33 @@ def _bcast(values, x):
     return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def ddpm_step(schedule, x_t, t, s, pred, noise=None, variance="beta"):
-    """Ancestral sampling, Algorithm 2 of Ho et al. (2020), line 4, from t to any s < t.
+def ddpm_mean_variance(schedule, x_t, t, s, pred, variance="beta"):
+    """The ancestral step's Gaussian from t to any s < t, N(mean, sigma^2 I): returns
+    ``(mean, sigma2)``, sigma2 of shape (B, 1, ..., 1) (or of x_t's shape for a learned variance).
 
-    x_s is drawn from the posterior q(x_s | x_t, x0_hat) of the chain that jumps from s to t
-    in one step, whose variance is beta_{t->s} = 1 - alpha-bar_t / alpha-bar_s (Nichol &
-    Dhariwal 2021, Sec. 4; for s = t - 1 it is beta_t itself):
+    It is the posterior q(x_s | x_t, x0_hat) of the chain that jumps from s to t in one step,
+    whose variance is beta_{t->s} = 1 - alpha-bar_t / alpha-bar_s (Nichol & Dhariwal 2021,
+    Sec. 4; for s = t - 1 it is beta_t itself):
 
         mean     = sqrt(alpha-bar_s) beta_{t->s} / (1 - alpha-bar_t) * x0_hat
                    + sqrt(alpha-bar_t / alpha-bar_s) (1 - alpha-bar_s) / (1 - alpha-bar_t) * x_t
         sigma^2  = beta_{t->s}                                            (variance="beta")
                 or beta-tilde_{t->s} = (1 - alpha-bar_s) / (1 - alpha-bar_t) beta_{t->s}
                                                                           ("beta_tilde")
-        x_s      = mean + sigma * noise
 
-    (Ho et al., Eqs. 6-7 and 11). At the last step (s = -1) the mean is x0_hat itself and no
-    noise is added.
+    (Ho et al., Eqs. 6-7 and 11). At s = -1 the mean is x0_hat itself.
 
     A model with a learned variance (Nichol & Dhariwal 2021) replaces sigma^2: when
     ``pred.frac`` is given, sigma^2 = :func:`learned_range` of this step's own beta_{t->s} and
     beta-tilde_{t->s} (so a respaced chain interpolates between *its* beta and beta-tilde, as
     improved-diffusion's SpacedDiffusion does by recomputing the betas); otherwise
     ``pred.log_variance``, when given, is used as it is (it belongs to the step t -> t - 1 of
-    the original chain). ``variance`` is then ignored. At s = -1 no noise is added, so the
-    zero beta-tilde_{t->-1} is only clamped to 1e-20 to keep its log finite.
+    the original chain). ``variance`` is then ignored. The zero beta-tilde_{t->-1} is clamped
+    to 1e-20 to keep its log finite.
+
+    :func:`ddpm_step` draws from this Gaussian; the mean form of classifier guidance
+    (:class:`~lesson_lib.diffusion.guidance.ClassifierGuidedStep`) shifts its mean by
+    s sigma^2 grad log f first.
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
@@ -74,17 +77,29 @@ def ddpm_step(schedule, x_t, t, s, pred, noise=None, variance="beta"):
     coef_x0 = a_s.sqrt() * beta / (1 - a_t)
     coef_xt = (a_t / a_s).sqrt() * (1 - a_s) / (1 - a_t)
     mean = _bcast(coef_x0, x_t) * pred.x0 + _bcast(coef_xt, x_t) * x_t
-    if noise is None:
-        return mean
     if getattr(pred, "frac", None) is not None:
         beta_tilde = ((1 - a_s) / (1 - a_t) * beta).clamp(min=1e-20)
-        std = (0.5 * learned_range(pred.frac, _bcast(beta.log(), x_t), _bcast(beta_tilde.log(), x_t))).exp()
+        sigma2 = learned_range(pred.frac, _bcast(beta.log(), x_t), _bcast(beta_tilde.log(), x_t)).exp()
     elif pred.log_variance is not None:
-        std = (0.5 * pred.log_variance).exp()
+        sigma2 = pred.log_variance.exp()
     else:
-        var = beta if variance == "beta" else (1 - a_s) / (1 - a_t) * beta
-        std = _bcast(var, x_t).sqrt()
-    return mean + std * noise
+        sigma2 = _bcast(beta if variance == "beta" else (1 - a_s) / (1 - a_t) * beta, x_t)
+    return mean, sigma2
+
+
+def ddpm_step(schedule, x_t, t, s, pred, noise=None, variance="beta"):
+    """Ancestral sampling, Algorithm 2 of Ho et al. (2020), line 4, from t to any s < t:
+
+        x_s = mean + sigma * noise
+
+    with (mean, sigma^2) of :func:`ddpm_mean_variance` (the posterior of the step t -> s, with
+    sigma^2 = beta_{t->s}, beta-tilde_{t->s} or the model's learned variance). At the last
+    step (s = -1) no noise is added: x_s is the mean, x0_hat itself.
+    """
+    mean, sigma2 = ddpm_mean_variance(schedule, x_t, t, s, pred, variance)
+    if noise is None:
+        return mean
+    return mean + sigma2.sqrt() * noise
 
 
 def ddim_sigma(schedule, t, s, eta):

@@ -1,11 +1,15 @@
 """The networks: they map (x_t, t[, y]) to a prediction, and never import the diffusion maths.
 
-    base          what every network shares: config, from_config, prediction, num_classes
+    base          what every network shares: the recorded config, from_config, prediction, num_classes,
+                  data_shape, and the input checks (check_inputs)
     embeddings    the sinusoidal time embedding
+    layers        the shared layers: time and class embeddings (with the null class), ResBlock,
+                  attention, down/up-sampling, group_norm, zero_init
     mlp           a small MLP denoiser for 2-D data
-    unet          the U-Net denoiser for images, and its presets
+    unet          the U-Net denoiser for images, and its presets (built from layers)
     classifiers   the course's MNIST and CIFAR-10 classifiers (FID features, class accuracy)
-    noisy_classifier  f_phi(y | x_t, t), the U-Net down path with a head: the guide of classifier guidance
+    noisy_classifier  f_phi(y | x_t, t), the U-Net's down path (from layers) with a head: the guide
+                  of classifier guidance
 """
 
 from .base import MODEL_CLASSES  # noqa: F401  (the registry that checkpoints are loaded through)

@@ -88,7 +88,6 @@ class MNISTClassifier(_Classifier):
 
     def __init__(self, width=32, feature_dim=128, dropout=0.3, num_classes=10):
         super().__init__()
-        self.config = dict(width=width, feature_dim=feature_dim, dropout=dropout, num_classes=num_classes)
         self.num_classes = num_classes
         self.feature_dim = feature_dim
         self.body = nn.Sequential(
@@ -123,7 +122,6 @@ class CIFAR10Classifier(_Classifier):
 
     def __init__(self, widths=(64, 128, 256, 512), num_classes=10):
         super().__init__()
-        self.config = dict(widths=list(widths), num_classes=num_classes)
         self.num_classes = num_classes
         w0, w1, w2, w3 = widths
         self.feature_dim = w3

@@ -8,7 +8,8 @@ Transformer (Vaswani et al., 2017, Sec. 3.5): for frequencies
 
 the embedding of t is [ sin(t omega_0), ..., sin(t omega_{dim/2-1}), cos(t omega_0), ... ].
 Low i vary fast with t, high i slowly, so nearby timesteps get similar but distinct codes.
-Models then pass this through a small MLP (see :mod:`lesson_lib.models.unet`, :mod:`lesson_lib.models.mlp`).
+Models then pass this through a small MLP (see :class:`lesson_lib.models.layers.TimeEmbedding`,
+:mod:`lesson_lib.models.mlp`).
 """
 
 import math

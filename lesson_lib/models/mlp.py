@@ -38,8 +38,6 @@ class MLPDenoiser(Model):
 
     def __init__(self, dim=2, hidden=128, num_blocks=3, time_dim=32, prediction="eps"):
         super().__init__()
-        self.config = dict(dim=dim, hidden=hidden, num_blocks=num_blocks, time_dim=time_dim,
-                           prediction=prediction)
         check_prediction(prediction)
         self.prediction = prediction
         self.in_channels = dim
@@ -50,10 +48,7 @@ class MLPDenoiser(Model):
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, x, t, y=None):
-        if y is not None:
-            raise ValueError("MLPDenoiser is unconditional: call it without class labels y")
-        if x.ndim != 2 or x.shape[1] != self.config["dim"]:
-            raise ValueError(f"x must have shape (batch, {self.config['dim']}), got {tuple(x.shape)}")
+        self.check_inputs(x, t, y)      # x of shape (B, dim); unconditional, so y must be None
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
         h = self.inp(x)
         for block in self.blocks:

@@ -6,8 +6,9 @@ the classifier must be trained on noisy images, x_t = q_sample(x_0, t) with t un
 :class:`lesson_lib.diffusion.losses.NoisyCrossEntropy`), and told how noisy they are. A clean
 classifier sees nothing it was trained on until the last few steps.
 
-The network is the U-Net's down path (:mod:`lesson_lib.models.unet`) with a classification
-head, as the guided-diffusion classifier is the U-Net's encoder:
+The network is the U-Net's down path, built from the same layers
+(:mod:`lesson_lib.models.layers`), with a classification head, as the guided-diffusion
+classifier is the U-Net's encoder:
 
     x_t --conv_in--> [ResBlock x num_res_blocks, Downsample] per level --> GroupNorm, SiLU
         --> mean over the pixels --> Linear --> logits (B, num_classes)
@@ -21,7 +22,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .base import Model
-from .unet import Downsample, ResBlock, TimeEmbedding, group_norm
+from .layers import Downsample, ResBlock, TimeEmbedding, group_norm
 
 
 class NoisyClassifier(Model):
@@ -51,9 +52,6 @@ class NoisyClassifier(Model):
                              f"{num_classes}")
         if not channel_mults or min(channel_mults) < 1:
             raise ValueError(f"channel_mults must be a non-empty list of positive ints, got {channel_mults}")
-        self.config = dict(in_channels=in_channels, image_size=image_size, base_channels=base_channels,
-                           channel_mults=channel_mults, num_res_blocks=num_res_blocks,
-                           num_classes=num_classes, dropout=dropout, dataset=dataset)
         self.in_channels, self.image_size = in_channels, image_size
         self.num_classes, self.dataset = num_classes, dataset
         time_dim = 4 * base_channels
@@ -70,17 +68,9 @@ class NoisyClassifier(Model):
         self.norm = group_norm(ch)
         self.head = nn.Linear(ch, num_classes)
 
-    def _check_inputs(self, x, t):
-        c, s = self.in_channels, self.image_size
-        if x.ndim != 4 or tuple(x.shape[1:]) != (c, s, s):
-            raise ValueError(f"this classifier was built for images of shape (B, {c}, {s}, {s}) "
-                             f"({self.dataset}); got x of shape {tuple(x.shape)}")
-        if t.ndim != 1 or t.shape[0] != x.shape[0]:
-            raise ValueError(f"t must have shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}")
-
     def forward(self, x, t):
         """Logits of f_phi(y | x_t, t), shape (B, num_classes)."""
-        self._check_inputs(x, t)
+        self.check_inputs(x, t)     # x of shape (B, *data_shape): no other image size
         emb = self.time_embedding(t)
         h = self.conv_in(x)
         for block in self.down:

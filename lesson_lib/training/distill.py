@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..arguments import integer
+from ..arguments import choice, integer
 from ..diffusion.distillation import WEIGHTINGS, Distillation
 from .checkpoint import ConfigMismatchError, weights_sha256
 from .trainer import TrainConfig, Trainer
@@ -41,8 +41,8 @@ class DistillationFrom(Distillation):
     The config is saved in every checkpoint and compared on resume, so a student is never resumed
     under a teacher other than its own."""
 
-    def __init__(self, teacher, student_steps, weighting="snr_trunc"):
-        super().__init__(teacher, student_steps, weighting)
+    def __init__(self, schedule, teacher, student_steps, weighting="snr_trunc"):
+        super().__init__(schedule, teacher, student_steps, weighting)
         self.teacher_sha256 = weights_sha256(teacher)
 
     def config(self):
@@ -53,10 +53,10 @@ def halving_config(config, train_steps, student_steps):
     """The TrainConfig of one halving: ``config`` with no EMA, no warm-up, the lr annealed
     linearly to 0 over ``train_steps``, and a seed of its own."""
     return dataclasses.replace(config, ema_decay=0.0, warmup_steps=0, lr_decay_steps=train_steps,
-                               class_dropout=0.0, seed=config.seed + student_steps)
+                               seed=config.seed + student_steps)
 
 
-def progressive_distillation(teacher, schedule, data, labels=None, *, start_steps=64, end_steps=1,
+def progressive_distillation(teacher, schedule, data, cond=None, *, start_steps=64, end_steps=1,
                              train_steps=200, config=None, weighting="snr_trunc", checkpoint_dir=None,
                              device=None, progress=False, on_student=None):
     """Halve ``teacher`` (sampled with DDIM on ``start_steps`` steps of the nested grid of
@@ -65,6 +65,7 @@ def progressive_distillation(teacher, schedule, data, labels=None, *, start_step
     Args:
         teacher: the first teacher (a :class:`~lesson_lib.models.base.Model`; v or x0 prediction
             is advised, see :func:`~lesson_lib.diffusion.distillation.eps_error_gain`).
+        cond: the conditioning of ``data`` (e.g. ``{"y": labels}``), as for the Trainer.
         start_steps, end_steps: the teacher's steps and the last student's; their ratio is a power of 2.
         train_steps: optimisation steps per halving (an int, or a dict {student_steps: int}).
         config: the :class:`TrainConfig` each halving starts from (lr, batch size, seed);
@@ -81,17 +82,16 @@ def progressive_distillation(teacher, schedule, data, labels=None, *, start_step
     ratio = start_steps // end_steps
     if start_steps % end_steps or ratio & (ratio - 1):
         raise ValueError(f"start_steps / end_steps must be a power of 2, got {start_steps} / {end_steps}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got weighting={weighting!r}")
+    choice(weighting, "weighting", WEIGHTINGS)
     config = config or TrainConfig(batch_size=min(64, len(data)), lr=1e-4)
     results, student_steps = [], start_steps // 2
     while student_steps >= end_steps:
         steps = train_steps[student_steps] if isinstance(train_steps, dict) else train_steps
         steps = integer(steps, "train_steps", minimum=1)
         path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"student_{student_steps}.pt"
-        trainer = Trainer(student_from(teacher), schedule, data, halving_config(config, steps, student_steps),
-                          labels=labels, device=device, checkpoint_path=path,
-                          objective=DistillationFrom(teacher, student_steps, weighting))
+        trainer = Trainer(student_from(teacher), data, DistillationFrom(schedule, teacher, student_steps, weighting),
+                          halving_config(config, steps, student_steps), cond=cond, device=device,
+                          checkpoint_path=path)
         try:
             trainer.resume()
         except ConfigMismatchError as error:
@@ -111,17 +111,12 @@ def progressive_distillation(teacher, schedule, data, labels=None, *, start_step
 
 @torch.no_grad()
 def sample_student(model, schedule, steps, shape, labels=None, generator=None, clip_x0=True):
-    """Sample ``model`` with DDIM (eta = 0) on ``steps`` steps of the nested distillation grid,
-    x0_hat clipped at the end only (as the paper evaluates). Returns images in [-1, 1]."""
-    from ..diffusion.denoiser import Denoiser
+    """Sample ``model`` with DDIM (eta = 0) on ``steps`` steps of the nested distillation grid
+    (x0_hat clipped at every step when ``clip_x0``, as :mod:`lesson_lib.sample` does). Returns
+    images in [-1, 1]."""
     from ..diffusion.distillation import sampler_timesteps
-    from ..diffusion.sampling import evaluating, sample
-    from ..diffusion.steps import ddim_step
+    from ..diffusion.sampling import ddim_sample
     device = next(model.parameters()).device
-    x_T = torch.randn(shape, generator=generator, device=device) if generator is not None else \
-        torch.randn(shape, device=device)
-    cond = None if labels is None else {"y": labels.to(device)}
-    with evaluating(model):
-        denoise = Denoiser(model, schedule.to(device), clip_x0=clip_x0)
-        return sample(denoise, schedule.to(device), x_T, sampler_timesteps(schedule.T, steps), ddim_step,
-                      stochastic=False, cond=cond, progress=False)
+    return ddim_sample(model, schedule, shape, timesteps=sampler_timesteps(schedule.T, steps), clip_x0=clip_x0,
+                       model_kwargs=None if labels is None else {"y": labels.to(device)}, device=device,
+                       generator=generator, progress=False)

@@ -42,8 +42,8 @@ def train(steps=1500, batch_size=128, lr=1e-3, seed=0, preset="mnist", data_dir=
     schedule = NoiseSchedule.linear(1000)
     config = TrainConfig(batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 5 + 1),
                          ema_decay=0.995, seed=seed, log_every=50)
-    trainer = Trainer(noisy_classifier_preset(preset), schedule, images, config, labels=labels,
-                      device=device, checkpoint_path=checkpoint_path, objective=NoisyCrossEntropy())
+    trainer = Trainer(noisy_classifier_preset(preset), images, NoisyCrossEntropy(schedule), config,
+                      cond={"y": labels}, device=device, checkpoint_path=checkpoint_path)
     trainer.resume()
     trainer.run(steps, progress=progress, checkpoint_every=500 if checkpoint_path else 0)
     return trainer

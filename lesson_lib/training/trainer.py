@@ -1,38 +1,38 @@
 """One training loop for every model in the course: the 2-D MLP, the image U-Nets, and
-whatever a later lesson trains (a noisy classifier, a distilled student, a learned variance).
+whatever a later lesson trains (a noisy classifier, a distilled student, a learned variance, an
+autoencoder), on one process or on many.
 
-What is minimised is the *objective*, an argument (see :mod:`lesson_lib.diffusion.losses`).
-By default it is L_simple, so each step is Algorithm 1 of Ho et al. (2020):
+What is minimised is the *objective*, an argument (an :class:`~lesson_lib.diffusion.losses.Objective`).
+For L_simple (:class:`~lesson_lib.diffusion.losses.LSimple`) each step is Algorithm 1 of Ho et al. (2020):
 
     x_0 ~ data,  t ~ Uniform{1..T},  eps ~ N(0, I)
     take a gradient step on  || target - model( sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, t ) ||^2
 
-(:class:`lesson_lib.diffusion.losses.LSimple`). The loop adds what makes any objective work in
-practice:
+The loop adds what makes any objective work in practice:
 
-* AdamW with a linear learning-rate warm-up and gradient-norm clipping;
+* AdamW with a linear learning-rate warm-up (and an optional linear anneal) and gradient-norm
+  clipping;
 * an EMA of the weights for sampling (:mod:`lesson_lib.training.ema`);
 * on CUDA: bfloat16 autocast where the GPU supports it (float32 elsewhere), channels-last
   memory, optionally ``torch.compile``, and the whole dataset on the GPU when it fits
   (:class:`~lesson_lib.data.loader.TensorLoader`), so that loading never starves it;
-* label dropout for classifier-free guidance (Ho & Salimans, 2022), in the default
-  objective: with probability ``class_dropout`` a label is replaced by the model's null class;
+* conditioning as a dict of per-example tensors (``cond={"y": labels}``), sliced with each batch;
 * random horizontal flips for datasets where they preserve meaning (CIFAR-10);
-* checkpoints written atomically that resume *exactly*: model, EMA, optimizer, step, every
-  random number generator state and the configuration. A loss that turns NaN or inf stops
-  training with a clear error, and is never written to disk, so the last good checkpoint
-  survives; the one before it is kept too (``checkpoint.prev.pt``), and :meth:`Trainer.resume`
-  falls back to it when the newest cannot be read.
-* nothing of another run is overwritten: a trainer writes over an existing checkpoint only
-  when it resumed from it or wrote it itself (or was told ``overwrite_checkpoint=True``), and
-  :meth:`Trainer.run` checks that, and that the folder is writable, before the first step.
+* several processes under ``torchrun`` (:mod:`lesson_lib.training.distributed`): the same global
+  batch split between them, gradients averaged, the loss, the NaN guard and a stop request
+  combined at each log interval, checkpoints written by the main process only;
+* checkpoints written atomically that resume *exactly*: model, EMA, optimizer, the objective's
+  state, step, every random number generator state (every process's) and the configuration.
+  A loss that turns NaN or inf stops training with a clear error, and is never written to disk,
+  so the last good checkpoint survives; a run can also stop after ``max_seconds``.
 
 Every random number of the loop comes from a generator whose state the checkpoint saves:
 the loader's (batches, flips), the objective's (t, eps, label dropout) and the global one
 (dropout inside the model).
 
-Why one module of about 450 lines: the loop, its checkpoints and its NaN guard share one state
-(model, EMA, optimizer, step, generators); split apart, each part would reach into the others.
+Why one module of about 480 lines: the loop, its checkpoints, its NaN guard and the collectives
+between processes share one state (model, EMA, optimizer, objective, step, generators); split
+apart, each part would reach into the others.
 """
 
 import dataclasses
@@ -45,12 +45,12 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (check_config, check_writable, checkpoint_exists, load_latest_checkpoint,
                          previous_path, save_checkpoint)
-from ..arguments import float_tensor, integer, number
+from ..arguments import float_tensor, integer, labels, number
 from ..data.loader import TensorLoader, to_device_if_fits
+from .distributed import Distributed
 from .ema import EMA
 from ..diffusion.denoiser import bf16_supported
-from ..diffusion.losses import LSimple
-from ..diffusion.schedules import NoiseSchedule
+from ..diffusion.losses import Objective
 
 
 @dataclasses.dataclass
@@ -65,10 +65,10 @@ class TrainConfig:
     lr_decay_steps: int = 0        # anneal lr linearly to 0 at this step (0 = constant lr)
     grad_clip: float = 1.0         # clip the global gradient norm to this (0 = off)
     ema_decay: float = 0.995
-    class_dropout: float = 0.0     # P(label -> null class), for classifier-free guidance (default objective)
     hflip: bool = False            # random horizontal flips (images only)
-    seed: int = 0
-    log_every: int = 50            # also how often the loss is checked for NaN/inf
+    seed: int = 0                  # process r of several draws from seed + r
+    log_every: int = 50            # also how often the loss is checked for NaN/inf (and processes agree to stop)
+    max_seconds: float = 0.0       # stop (and save) after this much wall-clock time in run() (0 = no limit)
     bf16: bool = None              # autocast to bfloat16; None = where the GPU supports it
     channels_last: bool = None     # None = on CUDA for images only
     compile: bool = False          # torch.compile the model (CUDA, PyTorch >= 2.2)
@@ -85,7 +85,7 @@ class TrainConfig:
         self.grad_clip = number(self.grad_clip, "grad_clip", minimum=0, hint="0 turns clipping off")
         self.ema_decay = number(self.ema_decay, "ema_decay", minimum=0, maximum=1, strict_maximum=True,
                                 hint="e.g. 0.999 (an average over about the last 1,000 steps)")
-        self.class_dropout = number(self.class_dropout, "class_dropout", minimum=0, maximum=1, strict_maximum=True)
+        self.max_seconds = number(self.max_seconds, "max_seconds", minimum=0, hint="0 means no time limit")
         for name in ("hflip", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {name}={getattr(self, name)!r}")
@@ -147,27 +147,44 @@ def _check_data(model, data):
                          f"{channels}; build it with dim={data.shape[1]}")
 
 
+def _check_cond(model, objective, data, cond):
+    """``cond`` is a dict of tensors with one entry per example; labels fit the model's classes."""
+    if not isinstance(cond, dict):
+        raise TypeError(f"cond must be a dict of per-example tensors such as {{'y': labels}}, got "
+                        f"{type(cond).__name__}")
+    for key, value in cond.items():
+        what = "labels" if key == "y" else f"cond[{key!r}]"
+        if not isinstance(value, torch.Tensor) or len(value) != len(data):
+            raise ValueError(f"{what} must have one entry per example: data has {len(data)}, "
+                             f"{what} has {len(value) if hasattr(value, '__len__') else '?'}")
+    if "y" in cond:
+        if getattr(model, "num_classes", None) is None:
+            raise ValueError("labels were given but the model is unconditional; build it with num_classes=...")
+        labels(cond["y"], model.num_classes, "labels")
+    elif getattr(objective, "class_dropout", 0) > 0:
+        raise ValueError("class_dropout > 0 needs class labels: pass cond={'y': labels} to the Trainer")
+
+
 class Trainer:
-    """Trains ``model`` on ``data`` under ``schedule`` by minimising ``objective``.
+    """Trains ``model`` on ``data`` by minimising ``objective``.
 
     Args:
-        model: a :class:`~lesson_lib.models.base.Model`, called by the objective (for
-            L_simple as ``model(x_t, t)`` or ``model(x_t, t, y=labels)``), with attributes
-            ``prediction`` and ``config`` (a dict).
-        schedule: a :class:`~lesson_lib.diffusion.schedules.NoiseSchedule`.
+        model: a :class:`~lesson_lib.models.base.Model`, called by the objective.
         data: a tensor of training examples, shape ``(N, ...)``: float, or uint8 images in
             0..255 (converted per batch to [-1, 1], which keeps 4x less memory on the GPU).
+        objective: what to minimise, an :class:`~lesson_lib.diffusion.losses.Objective`, e.g.
+            ``LSimple(schedule, class_dropout=0.1)``. Its config and state are saved in checkpoints.
         config: a :class:`TrainConfig`.
-        labels: class labels ``(N,)`` for a class-conditional model.
-        device: where to train; defaults to CUDA when present.
+        cond: the conditioning, a dict of tensors with one entry per example, e.g. ``{"y": labels}``.
+        device: where to train; defaults to this process's GPU when there is one, else the CPU
+            (with several processes, "cuda" means each process's own GPU, cuda:LOCAL_RANK).
         checkpoint_path: where :meth:`save` writes and :meth:`resume` reads (with the previous
             checkpoint kept beside it, e.g. ``checkpoint.prev.pt``).
-        objective: what to minimise, ``objective(model, schedule, x0, y, generator) -> loss``
-            with a ``config()`` (see :mod:`lesson_lib.diffusion.losses`); default
-            ``LSimple(config.class_dropout)``. Its config is saved in checkpoints.
         overwrite_checkpoint: allow :meth:`save` to replace a checkpoint at ``checkpoint_path``
             that this trainer neither resumed from nor wrote (another run's). Off by default: call
             :meth:`resume` to continue that run, or choose another path.
+        distributed: who this process is among several (:class:`Distributed`); by default read from
+            the environment ``torchrun`` sets, else a single process.
 
     ``trainer.run(steps)`` trains; ``trainer.model`` holds the raw weights,
     ``trainer.ema.model`` the averaged ones (sample from those), ``trainer.history`` the
@@ -175,35 +192,23 @@ class Trainer:
     (the checkpoints it resumed from or wrote, the models it exported).
     """
 
-    def __init__(self, model, schedule, data, config=None, labels=None, device=None,
-                 checkpoint_path=None, objective=None, overwrite_checkpoint=False):
+    def __init__(self, model, data, objective, config=None, *, cond=None, device=None, checkpoint_path=None,
+                 overwrite_checkpoint=False, distributed=None):
         self.config = config or TrainConfig()
         cfg = self.config
-        if objective is not None and cfg.class_dropout:
-            raise ValueError("class_dropout is a setting of the default objective; with objective= "
-                             "given, set it on the objective (e.g. LSimple(class_dropout=0.1))")
-        self.objective = objective if objective is not None else LSimple(cfg.class_dropout)
-        self.device = torch.device(device) if device is not None else default_device()
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}; "
-                            f"e.g. NoiseSchedule.from_name('linear', 1000)")
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be a training objective such as LSimple(schedule), got "
+                            f"{type(objective).__name__}" + (" (wrap the schedule: LSimple(schedule))"
+                                                             if type(objective).__name__ == "NoiseSchedule" else ""))
+        cond = {} if cond is None else cond
         _check_data(model, data)
-        if labels is not None and len(labels) != len(data):
-            raise ValueError(f"labels must have one entry per example: data has {len(data)}, "
-                             f"labels has {len(labels)}")
-        if labels is None and cfg.class_dropout > 0:
-            raise ValueError("class_dropout > 0 needs class labels: pass labels=...")
-        self.num_classes = getattr(model, "num_classes", None)
-        if labels is not None and self.num_classes is None:
-            raise ValueError("labels were given but the model is unconditional; build it with num_classes=...")
-        if labels is not None:
-            labels = torch.as_tensor(labels)
-            if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-                raise TypeError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype} and shape "
-                                f"{tuple(labels.shape)}")
-            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (the model has "
-                                 f"{self.num_classes} classes), got {int(labels.min())}..{int(labels.max())}")
+        _check_cond(model, objective, data, cond)
+        self.distributed = distributed or Distributed.from_env(
+            torch.device(device).type if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+        dist = self.distributed
+        self.device = torch.device(device) if device is not None else dist.device()
+        if dist.world > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = dist.device()                                 # each process its own GPU
         if cfg.batch_size > len(data):
             raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({len(data)} examples)")
         self.is_image = data.ndim == 4
@@ -216,18 +221,19 @@ class Trainer:
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.net = dist.wrap(self.model)                                        # what the objective calls
+        self.net = torch.compile(self.net) if cfg.compile else self.net
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay,
                                            **({"fused": True} if cuda else {}))
-        self.schedule = schedule.to(self.device)
-        if labels is not None:
-            labels = labels.long()
-        data, labels = to_device_if_fits(data, labels, self.device)   # whole dataset on the GPU when it fits
-        self.loader = TensorLoader(data, labels, cfg.batch_size, self.device, hflip=cfg.hflip, seed=cfg.seed)
-        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)    # the objective's draws
-        torch.manual_seed(cfg.seed)                                             # dropout
+        self.objective = objective.to(self.device)
+        data, cond = to_device_if_fits(data, {k: v.long() if k == "y" else v for k, v in cond.items()},
+                                       self.device)       # the whole dataset on the GPU when it fits
+        self.loader = TensorLoader(data, cond, cfg.batch_size, self.device, hflip=cfg.hflip, seed=cfg.seed,
+                                   rank=dist.rank, world=dist.world)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed + dist.rank)   # the objective's draws
+        torch.manual_seed(cfg.seed + dist.rank)                                           # dropout
         self.checkpoint_path = checkpoint_path
         if not isinstance(overwrite_checkpoint, bool):
             raise TypeError(f"overwrite_checkpoint must be True or False, got {overwrite_checkpoint!r}")
@@ -237,36 +243,46 @@ class Trainer:
         self.own_files = {}
         self.step = 0
         self.unusable = False          # set when a non-finite loss stopped training; resume() clears it
-        self.stop_requested = False    # set (e.g. by a signal handler) to stop cleanly after this step
+        self.stop_requested = False    # set (e.g. by a signal handler) to stop cleanly
         self.history = []
         self.examples_per_second = float("nan")
-        self._tick_step = 0
+        self._tick_step, self._started = 0, time.perf_counter()
+
+    @property
+    def schedule(self):
+        """The noise schedule the objective trains on (None for an objective without one)."""
+        return getattr(self.objective, "schedule", None)
+
+    @property
+    def num_classes(self):
+        return getattr(self.model, "num_classes", None)
 
     # --- one step ---------------------------------------------------------------------
 
     def _batch(self):
-        """x_0 (and labels) from the loader, channels-last when the model is."""
-        x0, y = next(self.loader)
+        """x_0 and its conditioning from the loader, channels-last when the model is."""
+        x0, cond = next(self.loader)
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        return x0, y
+        return x0, cond
 
     def train_step(self):
         """One optimisation step; returns the loss as a (device) tensor, without syncing."""
         cfg = self.config
-        x0, y = self._batch()
+        x0, cond = self._batch()
         if cfg.warmup_steps or cfg.lr_decay_steps:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * learning_rate_factor(cfg, self.step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = self.objective(self.forward_model, self.schedule, x0, y, self.generator)
+            loss = self.objective(self.net, self.model, x0, cond, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()                          # several processes: DDP averages the gradients here
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model)
         self.step += 1
+        self.objective.after_step(self)
         return loss.detach()
 
     # --- the loop ---------------------------------------------------------------------
@@ -278,12 +294,13 @@ class Trainer:
         ``checkpoint_every`` steps (and at the end) a checkpoint is written when
         ``checkpoint_path`` is set; every ``callback_every`` steps ``callback(trainer)``
         runs (e.g. to save a grid of samples). Setting ``trainer.stop_requested = True`` (a signal
-        handler may) stops cleanly after the current step. Returns ``self.history``.
+        handler may), or ``max_seconds`` running out, stops cleanly: after the current step in one
+        process, at the next log interval in several (where they agree). Returns ``self.history``.
 
         Before the first step it calls :meth:`check_checkpoint_path`, so that a checkpoint that may
         not be written fails now, not after the work.
         """
-        cfg = self.config
+        cfg, single = self.config, self.distributed.world == 1
         if self.unusable:
             raise NonFiniteLossError("this trainer stopped on a non-finite loss and its weights are not usable; "
                                      "call trainer.resume() to reload the last good checkpoint first")
@@ -293,33 +310,42 @@ class Trainer:
         self.check_checkpoint_path()
         self.model.train()
         self._running, self._count = 0.0, 0
-        self._tick, self._tick_step = time.perf_counter(), self.step
-        self._bar = tqdm(total=steps, initial=self.step, desc="training", disable=not progress,
-                         dynamic_ncols=True)
+        self._tick, self._tick_step, self._started = time.perf_counter(), self.step, time.perf_counter()
+        self._bar = tqdm(total=steps, initial=self.step, desc="training", dynamic_ncols=True,
+                         disable=not progress or not self.distributed.is_main)
         saved_at = None
         try:
-            while self.step < steps and not self.stop_requested:
+            while self.step < steps and not (single and self._stopping()):
                 self._running = self._running + self.train_step()
                 self._count += 1
                 self._bar.update(1)
+                stop = False
                 if self.step % cfg.log_every == 0 or self.step == steps:
-                    self._log()
+                    stop = self._log()
                 if checkpoint_every and self.step % checkpoint_every == 0 and self.checkpoint_path:
                     self.save()
                     saved_at = self.step
                 if callback is not None and callback_every and self.step % callback_every == 0:
                     callback(self)
+                if stop:
+                    break
         finally:
             self._bar.close()
         if self.checkpoint_path and checkpoint_every and saved_at != self.step:
             self.save()
         return self.history
 
+    def _stopping(self):
+        """Whether this process was asked to stop, or its time is up."""
+        limit = self.config.max_seconds
+        return self.stop_requested or bool(limit and time.perf_counter() - self._started >= limit)
+
     def _log(self):
-        """Log the mean loss since the last log, and stop if it is NaN or infinite."""
+        """Log the mean loss since the last log (over every process), stop if it is NaN or
+        infinite, and return whether any process asks to stop (one collective per log interval)."""
         if self._count == 0:
-            return
-        mean = (self._running / self._count).item()        # read back once per log interval, not per step
+            return False
+        mean = self.distributed.mean(self._running / self._count).item()   # read once per log interval
         if not math.isfinite(mean):
             raise NonFiniteLossError(self._nan_message(mean))
         now = time.perf_counter()
@@ -328,6 +354,7 @@ class Trainer:
         self._bar.set_postfix(loss=f"{mean:.4f}", ex_per_s=f"{rate:,.0f}")
         self.examples_per_second = rate
         self._running, self._count, self._tick, self._tick_step = 0.0, 0, now, self.step
+        return self.distributed.any(self._stopping(), self.device)
 
     def _nan_message(self, value):
         self.unusable = True
@@ -345,12 +372,18 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------
 
     def state_dict(self):
-        rng = {"torch": torch.get_rng_state(), "loop": self.generator.get_state(),
-               "loader": self.loader.state_dict()}
+        """The whole training state. With several processes every process must call it (it
+        gathers each one's random generators): each resumes with its own."""
+        own = {"torch": torch.get_rng_state(), "loop": self.generator.get_state()}
         if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+            own["cuda"] = torch.cuda.get_rng_state_all()
+        every = self.distributed.gather_objects(own)
+        rng = {key: [state[key] for state in every] for key in own}
+        rng["loader"] = self.loader.state_dict()
+        schedule = self.schedule
         return {
             "step": self.step,
+            "world": self.distributed.world,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -360,7 +393,8 @@ class Trainer:
             "model_config": dict(self.model.config),
             "train_config": dataclasses.asdict(self.config),
             "objective": self.objective.config(),
-            "betas": self.schedule.betas.cpu(),
+            "objective_state": self.objective.state_dict(),
+            "betas": None if schedule is None else schedule.betas.cpu(),
         }
 
     def load_state_dict(self, state):
@@ -368,22 +402,33 @@ class Trainer:
         if missing:
             raise ValueError(f"it is not a checkpoint that training can resume: it has no {', '.join(missing)} "
                              f"(a model written by export_model?); resume from the checkpoint that Trainer.save wrote")
+        world = state.get("world", 1)
+        if world != self.distributed.world:
+            raise ValueError(f"this checkpoint was written by {world} process(es) and this run has "
+                             f"{self.distributed.world}; resume it with the same number "
+                             f"(torchrun --nproc_per_node {world}), or start a fresh run")
         check_config(state["model_config"], dict(self.model.config), "model configuration")
         check_config(_resumable(state["train_config"]), _resumable(dataclasses.asdict(self.config)),
                      "training configuration")
-        check_config(state.get("objective", LSimple(state["train_config"].get("class_dropout", 0.0)).config()),
-                     self.objective.config(), "training objective")
-        if not torch.equal(state["betas"], self.schedule.betas.cpu()):
+        written_before_objectives = {"name": "l_simple", "class_dropout": state["train_config"].get("class_dropout", 0.0)}
+        check_config(state.get("objective", written_before_objectives), self.objective.config(), "training objective")
+        schedule = self.schedule
+        if (state["betas"] is None) != (schedule is None) or \
+                (schedule is not None and not torch.equal(state["betas"], schedule.betas.cpu())):
             raise ValueError("this checkpoint was trained with a different noise schedule (betas differ); "
                              "use the schedule it was trained with")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["loop"])
-        self.loader.load_state_dict(state["rng"]["loader"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.objective.load_state_dict(state.get("objective_state", {}))
+        rank, rng = self.distributed.rank, state["rng"]
+        mine = {key: value if isinstance(value, torch.Tensor) else value[rank]   # one process's: a tensor
+                for key, value in rng.items() if key != "loader"}
+        torch.set_rng_state(mine["torch"])
+        self.generator.set_state(mine["loop"])
+        self.loader.load_state_dict(rng["loader"])
+        if "cuda" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(mine["cuda"])
         self.step = state["step"]
         self.history = [tuple(h) for h in state["history"]]
         self.unusable = False
@@ -408,16 +453,18 @@ class Trainer:
     def check_checkpoint_path(self, path=None):
         """Fail now if saving to ``path`` (default ``checkpoint_path``; nothing to check without one)
         would later fail or overwrite another run's checkpoint: :meth:`run` calls it before the first
-        step. Creates the folder."""
+        step. Creates the folder (the main process)."""
         path = path or self.checkpoint_path
         if path is None:
             return
         self._refuse_another_runs_checkpoint(path)
-        check_writable(path)
+        if self.distributed.is_main:
+            check_writable(path)
 
     def save(self, path=None):
         """Write the full training state atomically to ``path`` (default ``checkpoint_path``),
-        keeping the checkpoint it replaces as the previous copy (``checkpoint.prev.pt``).
+        keeping the checkpoint it replaces as the previous copy (``checkpoint.prev.pt``). With
+        several processes, every one calls it, the main one writes, and all wait for it.
 
         Refuses (NonFiniteLossError) when any weight is NaN or infinite, so that a checkpoint
         on disk is always a good one, and (FileExistsError) to replace a checkpoint that this trainer
@@ -429,7 +476,10 @@ class Trainer:
         params = list(self.model.parameters()) + list(self.ema.model.parameters())
         if not bool(torch.stack([p.detach().float().isfinite().all() for p in params]).all()):
             raise NonFiniteLossError(self._nan_message("non-finite (NaN or inf weights)"))
-        save_checkpoint(self.state_dict(), path, keep_previous=True)
+        state = self.state_dict()
+        if self.distributed.is_main:
+            save_checkpoint(state, path, keep_previous=True)
+        self.distributed.barrier()
         self.own_files[os.path.realpath(path)] = "checkpoint"
 
     def resume(self, path=None):
@@ -453,8 +503,9 @@ class Trainer:
 _RESUMABLE = ("step", "model", "ema", "optimizer", "rng", "history", "model_config", "train_config", "betas")
 
 
-# Settings that may change between a run and its resumption without changing its result.
-_FREE_TO_CHANGE = ("log_every", "compile")
+# Settings that may change between a run and its resumption without changing its result
+# (class_dropout moved from the TrainConfig to the objective, whose config is compared instead).
+_FREE_TO_CHANGE = ("log_every", "compile", "max_seconds", "class_dropout")
 
 
 # Settings added later, with the value that a checkpoint written before them trained with.

@@ -2,8 +2,8 @@
 
 The student writes the sinusoidal time embedding, the forward pass of a ResBlock and of a
 self-attention block, and scaled dot-product attention itself. The two blocks come with their
-``__init__`` given, with the same submodule names as :class:`lesson_lib.models.unet.ResBlock` and
-:class:`lesson_lib.models.unet.AttentionBlock`, so each check copies the weights of a reference block
+``__init__`` given, with the same submodule names as :class:`lesson_lib.models.layers.ResBlock` and
+:class:`lesson_lib.models.layers.AttentionBlock`, so each check copies the weights of a reference block
 into the student's block and compares the outputs. The reference blocks start with some layers
 at zero (zero initialisation), so the weights are perturbed first: otherwise a forward pass that
 forgets those layers would pass. ``resblock_parameter_count`` asks for the size of a block
@@ -14,16 +14,17 @@ import math
 
 import torch
 
-from lesson_lib.models import unet
+from lesson_lib.models import layers
 from lesson_lib.course.checks import check
 from lesson_lib.course.checks.judging import call_each, expect_close, expect_tensor, field, pairs
 from lesson_lib.models.embeddings import sinusoidal_embedding
 
-# The exercise's given __init__ builds its layers with unet.group_norm and unet.zero_init, so the
-# worker loads the U-Net module (see lesson_lib/course/box.py) and takes away, there, the blocks and
-# the embedding the answers are compared with.
-WORKER_MODULES = ("lesson_lib.models.unet",)
-HIDDEN = ("lesson_lib.models.unet.ResBlock", "lesson_lib.models.unet.AttentionBlock",
+# The exercise's given __init__ builds its layers with layers.group_norm and layers.zero_init, so
+# the worker loads the layers module (see lesson_lib/course/box.py) and takes away, there, the
+# blocks and the embedding the answers are compared with (in every loaded module that holds them,
+# the U-Net's namespace included).
+WORKER_MODULES = ("lesson_lib.models.layers",)
+HIDDEN = ("lesson_lib.models.layers.ResBlock", "lesson_lib.models.layers.AttentionBlock",
           "lesson_lib.models.embeddings.sinusoidal_embedding")
 
 EMBEDDING_HINT = ("omega_i = max_period^(-i / (dim/2)) for i = 0..dim/2-1; the embedding is "
@@ -99,7 +100,7 @@ def embedding_takes_max_period_and_float_t(case, answer):
 # --- the ResBlock -------------------------------------------------------------------------
 
 def _resblock_case(in_ch, out_ch, time_dim, batch=3, size=(5, 6)):
-    reference = _perturbed(unet.ResBlock(in_ch, out_ch, time_dim))
+    reference = _perturbed(layers.ResBlock(in_ch, out_ch, time_dim))
     return {"args": [in_ch, out_ch, time_dim], "weights": dict(reference.state_dict()),
             "x": torch.randn(batch, in_ch, *size), "emb": torch.randn(batch, time_dim)}
 
@@ -116,7 +117,7 @@ def _resblock_probe(ns, case):
 
 
 def _resblock_judge(case, answer, hint):
-    reference = _reference(unet.ResBlock, case)
+    reference = _reference(layers.ResBlock, case)
     with torch.no_grad():
         expected = reference(case["x"], case["emb"])
     in_ch, out_ch, time_dim = case["args"]
@@ -176,7 +177,7 @@ def attention_matches_formula(case, answer):
 
 
 def _block_case(ch, shape):
-    reference = _perturbed(unet.AttentionBlock(ch))
+    reference = _perturbed(layers.AttentionBlock(ch))
     return {"args": [ch], "weights": dict(reference.state_dict()), "x": torch.randn(shape)}
 
 
@@ -195,7 +196,7 @@ def _block_probe(ns, case):
 def attention_block_matches_reference(case, answer):
     """AttentionBlock.forward matches lesson_lib's AttentionBlock (one head, H != W)."""
     for block, got in pairs(case["blocks"], answer):
-        reference = _reference(unet.AttentionBlock, block)
+        reference = _reference(layers.AttentionBlock, block)
         with torch.no_grad():
             expected = reference(block["x"])
         expect_close(field(got, "out"), expected,
@@ -210,7 +211,7 @@ def attention_block_is_permutation_equivariant(case, answer):
     x, perm = case["x"], case["perm"]
     shuffle = lambda z: z.flatten(2)[:, :, perm].reshape(z.shape)  # noqa: E731
     with torch.no_grad():   # the block's own output must be right, or any constant map would pass
-        expected = _reference(unet.AttentionBlock, case)(x)
+        expected = _reference(layers.AttentionBlock, case)(x)
     expect_close(field(answer, "out"), expected, "AttentionBlock(8) on x of shape (2, 8, 4, 6)",
                  rtol=1e-4, atol=1e-4, hint=BLOCK_HINT)
     expect_close(field(answer, "of_shuffled"), shuffle(expected), "AttentionBlock(8) applied to shuffled pixels",
@@ -233,7 +234,7 @@ def resblock_parameter_count_is_exact(case, answer):
     """resblock_parameter_count(in_ch, out_ch, time_dim) is the number of parameters of lesson_lib's ResBlock."""
     for (args, _), got in pairs(case["calls"], answer):
         in_ch, out_ch, time_dim = args
-        expected = sum(p.numel() for p in unet.ResBlock(in_ch, out_ch, time_dim).parameters())
+        expected = sum(p.numel() for p in layers.ResBlock(in_ch, out_ch, time_dim).parameters())
         what = f"resblock_parameter_count({in_ch}, {out_ch}, {time_dim})"
         if type(got) is not int:
             raise AssertionError(f"{what} returned {type(got).__name__}, expected an int")
