@@ -167,3 +167,25 @@ def test_generate_and_a_reloaded_checkpoint_use_the_models_prediction(tmp_path):
     loaded, _ = pretrained.load_model(tmp_path / "v.pt", ema=False)
     assert loaded.prediction == "v"
     assert torch.equal(generate(loaded, schedule, 3, "ddim", 4, progress=False), x)
+
+
+def test_a_shipped_model_samples_with_its_own_defaults_and_writes_npz(tmp_path, capsys):
+    """A distilled student samples on its own steps of its own grid unless told otherwise, and an
+    .npz output holds the samples themselves: uint8 images and their labels."""
+    import argparse
+
+    import numpy as np
+
+    from lesson_lib import sample
+    args = argparse.Namespace(pretrained="mnist_distilled_4", sampler=None, steps=None)
+    assert sample.defaults(args) == ("ddim", 4, "distillation")
+    assert sample.defaults(argparse.Namespace(pretrained="mnist_distilled_4", sampler=None, steps=8)) == \
+        ("ddim", 8, "linspace")
+    assert sample.defaults(argparse.Namespace(pretrained=None, sampler=None, steps=None)) == ("ddim", None, "linspace")
+    out = tmp_path / "students.npz"
+    sample.main(["--pretrained", "mnist_distilled_4", "--n", "20", "--out", str(out), "--device", "cpu",
+                 "--guidance", "1.0"])
+    assert "ddim, 4 steps, guidance w = 1" in capsys.readouterr().out
+    with np.load(out) as saved:
+        assert saved["images"].shape == (20, 28, 28) and saved["images"].dtype == np.uint8
+        assert saved["labels"].tolist() == [k for k in range(10) for _ in range(2)]
