@@ -2,7 +2,6 @@
 import re
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"pytorch": "torch"}          # conda package name -> pip name
@@ -28,10 +27,7 @@ def conda_requirements():
 
 
 def pip_requirements():
-    try:
-        import tomllib                    # Python 3.11+
-    except ModuleNotFoundError:           # Python 3.10: the same parser, as tomli (pytest needs it)
-        tomllib = pytest.importorskip("tomli")
+    import tomllib
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = {}
     for text in project["dependencies"] + project["optional-dependencies"]["lab"]:
