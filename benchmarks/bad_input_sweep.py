@@ -38,7 +38,7 @@ from lesson_lib import sample as sample_cli
 from lesson_lib.cli import run
 from lesson_lib.diffusion import likelihood as lk
 from lesson_lib.diffusion.denoiser import ClipX0, Denoiser, Prediction
-from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, ClassifierGuidedStep
 from lesson_lib.diffusion.inversion import ddim_invert, slerp
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample, sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
@@ -181,7 +181,7 @@ bad(A, "ClipX0 around a network", "Denoiser", lambda: ClipX0(mlp(), S, True)(x2,
 # --- guidance ----------------------------------------------------------------------------------------
 
 A = "guidance"
-CG, CFG = ClassifierGuidance, ClassifierFreeGuidance
+CG, CFG, CGStep = ClassifierGuidance, ClassifierFreeGuidance, ClassifierGuidedStep
 bad(A, "CG around a network", "Denoiser", lambda: CG(unet(), Classifier(), 1.0)(img, t4, y=y4))
 bad(A, "CFG around a network", "Denoiser", lambda: CFG(unet(), 1.0)(img, t4, y=y4))
 bad(A, "CG scale NaN", "scale", lambda: CG(cden(), Classifier(), math.nan))
@@ -194,21 +194,16 @@ bad(A, "CFG rescale 2", "rescale", lambda: CFG(cden(), 1.0, rescale=2.0))
 bad(A, "CFG rescale NaN", "rescale", lambda: CFG(cden(), 1.0, rescale=math.nan))
 bad(A, "CFG w and scale", "scale", lambda: CFG(cden(), 1.0, scale=2.0))
 bad(A, "CFG null_class a string", "null_class", lambda: CFG(cden(), 1.0, null_class="none"))
-bad(A, "CG form unknown", "form", lambda: CG(cden(), Classifier(), 1.0, form="score"))
-bad(A, "CG variance unknown", "variance", lambda: CG(cden(), Classifier(), 1.0, form="mean", variance="fixed"))
-bad(A, "CG gradient_at unknown", "gradient_at", lambda: CG(cden(), Classifier(), 1.0, gradient_at="x0"))
+bad(A, "guided step gradient_at unknown", "gradient_at", lambda: CGStep(Classifier(), 1.0, y4, gradient_at="x0"))
 bad(A, "CG interval reversed", "interval", lambda: CG(cden(), Classifier(), 1.0, interval=(15, 2)))
 bad(A, "CG interval a string", "interval", lambda: CG(cden(), Classifier(), 1.0, interval="all"))
 bad(A, "CG interval beyond T", "interval", lambda: CG(cden(), Classifier(), 1.0, interval=(0, 100)))
-bad(A, "mean form: ascending timesteps", "timesteps", lambda: CG(cden(), Classifier(), 1.0, form="mean",
-                                                                 timesteps=[0, 5, 9]))
-bad(A, "mean form: repeated timesteps", "timesteps", lambda: CG(cden(), Classifier(), 1.0, form="mean",
-                                                                timesteps=[9, 5, 5, 0]))
-bad(A, "mean form: timesteps >= T", "timesteps", lambda: CG(cden(), Classifier(), 1.0, form="mean",
-                                                            timesteps=[50, 9, 0]))
-bad(A, "mean form: empty timesteps", "timesteps", lambda: CG(cden(), Classifier(), 1.0, form="mean", timesteps=[]))
-bad(A, "mean form: t not in its timesteps", "timesteps",
-    lambda: CG(cden(), Classifier(), 1.0, form="mean", timesteps=[9, 5, 0])(img, t4, y=y4))
+bad(A, "guided step without y", "y", lambda: CGStep(Classifier(), 1.0, None))
+bad(A, "guided step y float", "y", lambda: CGStep(Classifier(), 1.0, y4.float()))
+bad(A, "guided step y out of range", "y", lambda: CGStep(Classifier(), 1.0, torch.tensor([0, 1, 2, 3])))
+bad(A, "guided step scale negative", "scale", lambda: CGStep(Classifier(), -1.0, y4))
+bad(A, "guided step y of the wrong length", "y",
+    lambda: ddpm_sample(unet(), S, (2, 1, 8, 8), step=CGStep(Classifier(), 1.0, y4), progress=False))
 bad(A, "CG without y", "y", lambda: CG(cden(), Classifier(), 1.0)(img, t4))
 bad(A, "CG y float", "y", lambda: CG(cden(), Classifier(), 1.0)(img, t4, y=y4.float()))
 bad(A, "CG y 2-D", "y", lambda: CG(cden(), Classifier(), 1.0)(img, t4, y=y4[:, None]))
@@ -405,7 +400,8 @@ sample_case("--steps 0", P + ["--n", "10", "--steps", "0", "--out", "a.png"], "-
 sample_case("--steps 5000 (> T)", P + ["--n", "10", "--steps", "5000", "--out", "a.png"], "--steps")
 sample_case("--sampler euler", P + SMALL + ["--sampler", "euler", "--out", "a.png"], "--sampler")
 sample_case("--raw with --pretrained", P + SMALL + ["--raw", "--out", "a.png"], "--raw")
-sample_case("unknown flag", P + SMALL + ["--guidance", "2", "--out", "a.png"], "--guidance")
+sample_case("unknown flag", P + SMALL + ["--cfg-scale", "2", "--out", "a.png"], "--cfg-scale")
+sample_case("--guidance negative", P + SMALL + ["--guidance", "-2", "--out", "a.png"], "--guidance")
 sample_case("--sampler ddpm --steps 20", P + ["--n", "10", "--sampler", "ddpm", "--steps", "20", "--out", "a.png"],
             "--steps", used=lambda calls: calls == [("ddpm", None, 20)])
 

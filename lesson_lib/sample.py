@@ -103,6 +103,9 @@ def cfg(parser, model, w):
     if model.num_classes is None:
         parser.error("--guidance needs a class-conditional model (classifier-free guidance mixes the "
                      "conditional and the unconditional prediction); this one is unconditional")
+    if not -1 <= w < float("inf"):
+        parser.error(f"--guidance must be a weight w >= -1 (0: the conditional model, -1: the unconditional one, "
+                     f"1 to 4: stronger guidance), got --guidance {w:g}")
     return lambda denoise: ClassifierFreeGuidance(denoise, w=w)
 
 
@@ -158,8 +161,9 @@ def main(argv=None):
     elif k is not None:
         n = args.n or 8 * k
         if n % k:
+            near = sorted({(n // k or 1) * k, (n // k + 1) * k})
             p.error(f"--n {n} is not a multiple of the model's {k} classes (one row per class): "
-                    f"use e.g. --n {(n // k or 1) * k} or --n {(n // k + 1) * k}, or pick one class with --label")
+                    f"use e.g. {' or '.join(f'--n {m}' for m in near)}, or pick one class with --label")
         nrow = n // k
         labels = torch.arange(k).repeat_interleave(nrow)
     else:

@@ -189,3 +189,13 @@ def test_a_shipped_model_samples_with_its_own_defaults_and_writes_npz(tmp_path, 
     with np.load(out) as saved:
         assert saved["images"].shape == (20, 28, 28) and saved["images"].dtype == np.uint8
         assert saved["labels"].tolist() == [k for k in range(10) for _ in range(2)]
+
+
+@pytest.mark.parametrize("w", ["-2", "nan", "inf"])
+def test_a_guidance_weight_below_minus_one_is_refused_before_sampling(tmp_path, capsys, w):
+    """w < -1 (s = 1 + w < 0) means nothing; the command says so and writes nothing."""
+    from lesson_lib import sample
+    out = tmp_path / "x.png"
+    with pytest.raises(SystemExit):
+        sample.main(["--pretrained", "mnist_cond", "--n", "10", "--out", str(out), "--device", "cpu", "--guidance", w])
+    assert "--guidance must be a weight w >= -1" in capsys.readouterr().err and not out.exists()
