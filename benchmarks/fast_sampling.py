@@ -15,22 +15,23 @@ course classifier's features (:mod:`lesson_lib.evaluation.fid`), next to the rea
 (n train vs n test images), and samples/s on this machine.
 
 Other tables plug in as one function ``table_NAME(model, schedule, args, log) -> dict`` and one
-entry in ``TABLES`` (e.g. a distillation ladder); the command line, the JSON writer and the
-header are shared.
+entry in ``TABLES`` (e.g. the distillation ladder of a run of the recipe ``mnist_distilled``); the
+command line, the JSON writer and the header are shared.
 
 Recorded figures: docs/benchmarks.md and docs/fast_sampling_table.json (read by lesson 6).
 """
 import argparse
 import json
-import platform
 import time
 
 import torch
 
+from lesson_lib.cards import hardware
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample
 from lesson_lib.diffusion.timesteps import spaced
 from lesson_lib.evaluation.fid import compute_metrics, real_floor
 from lesson_lib.pretrained import load_pretrained
+from lesson_lib.recipes.distilled import ladder
 
 
 def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50):
@@ -71,15 +72,10 @@ def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
 
 
 def table_distillation(model, schedule, args, log=print, partial=lambda result: None):
-    """The distillation ladder of lesson 7 (benchmarks/distillation.py): FID and class accuracy
-    against network calls for each student of the run in ``--run`` and for DDIM of its teacher
+    """The distillation ladder of lesson 7 (:func:`lesson_lib.recipes.distilled.ladder`): FID and class
+    accuracy against network calls for each student of the run in ``--run`` and for DDIM of its teacher
     at the same steps. ``model`` is not used: the students come from the run's checkpoints."""
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location("distillation", Path(__file__).with_name("distillation.py"))
-    distillation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(distillation)
-    return dict(table="distillation", **distillation.distillation_table(args.run, args.n))
+    return dict(table="distillation", **ladder(args.run, args.n, data_dir=args.data, log=log))
 
 
 TABLES = {"ddim": table_ddim, "distillation": table_distillation}
@@ -95,20 +91,20 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=50,
                    help="samples per network call (50 is the fastest on one CPU thread; the step noise is seeded per batch)")
-    p.add_argument("--run", default="runs/distill", help="--table distillation: the run of benchmarks/distillation.py train")
+    p.add_argument("--run", default="runs/mnist_distilled-full",
+                   help="--table distillation: the run folder of the recipe mnist_distilled")
     p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
     p.add_argument("--json", default=None, help="also write the table and its settings here")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.n < 10 or args.n % 10:
         p.error(f"--n must be a positive multiple of 10 (n/10 samples per class), got --n {args.n}")
-    hardware = (f"{args.device} ({platform.processor() or platform.machine()}), "
-                f"{torch.get_num_threads()} thread(s)")
-    print(f"table {args.table}: n = {args.n} per cell, seed {args.seed}, {hardware}", flush=True)
+    machine = hardware(args.device)
+    print(f"table {args.table}: n = {args.n} per cell, seed {args.seed}, {machine}", flush=True)
     model, schedule = load_pretrained("mnist_cond", device=args.device)
 
     def write(result, complete=False):
-        result.update(n=args.n, seed=args.seed, batch=args.batch, model="mnist_cond", hardware=hardware, complete=complete,
+        result.update(n=args.n, seed=args.seed, batch=args.batch, model="mnist_cond", hardware=machine, complete=complete,
                       feature_network="course MNIST classifier (penultimate layer)")
         if args.json:
             with open(args.json, "w") as f:

@@ -31,11 +31,11 @@ script says so and measures MNIST only. Recorded figures: docs/benchmarks.md, an
 """
 import argparse
 import json
-import platform
 import time
 
 import torch
 
+from lesson_lib.cards import hardware
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, ClassifierGuidedStep
 from lesson_lib.diffusion.sampling import ddpm_sample
@@ -134,7 +134,7 @@ def main():
     real_diversity = within_class_spread(extract_features(test_x[pick], judge, device=args.device), test_y[pick])
 
     print(f"MNIST, mnist_cond, n = {args.n} per row (n/10 per class), DDIM-{args.steps} eta=0, seed {args.seed}, "
-          f"{args.device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} thread(s)")
+          f"{hardware(args.device)}")
     print(f"real-data floor at n = {args.n}: FID {floor['fid']:.2f}, KID {floor['kid_mean']:.4f}; "
           f"diversity of real test images {real_diversity:.2f}; features and judge {judge.name}")
     print(HEADER)
@@ -147,8 +147,7 @@ def main():
     print(f"CIFAR-10: {note}")
     result = dict(dataset="mnist", model="mnist_cond", guide="mnist_noisy_classifier", judge=judge.name,
                   n=args.n, sampler=f"ddim-{args.steps}, eta=0, x0 clipped after guidance", seed=args.seed,
-                  device=args.device, cpu=platform.processor() or platform.machine(),
-                  threads=torch.get_num_threads(), torch=torch.__version__, wall_time_s=time.perf_counter() - start,
+                  device=args.device, hardware=hardware(args.device), threads=torch.get_num_threads(), torch=torch.__version__, wall_time_s=time.perf_counter() - start,
                   fid_floor=floor["fid"], kid_floor=floor["kid_mean"], real_diversity=real_diversity,
                   rows=rows, cifar10=note)
     if args.json:

@@ -1,24 +1,14 @@
 #!/usr/bin/env python3
-"""Likelihood in bits per dimension on MNIST: the shipped model, a learned-variance model, baselines.
+"""Likelihood in bits per dimension on MNIST: the shipped models, learned variances, baselines.
 
-    OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --minutes 35 --run runs/mnist_lv
-    OMP_NUM_THREADS=1 python benchmarks/likelihood.py export --run runs/mnist_lv
-    OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --objective vlb --minutes 50 --run runs/mnist_vlb
-    OMP_NUM_THREADS=1 python benchmarks/likelihood.py export --objective vlb --run runs/mnist_vlb
     OMP_NUM_THREADS=1 python benchmarks/likelihood.py table [--n 1000] [--K 16] [--json FILE]
     OMP_NUM_THREADS=1 python benchmarks/likelihood.py fid [--n 256] [--steps 10 25 50] [--seeds 0 1] [--models ...]
     python benchmarks/likelihood.py cards     # the stored table and FID into the shipped cards' evaluation
 
-``train`` fine-tunes a learned-variance copy of ``mnist_cond`` with L_hybrid
-(:class:`lesson_lib.diffusion.likelihood.Hybrid`, lambda = 0.001, label dropout 0.1): the eps
-head and every other weight are copied, the new v channel of the output convolution starts at
-zero (v = 0, frac = 0.5: log Sigma half-way between log beta and log beta-tilde). It is a
-resumable Trainer run (checkpoint every 25 steps; run the same command again to continue) that
-stops after ``--minutes``. ``export`` writes ``lesson_lib/weights/mnist_learned_variance.*``.
-``--objective vlb`` fine-tunes that L_hybrid model further with the bound alone
-(:class:`lesson_lib.diffusion.likelihood.LVlb`: t importance-sampled, the mean not detached,
-Nichol & Dhariwal's L_vlb runs) and exports ``mnist_vlb``: under L_hybrid the mean at t = 1,
-whose decoder term L_0 is most of the bound on MNIST, is trained only by L_simple's 1/T share.
+The learned-variance models are made by their recipes (lesson_lib/recipes/likelihood.py), not here:
+
+    python -m lesson_lib.train --recipe mnist_learned_variance --export lesson_lib/weights   # L_hybrid, 35 min
+    python -m lesson_lib.train --recipe mnist_vlb --export lesson_lib/weights                # L_vlb, 50 min
 
 ``table`` prints the bound on ``--n`` MNIST test images (the first n, unconditional: the null
 class) with K stratified timesteps per image (:func:`lesson_lib.diffusion.likelihood.bits_per_dim`),
@@ -32,110 +22,18 @@ docs/benchmarks.md and the model card of ``mnist_learned_variance``.
 import argparse
 import json
 import os
-import platform
-import signal
 import time
 
 import torch
 
+from lesson_lib.cards import hardware
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.denoiser import Denoiser
-from lesson_lib.diffusion.likelihood import Hybrid, LVlb, bits_per_dim, decoder_floor_bpd, mean_by_timestep
-from lesson_lib.models.unet import UNet
-from lesson_lib.pretrained import WEIGHTS_DIR, export_model, load_pretrained, write_card
-from lesson_lib.training.trainer import TrainConfig, Trainer
+from lesson_lib.diffusion.likelihood import bits_per_dim, decoder_floor_bpd, mean_by_timestep
+from lesson_lib.pretrained import WEIGHTS_DIR, load_pretrained, write_card
+from lesson_lib.recipes.likelihood import DESCRIPTIONS
 
-NAME = "mnist_learned_variance"
-TRAIN_CONFIG = dict(batch_size=32, lr=1e-4, warmup_steps=50, ema_decay=0.995, seed=0, log_every=25)
-# One entry per training objective: the model it exports, where it starts, its settings.
-OBJECTIVES = {
-    "hybrid": dict(name=NAME, start="mnist_cond", train_config=TRAIN_CONFIG,
-                   objective=lambda schedule: Hybrid(schedule, 0.001, class_dropout=0.1),
-                   description="mnist_cond with a learned variance (Nichol & Dhariwal 2021): the U-Net outputs eps "
-                               "and v (learn_sigma=True), fine-tuned from mnist_cond's weights with L_hybrid (lambda "
-                               "0.001, label dropout 0.1); the v channel started at zero (frac 0.5)."),
-    "vlb": dict(name="mnist_vlb", start=NAME, train_config=dict(TRAIN_CONFIG, lr=3e-5, warmup_steps=20),
-                objective=lambda schedule: LVlb(schedule, importance=True, class_dropout=0.1),
-                description="mnist_learned_variance fine-tuned with the bound alone (L_vlb, Nichol & Dhariwal 2021): "
-                            "t importance-sampled by the second moment of the last 10 losses per t (uniform until "
-                            "every t has 10), the mean not detached, label dropout 0.1."),
-}
-
-
-def learned_variance_copy(model):
-    """A learn_sigma=True U-Net with ``model``'s weights: the output convolution's first C
-    channels are the eps head, the last C (v) start at zero, so frac = 0.5 everywhere."""
-    config = dict(model.config, learn_sigma=True)
-    copy = UNet.from_config(config)
-    state = model.state_dict()
-    weight, bias = state["out.2.weight"], state["out.2.bias"]
-    state["out.2.weight"] = torch.cat([weight, torch.zeros_like(weight)])
-    state["out.2.bias"] = torch.cat([bias, torch.zeros_like(bias)])
-    copy.load_state_dict(state)
-    return copy
-
-
-def make_trainer(run, data_dir, objective="hybrid"):
-    spec = OBJECTIVES[objective]
-    model, schedule = load_pretrained(spec["start"])
-    if not getattr(model, "learn_sigma", False):
-        model = learned_variance_copy(model)
-    x, y = load_mnist("train", data_dir=data_dir)
-    os.makedirs(run, exist_ok=True)
-    return Trainer(model, x, spec["objective"](schedule), TrainConfig(**spec["train_config"]), cond={"y": y},
-                   device="cpu", checkpoint_path=os.path.join(run, "checkpoint.pt"))
-
-
-def train(args):
-    torch.set_num_threads(args.threads)
-    trainer = make_trainer(args.run, args.data, args.objective)
-    resumed = trainer.resume()
-    clock = os.path.join(args.run, "seconds.json")
-    spent = json.load(open(clock))["seconds"] if resumed and os.path.exists(clock) else 0.0
-    print(f"{'resumed at step ' + str(trainer.step) if resumed else 'new run'}; {spent:.0f} s spent", flush=True)
-    start = time.perf_counter()
-    signal.signal(signal.SIGTERM, lambda *a: setattr(trainer, "stop_requested", True))
-
-    def tick(tr):
-        elapsed = spent + time.perf_counter() - start
-        json.dump({"seconds": elapsed, "step": tr.step}, open(clock, "w"))
-        if tr.history:
-            print(f"step {tr.step} loss {tr.history[-1][1]:.5f} {elapsed:.0f} s", flush=True)
-        if elapsed > args.minutes * 60:
-            tr.stop_requested = True
-
-    trainer.run(10 ** 6, progress=False, checkpoint_every=25, callback_every=25, callback=tick)
-    tick(trainer)
-    trainer.save()
-    print(f"stopped at step {trainer.step}", flush=True)
-
-
-def export(args):
-    spec = OBJECTIVES[args.objective]
-    trainer = make_trainer(args.run, args.data, args.objective)
-    if not trainer.resume():
-        raise SystemExit(f"no checkpoint in {args.run}; run `train` first")
-    seconds = json.load(open(os.path.join(args.run, "seconds.json")))["seconds"]
-    name = spec["name"]
-    path = WEIGHTS_DIR / f"{name}.pt"
-    export_model(trainer, path)
-    card = {"kind": "diffusion", "name": name, "dataset": "mnist",
-            "description": spec["description"] + " EMA weights stored in float16.",
-            "model_config": dict(trainer.model.config),
-            "parameters": sum(p.numel() for p in trainer.model.parameters()),
-            "schedule": "linear, T=1000, beta 1e-4 -> 0.02", "prediction": trainer.model.prediction,
-            "objective": trainer.objective.config(), "train_config": spec["train_config"], "steps": trainer.step,
-            "examples_seen": trainer.step * spec["train_config"]["batch_size"], "wall_time_s": round(seconds, 1),
-            "hardware": f"CPU, 1 thread ({platform.processor() or platform.machine()}), shared 2-core machine",
-            "torch": torch.__version__, "start": f"{spec['start']} (shipped weights)",
-            "command": f"OMP_NUM_THREADS=1 python benchmarks/likelihood.py train --objective {args.objective} "
-                       f"--minutes {args.minutes} --run RUN && python benchmarks/likelihood.py export "
-                       f"--objective {args.objective} --run RUN",
-            "history": [list(h) for h in trainer.history]}
-    old = WEIGHTS_DIR / f"{name}.json"
-    if old.exists():
-        card["evaluation"] = json.loads(old.read_text()).get("evaluation", {})
-    print(write_card(path, card)["sha256"])
+LEARNED = tuple(DESCRIPTIONS)          # the shipped learned-variance models: mnist_learned_variance, mnist_vlb
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -173,7 +71,7 @@ def table(args):
     test_u8, _ = load_mnist("test", data_dir=args.data, as_uint8=True)
     per_pixel, histogram, per_pixel_per_image = baselines(train_u8, test_u8[:args.n])
     rows, curves = [], {}
-    models = ["mnist_cond"] + [spec["name"] for spec in OBJECTIVES.values() if (WEIGHTS_DIR / f"{spec['name']}.pt").exists()]
+    models = ["mnist_cond"] + [name for name in LEARNED if (WEIGHTS_DIR / f"{name}.pt").exists()]
     for name in models:
         model, schedule = load_pretrained(name)
         g = torch.Generator().manual_seed(args.seed)
@@ -196,7 +94,7 @@ def table(args):
     zeros = (test_u8[:args.n] == 0).double().mean().item()
     perfect = perfect_decoder_bpd(x0, schedule)
     out = {"n": args.n, "K": args.K, "seed": args.seed, "split": "MNIST test (first n)",
-           "hardware": f"CPU, {args.threads} thread(s), {platform.machine()}", "torch": torch.__version__,
+           "hardware": hardware("cpu"), "torch": torch.__version__,
            "clip_x0": True, "conditioning": "unconditional (null class)", "rows": rows,
            "baselines": {"per_pixel_categorical": round(per_pixel, 4), "shared_histogram": round(histogram, 4)},
            "fraction_exact_zeros": round(zeros, 4), "L_0_perfect_x0_hat": perfect, "L_t_curves": curves}
@@ -229,7 +127,7 @@ def fid(args):
     print(f"FID floor (train vs test, n = {args.n}): {floor:.3f}", flush=True)
     labels = torch.arange(args.n) % 10
     rows = []
-    arms = [("mnist_cond", "beta"), ("mnist_cond", "beta_tilde")] + [(spec["name"], "learned") for spec in OBJECTIVES.values()]
+    arms = [("mnist_cond", "beta"), ("mnist_cond", "beta_tilde")] + [(name, "learned") for name in LEARNED]
     for name, variance in [arm for arm in arms if arm[0] in args.models]:
         model, schedule = load_pretrained(name)
         for steps in args.steps:
@@ -245,7 +143,7 @@ def fid(args):
                              "fid": round(float(m["fid"]), 3), "seconds": round(time.perf_counter() - start, 1)})
                 print(rows[-1], flush=True)
     out = {"n": args.n, "floor": round(floor, 3), "rows": rows, "clip_x0": True,
-           "hardware": f"CPU, {args.threads} thread(s), {platform.machine()}", "torch": torch.__version__}
+           "hardware": hardware("cpu"), "torch": torch.__version__}
     if args.json:
         json.dump(out, open(args.json, "w"), indent=1)
 
@@ -255,13 +153,13 @@ def cards(args):
     ``evaluation`` of each shipped learned-variance model's card; the weights are not touched."""
     table = json.load(open(args.json or "docs/likelihood_table.json"))
     fids = json.load(open(args.fid_json))
-    for spec in OBJECTIVES.values():
-        path = WEIGHTS_DIR / f"{spec['name']}.pt"
+    for name in LEARNED:
+        path = WEIGHTS_DIR / f"{name}.pt"
         if not path.exists():
             continue
         card = json.loads(path.with_suffix(".json").read_text())
-        rows = [r for r in table["rows"] if r["model"] == spec["name"]]
-        own = [r for r in fids["rows"] if r["model"] == spec["name"]]
+        rows = [r for r in table["rows"] if r["model"] == name]
+        own = [r for r in fids["rows"] if r["model"] == name]
         card["evaluation"] = {
             "what": "negative log-likelihood bound in bits/dim on the MNIST test split (benchmarks/likelihood.py table) "
                     "and FID of strided-DDPM samples with the learned variance (benchmarks/likelihood.py fid)",
@@ -275,18 +173,14 @@ def cards(args):
                     "by_steps": {str(S): [r["fid"] for r in own if r["steps"] == S]
                                  for S in sorted({r["steps"] for r in own})}},
         }
-        card["description"] = spec["description"] + " EMA weights stored in float16."
-        print(spec["name"], write_card(path, card)["sha256"])
+        card["description"] = DESCRIPTIONS[name] + " EMA weights stored in float16."
+        print(name, write_card(path, card)["sha256"])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("train", "export", "table", "fid", "cards"))
+    parser.add_argument("command", choices=("table", "fid", "cards"))
     parser.add_argument("--data", default=os.environ.get("DDPM_DATA_DIR"))
-    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="hybrid",
-                        help="train/export: hybrid (mnist_learned_variance) or vlb (mnist_vlb, from it)")
-    parser.add_argument("--run", default="runs/mnist_lv")
-    parser.add_argument("--minutes", type=float, default=35)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--K", type=int, default=16)
@@ -294,12 +188,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--models", nargs="+", default=["mnist_cond"] + [spec["name"] for spec in OBJECTIVES.values()],
+    parser.add_argument("--models", nargs="+", default=["mnist_cond", *LEARNED],
                         help="fid: the shipped models to sample (default all)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--fid-json", default="docs/likelihood_fid.json", help="cards: the stored FID measurement")
     args = parser.parse_args()
-    {"train": train, "export": export, "table": table, "fid": fid, "cards": cards}[args.command](args)
+    {"table": table, "fid": fid, "cards": cards}[args.command](args)
 
 
 if __name__ == "__main__":

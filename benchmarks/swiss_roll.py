@@ -10,11 +10,11 @@ data-vs-data floor (each averaged over the 3 sample sets: one set's ratio varies
 Recorded figures: docs/benchmarks.md.
 """
 import argparse
-import platform
 import time
 
 import torch
 
+from lesson_lib.cards import hardware
 from lesson_lib.evaluation.metrics import sample_quality_2d
 from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.models.mlp import MLPDenoiser
@@ -51,7 +51,7 @@ def main():
         quality.append(sample_quality_2d(x, lambda n, seed: swiss_roll(n, seed=seed), seed=i))
     sample_s = (time.perf_counter() - start) / 3
     q = {k: sum(r[k] for r in quality) / 3 for k in ("sw", "floor", "ratio")}
-    print(f"CPU: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}")
+    print(f"{hardware('cpu')}, torch {torch.__version__}")
     print(f"training: {args.steps} steps of batch {LESSON2['config'].batch_size} in {train_s:.1f} s")
     print(f"sampling: 5000 points x {LESSON2['T']} steps in {sample_s:.1f} s")
     print(f"sliced Wasserstein {q['sw']:.4f}, floor {q['floor']:.4f}: {q['ratio']:.2f} x floor "

@@ -24,6 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lesson_lib.cards import hardware
 from lesson_lib.course.inspection import count_parameters
 from lesson_lib.models.layers import num_groups
 from lesson_lib.models.unet import PRESETS, unet_preset
@@ -150,8 +151,7 @@ def main():
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device_name = (torch.cuda.get_device_name(0) if args.device == "cuda"
-                   else f"CPU, {torch.get_num_threads()} threads")
+    device_name = hardware(args.device)
     print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch_size}; "
           f"median of {args.rounds} alternating rounds")
     print(f"{'model':<22} {'params':>8} {'train img/s':>12} {'sample img/s':>13}")

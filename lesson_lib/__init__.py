@@ -33,10 +33,16 @@ One idea per module, grouped by layer; read them in this order:
     data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches)
     training/     trainer (one loop for every model), distributed (the same loop on several
                   processes: torchrun), ema, checkpoint, profiles (ci, cpu, gpu),
-                  classifier_fit (the classifiers' recipe), noisy_classifier_fit (lesson 5's guide),
-                  distill (progressive distillation: one Trainer per halving)
+                  classifier_fit (the classifiers' own loop: SGD, one-cycle),
+                  distill (progressive distillation: one Trainer per halving); never imports
+                  pretrained or recipes
     evaluation/   metrics (2-D quality, nearest neighbours), fid (FID and KID), judges (class accuracy)
-    pretrained    the one format of every shipped model, and its verifying loader
+    pretrained    the one format of every shipped model, its one writer and its verifying loader
+    cards         the one schema of every model card (check_card) and hardware(), what a run ran on
+    recipes/      how every shipped model is made, each by one command (python -m lesson_lib.train
+                  --recipe NAME): run (the run folder and what recipes share), mnist_cond,
+                  likelihood (mnist_learned_variance, mnist_vlb), distilled (mnist_distilled_N),
+                  noisy_classifier (lesson 5's guide), classifiers (the judges)
     files         atomic writes and sha256, used by every layer
     arguments     checks of arguments where they enter, with errors that name the fix
     cli           what the command lines share: argument types, one-line errors
@@ -50,7 +56,7 @@ One idea per module, grouped by layer; read them in this order:
                   (what the lessons' checks share); feedback (the grader's checks of one
                   exercise, run in the student's notebook for the student's own feedback)
 
-Command lines: ``python -m lesson_lib.train``, ``.sample``, ``.evaluate`` and, for
+Command lines: ``python -m lesson_lib.train`` (``--config`` or ``--recipe``), ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and
 ``python -m lesson_lib.course.grader``; ``python -m lesson_lib.course.colab sync|check`` points
 every notebook's Colab badge and install cell at the repository named there.

@@ -6,7 +6,8 @@ Every shipped model, a diffusion model or a classifier, is two files in ``lesson
   lists and dicts; never pickled code);
 * ``NAME.json``: its model card: ``kind`` ("diffusion", "classifier" or "noisy_classifier",
   the time-conditioned guide of lesson 5), ``file``, the file's
-  ``sha256``, how it was trained (command, hardware, wall time) and what it scores.
+  ``sha256``, how it was trained (command, hardware, wall time) and what it scores, in the one
+  schema of :mod:`lesson_lib.cards`.
 
 :func:`load_artifact` is the one loader: it reads the card, refuses a ``.pt`` whose sha256 differs
 from the card's, and loads it safely. :func:`load_pretrained` rebuilds a diffusion model from it,
@@ -18,6 +19,10 @@ A training checkpoint written by :class:`~lesson_lib.training.trainer.Trainer` h
 class and configuration, the noise schedule's betas, and the raw and EMA weights;
 :func:`load_model` rebuilds the network (and its ``prediction``) from it, and
 :func:`export_model` writes the compact shipped form (fp16 EMA weights, no optimizer).
+
+One writer makes every shipped file: :func:`save_artifact` (the weights, cast to fp16 by
+:func:`fp16_weights`, and the card, checked against the one schema of :mod:`lesson_lib.cards`);
+the recipes of :mod:`lesson_lib.recipes` call it through :func:`export_model` or directly.
 """
 
 import dataclasses
@@ -27,37 +32,56 @@ from pathlib import Path
 
 import torch
 
+from .cards import KINDS, check_card
 from .diffusion.schedules import NoiseSchedule
 from .files import atomic_write, sha256_of
 from .models import MODEL_CLASSES
 from .training.checkpoint import load_checkpoint, previous_path, save_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-KINDS = ("diffusion", "classifier", "noisy_classifier")
 
 
 # --- the one format ------------------------------------------------------------------------
 
-def save_artifact(state, path, card):
-    """Write ``state`` to ``path`` (.pt) and its model card beside it (:func:`write_card`), both
-    atomically. Returns the card as written."""
+def fp16_weights(weights, dtype=torch.float16):
+    """A state dict on the CPU with every floating-point tensor in ``dtype`` (fp16: half the size of
+    float32, and what every shipped model stores); integer tensors (e.g. BatchNorm's counters) as they are."""
+    return {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu() for k, v in weights.items()}
+
+
+def save_artifact(state, path, card=None, *, owner=None, overwrite=False):
+    """The one writer of a shipped model: ``state`` to ``path`` (.pt) and, when given, its model card
+    beside it (:func:`write_card`, checked against the schema before anything is written), both
+    atomically. Returns the card as written (``path`` without a card).
+
+    With ``owner`` (a Trainer, or a recipe's run: anything with ``checkpoint_path`` and ``own_files``)
+    it refuses what :func:`check_export_path` refuses, for both files, and records them as the
+    owner's exports, which it may then replace."""
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"the weights file must end in .pt, got path={str(path)!r}")
+    if card is not None:
+        check_card(dict(card, file=path.name, sha256="0" * 64))
+    written = [path] + ([path.with_suffix(".json")] if card is not None else [])
+    if owner is not None:
+        for file in written:
+            check_export_path(owner, file, overwrite)
     save_checkpoint(state, path)
-    return write_card(path, card)
+    card = None if card is None else write_card(path, card)
+    if owner is not None:
+        owner.own_files.update({os.path.realpath(file): "export" for file in written})
+    return path if card is None else card
 
 
 def write_card(path, card):
     """Write ``card`` with the ``file`` name and ``sha256`` of the existing ``path`` (.pt) to the
-    .json beside it, atomically. ``card["kind"]`` must be one of :data:`KINDS`."""
+    .json beside it, atomically, after :func:`~lesson_lib.cards.check_card` (the one schema).
+    Returns the card as a reader of the file gets it."""
     path = Path(path)
-    if card.get("kind") not in KINDS:
-        raise ValueError(f"a model card needs kind in {KINDS}, got kind={card.get('kind')!r}")
-    card = dict(card, file=path.name, sha256=sha256_of(path))
+    card = check_card(dict(card, file=path.name, sha256=sha256_of(path)))
     text = json.dumps(card, indent=2) + "\n"
     atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
-    return card
+    return json.loads(text)                   # as written: tuples are lists now, as a reader gets them
 
 
 def model_card(name, weights_dir=None, hint=None):
@@ -91,7 +115,9 @@ def load_artifact(name, weights_dir=None, hint="reinstall lesson_lib"):
 
 
 def available(kind="diffusion", weights_dir=None):
-    """Names of the shipped models of ``kind`` ("diffusion", "classifier" or None for all)."""
+    """Names of the shipped models of ``kind`` (one of :data:`~lesson_lib.cards.KINDS`, or None for all)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS} or None (every model), got kind={kind!r}")
     weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
     names = []
     for path in sorted(weights_dir.glob("*.json")):
@@ -133,73 +159,77 @@ def load_model(path, ema=True, device="cpu"):
     return model_from_state(load_checkpoint(path), ema=ema, device=device, where=str(path))
 
 
-def check_export_path(trainer, path, overwrite=False):
+def check_export_path(owner, path, overwrite=False):
     """Refuse to export over what cannot be replaced: the run's own checkpoint (or its previous
-    copy, or any checkpoint the trainer resumed from), ever, since an export cannot resume training;
-    and any other existing file the trainer did not export itself, unless ``overwrite=True``."""
+    copy, or any checkpoint the ``owner``, a Trainer or a recipe's run, resumed from), ever, since
+    an export cannot resume training; and any other existing file the owner did not export itself,
+    unless ``overwrite=True``."""
     resolved = os.path.realpath(path)
-    checkpoints = {os.path.realpath(p) for p in (trainer.checkpoint_path, previous_path(trainer.checkpoint_path))} \
-        if trainer.checkpoint_path else set()
-    if resolved in checkpoints or trainer.own_files.get(resolved) == "checkpoint":
-        raise ValueError(f"export_model: {os.fspath(path)!r} is this run's training checkpoint; an export keeps "
+    checkpoint = owner.checkpoint_path
+    checkpoints = {os.path.realpath(p) for p in (checkpoint, previous_path(checkpoint))} if checkpoint else set()
+    if resolved in checkpoints or owner.own_files.get(resolved) == "checkpoint":
+        raise ValueError(f"export: {os.fspath(path)!r} is this run's training checkpoint; an export keeps "
                          f"no optimizer or RNG state, so writing it there would end the run; export to "
                          f"another file, e.g. {os.path.join(os.path.dirname(os.fspath(path)), 'model.pt')!r}")
-    if os.path.exists(path) and not overwrite and resolved not in trainer.own_files:
-        raise FileExistsError(f"export_model: {os.fspath(path)!r} already exists and this run did not write it; "
-                              f"export to another file, or pass overwrite=True to replace it")
+    if os.path.exists(path) and not overwrite and resolved not in owner.own_files:
+        raise FileExistsError(f"export: {os.fspath(path)!r} already exists and this run did not write it; "
+                              f"export to another file, or pass overwrite=True (--overwrite) to replace it")
+
+
+def model_payload(trainer, dtype=torch.float16, ema=True):
+    """What a shipped diffusion model or noisy classifier holds: its weights in ``dtype`` (the EMA
+    weights; the trained ones with ``ema=False``, for a model trained without EMA such as a distilled
+    student) with everything :func:`load_model` needs (the model's class and config, the betas) and
+    its provenance (step, training and objective config, loss history)."""
+    weights = trainer.ema.state_dict() if ema else {"model": trainer.model.state_dict()}
+    return {"model_class": type(trainer.model).__name__,
+            "model_config": dict(trainer.model.config),
+            "betas": trainer.schedule.betas.cpu(),
+            "ema": {**weights, "model": fp16_weights(weights["model"], dtype)},
+            "step": trainer.step,
+            "train_config": dataclasses.asdict(trainer.config),
+            "objective": trainer.objective.config(),
+            "history": [list(h) for h in trainer.history]}
 
 
 def export_model(trainer, path, dtype=torch.float16, overwrite=False):
-    """Save a trained model for sampling and sharing: its EMA weights in ``dtype`` (fp16 by
-    default, half the size of float32) with everything :func:`load_model` needs (the model's
-    class and config, the betas) and its provenance (step, training and objective config,
-    loss history).
+    """Save a trained model for sampling and sharing: :func:`model_payload` (its EMA weights in
+    ``dtype``, fp16 by default, and what rebuilds it), written by :func:`save_artifact`.
 
     Unlike :meth:`Trainer.save <lesson_lib.training.trainer.Trainer.save>` it keeps no raw
     weights, optimizer or RNG state, so it cannot resume training; it is what the shipped
-    models are (give it a model card with :func:`write_card`). Written
-    atomically. Returns ``path``.
+    models are (give it a model card with :func:`write_card`, or let a recipe of
+    :mod:`lesson_lib.recipes` write both). Written atomically. Returns ``path``.
 
     It never writes over the run's checkpoint, and over another existing file only when this
     trainer exported it earlier or ``overwrite=True`` (:func:`check_export_path`).
     """
-    check_export_path(trainer, path, overwrite)
-    ema = trainer.ema.state_dict()
-    weights = {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()
-               for k, v in ema["model"].items()}
-    save_checkpoint({"model_class": type(trainer.model).__name__,
-                     "model_config": dict(trainer.model.config),
-                     "betas": trainer.schedule.betas.cpu(),
-                     "ema": {**ema, "model": weights},
-                     "step": trainer.step,
-                     "train_config": dataclasses.asdict(trainer.config),
-                     "objective": trainer.objective.config(),
-                     "history": [list(h) for h in trainer.history]}, path)
-    trainer.own_files[os.path.realpath(path)] = "export"
+    save_artifact(model_payload(trainer, dtype), path, owner=trainer, overwrite=overwrite)
     return path
 
 
-def load_pretrained(name="mnist_cond", device="cpu"):
+def load_pretrained(name="mnist_cond", device="cpu", weights_dir=None):
     """Load a shipped diffusion model: ``model, schedule = load_pretrained("mnist_cond")``.
 
-    Verified against the sha256 on its card by :func:`load_artifact`."""
-    card = model_card(name)
+    Verified against the sha256 on its card by :func:`load_artifact`; ``weights_dir`` reads another
+    folder of shipped models (e.g. a recipe's ``--export``) than ``lesson_lib/weights``."""
+    card = model_card(name, weights_dir)
     if card.get("kind") != "diffusion":
         raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not a diffusion model; "
-                         f"diffusion models: {available('diffusion')}")
-    state, _ = load_artifact(name)
+                         f"diffusion models: {available('diffusion', weights_dir)}")
+    state, _ = load_artifact(name, weights_dir)
     return model_from_state(state, ema=True, device=device)
 
 
-def load_noisy_classifier(name="mnist_noisy_classifier", device="cpu"):
+def load_noisy_classifier(name="mnist_noisy_classifier", device="cpu", weights_dir=None):
     """Load a shipped noisy classifier f_phi(y | x_t, t), the guide of classifier guidance:
     ``classifier, schedule = load_noisy_classifier()``, in eval mode, with the schedule it was
     trained under. Verified against the sha256 on its card by :func:`load_artifact`."""
-    card = model_card(name)
+    card = model_card(name, weights_dir)
     if card.get("kind") != "noisy_classifier":
         raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not a noisy classifier; "
-                         f"noisy classifiers: {available('noisy_classifier')}")
-    state, _ = load_artifact(name, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
+                         f"noisy classifiers: {available('noisy_classifier', weights_dir)}")
+    state, _ = load_artifact(name, weights_dir, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
     classifier, schedule = model_from_state(state, ema=True, device=device)
     classifier.card = card
     return classifier, schedule

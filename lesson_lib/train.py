@@ -17,6 +17,16 @@ Settings come from :mod:`lesson_lib.training.profiles`.
 Nothing is overwritten that this run did not write: ``--out`` must be a new or empty folder (a
 fresh run) or the folder of the same run (resumed); a folder of other files, or a checkpoint
 from other settings, is refused before training starts, as is a folder that cannot be written.
+
+``--recipe NAME`` instead of ``--config`` makes a shipped model (:mod:`lesson_lib.recipes`), under
+``--profile full`` (the settings that made the shipped weights; the default) or ``ci`` (seconds):
+
+    python -m lesson_lib.train --recipe mnist_noisy_classifier --export lesson_lib/weights
+    python -m lesson_lib.train --recipe mnist_cond --profile ci --out runs/try --export /tmp/weights
+
+The same command again resumes the run in ``--out`` (default: runs/NAME-PROFILE). ``--export
+WEIGHTS_DIR`` ships its models there with their cards after training, and refuses to replace a
+file this run did not write unless ``--overwrite``.
 """
 
 import argparse
@@ -34,6 +44,7 @@ from .diffusion.sampling import ddim_sample
 from .diffusion.schedules import NoiseSchedule
 from .training.trainer import TrainConfig, Trainer
 from .models.unet import unet_preset
+from .recipes import PROFILES as RECIPE_PROFILES, RECIPES, run_recipe
 
 
 def build(dataset, profile=None, data_dir=None, steps=None, checkpoint_path=None, device=None,
@@ -92,17 +103,38 @@ def one_line(error):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesson_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, choices=["mnist", "cifar10"], help="which dataset and model")
-    p.add_argument("--profile", choices=PROFILES, help="default: $DDPM_PROFILE, else gpu with CUDA, else cpu")
-    p.add_argument("--out", help="run folder (default: runs/CONFIG-PROFILE)")
+    p.add_argument("--config", choices=["mnist", "cifar10"], help="which dataset and model")
+    p.add_argument("--recipe", help=f"instead of --config: make a shipped model; one of {', '.join(RECIPES)}")
+    p.add_argument("--profile", choices=PROFILES + ("full",),
+                   help="--config: ci, cpu or gpu (default: $DDPM_PROFILE, else gpu with CUDA, else cpu); "
+                        "--recipe: full (the shipped settings, default) or ci")
+    p.add_argument("--out", help="run folder (default: runs/CONFIG-PROFILE or runs/RECIPE-PROFILE)")
+    p.add_argument("--export", metavar="WEIGHTS_DIR", help="--recipe: ship its models and cards to this folder")
+    p.add_argument("--overwrite", action="store_true", help="--export: replace files this run did not write")
     p.add_argument("--steps", type=positive_int, help="train until this step (default: the profile's)")
     p.add_argument("--data-dir", help="a dataset mirror (default: $DDPM_DATA_DIR, else download)")
-    p.add_argument("--checkpoint-every", type=non_negative_int, default=1000,
+    p.add_argument("--checkpoint-every", type=non_negative_int,
                    help="steps between checkpoints; 0 = only at the end (default 1000)")
-    p.add_argument("--sample-every", type=non_negative_int, default=2000, help="0 = only at the end")
+    p.add_argument("--sample-every", type=non_negative_int, help="0 = only at the end (default 2000)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     p.add_argument("--device", help="default: cuda when available, else cpu")
     args = p.parse_args(argv)
+    if args.config and args.recipe:
+        p.error("--config and --recipe are two kinds of run: give --config mnist|cifar10 to train a model of "
+                "lesson 4, or --recipe NAME to make a shipped model, not both")
+    if args.recipe is not None:
+        return main_recipe(p, args)
+    if not args.config:
+        p.error(f"--config or --recipe is required: --config mnist|cifar10 trains a model of lesson 4, --recipe NAME "
+                f"makes a shipped model ({', '.join(RECIPES)})")
+    for flag, value in (("--export", args.export), ("--overwrite", args.overwrite)):
+        if value:
+            p.error(f"{flag} goes with --recipe; a --config run keeps its model in --out (export it with "
+                    f"lesson_lib.pretrained.export_model)")
+    if args.profile == "full":
+        p.error("--profile full is a recipe's; --config takes --profile ci, cpu or gpu")
+    args.checkpoint_every = 1000 if args.checkpoint_every is None else args.checkpoint_every
+    args.sample_every = 2000 if args.sample_every is None else args.sample_every
 
     profile = current_profile(args.profile)
     if args.device is not None:
@@ -166,6 +198,40 @@ def main(argv=None):
     if main_process:
         print(f"done: step {trainer.step}, loss {trainer.history[-1][1]:.4f}; "
               f"checkpoint {trainer.checkpoint_path}, samples {out}/samples_step{trainer.step}.png")
+
+
+def main_recipe(p, args):
+    """``--recipe NAME``: run (or resume) the recipe in --out, then ship its models to --export."""
+    if args.recipe not in RECIPES:
+        p.error(f"--recipe {args.recipe!r} is not a recipe; the recipes are: {', '.join(RECIPES)}")
+    given = [flag for flag, value in (("--steps", args.steps), ("--checkpoint-every", args.checkpoint_every),
+                                      ("--sample-every", args.sample_every), ("--compile", args.compile))
+             if value not in (None, False)]
+    if given:
+        p.error(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --config; a recipe's steps and "
+                f"checkpoints are its settings (lesson_lib/recipes/)")
+    profile = args.profile or "full"
+    if profile not in RECIPE_PROFILES:
+        p.error(f"--recipe runs under --profile full (the settings that made the shipped weights) or ci (seconds), "
+                f"got --profile {profile}")
+    if args.device is not None:
+        check_device(p, args.device)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        p.error(f"--data-dir {args.data_dir} is not a folder; pass the folder of the dataset mirror, or leave "
+                f"--data-dir out to use $DDPM_DATA_DIR or a download")
+    recipe = RECIPES[args.recipe]
+    out = args.out if args.out is not None else os.path.join("runs", f"{args.recipe}-{profile}")
+    print(f"recipe {recipe.name}, profile {profile}: {recipe.summary}; makes {', '.join(recipe.ships)}; "
+          f"run folder {out}", flush=True)
+    try:
+        run, _, cards = run_recipe(args.recipe, profile, out, args.export, args.overwrite, args.data_dir,
+                                   args.device, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"interrupted: {out} keeps the last checkpoint; run the same command again to resume")
+        raise SystemExit(130) from None
+    shipped = f"; shipped {', '.join(card['name'] for card in cards)} to {args.export}" if cards else \
+        "; add --export WEIGHTS_DIR to ship its models"
+    print(f"done: {run.seconds():.0f} s of training in {out}{shipped}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tests for the course classifiers (models.classifiers, training.classifier_fit, evaluation.judges): architectures, training loop, shipped weights, judging samples."""
+"""Tests for the course classifiers (models.classifiers, training.classifier_fit, evaluation.judges): architectures, training loop, shipped weights, judging samples. Their recipe runs in tests/test_recipes.py."""
 
 import json
 import os
@@ -12,8 +12,7 @@ from lesson_lib import pretrained
 from lesson_lib.evaluation.judges import class_accuracy, classify, load_classifier
 from lesson_lib.files import sha256_of
 from lesson_lib.models.classifiers import CIFAR10Classifier, MNISTClassifier, build_classifier
-from lesson_lib.training import classifier_fit
-from lesson_lib.training.classifier_fit import fit_classifier, random_crop_flip, save_classifier
+from lesson_lib.training.classifier_fit import fit_classifier, random_crop_flip
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets "
@@ -111,20 +110,6 @@ def test_fit_classifier_rejects_bad_arguments():
         fit_classifier(MNISTClassifier(), x, y[:5], epochs=1, batch_size=4, lr=0.1)
 
 
-@needs_data
-def test_training_command_smoke_run_cifar10(tmp_path):
-    out = tmp_path / "cifar10_classifier.pt"
-    sidecar = classifier_fit.main(["train", "--dataset", "cifar10", "--out", str(out), "--epochs", "1",
-                                "--limit", "32", "--batch-size", "16", "--device", "cpu",
-                                "--data-dir", DATA_DIR])
-    saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved == sidecar and saved["sha256"] == sha256_of(out)
-    assert saved["n_train"] == 32 and saved["feature_dim"] == 512 and saved["epochs"] == 1
-    model = load_classifier("cifar10", weights_dir=tmp_path)
-    assert isinstance(model, CIFAR10Classifier) and not model.training
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-
-
 # ----------------------------------------------------------------------------- shipped weights
 
 def test_shipped_mnist_weights_are_small_fp16_and_documented():
@@ -132,8 +117,8 @@ def test_shipped_mnist_weights_are_small_fp16_and_documented():
     info = json.loads(path.with_suffix(".json").read_text())
     assert path.stat().st_size < 2_000_000
     assert info["sha256"] == sha256_of(path)
-    assert info["test_accuracy"] >= 0.99 and info["feature_dim"] == 128
-    for key in ("epochs", "hardware", "wall_time_s", "torch_version"):
+    assert info["evaluation"]["test_accuracy"] >= 0.99 and info["feature_dim"] == 128
+    for key in ("epochs", "hardware", "wall_time_s", "torch", "recipe", "command"):
         assert key in info
     state = torch.load(path, weights_only=True)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
@@ -153,25 +138,27 @@ def test_corrupted_weights_raise_a_clear_error(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="corrupted or was replaced.*lesson_lib.training.classifier_fit train"):
+    with pytest.raises(RuntimeError, match="corrupted or was replaced.*python -m lesson_lib.train --recipe mnist_classifier"):
         load_classifier("mnist", weights_dir=tmp_path)
 
 
 def test_missing_weights_name_the_training_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m lesson_lib.training.classifier_fit train --dataset cifar10"):
+    with pytest.raises(FileNotFoundError, match="python -m lesson_lib.train --recipe cifar10_classifier"):
         load_classifier("cifar10", weights_dir=tmp_path)
 
 
 def test_save_then_load_round_trips_through_fp16(tmp_path):
     model = MNISTClassifier().eval()
-    sidecar = save_classifier(model, tmp_path / "mnist_classifier.pt",
-                              dict(architecture="MNISTClassifier", test_accuracy=None))
+    card = dict(name="mnist_classifier", kind="classifier", description="untrained", dataset="mnist", parameters=1,
+                torch=torch.__version__, hardware="here", wall_time_s=0.0, command="none", recipe="mnist_classifier",
+                evaluation={}, architecture="MNISTClassifier", feature_dim=128, dtype="float16")
+    sidecar = pretrained.save_artifact(pretrained.fp16_weights(model.state_dict()), tmp_path / "mnist_classifier.pt", card)
     loaded = load_classifier("mnist", weights_dir=tmp_path)
     assert sidecar["sha256"] == loaded.info["sha256"]
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     torch.testing.assert_close(loaded.features(x), model.features(x), rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match=r"\.pt"):
-        save_classifier(model, tmp_path / "weights.bin", {})
+        pretrained.save_artifact(pretrained.fp16_weights(model.state_dict()), tmp_path / "weights.bin", card)
 
 
 @needs_data

@@ -259,7 +259,7 @@ def test_shipped_students_load_and_draw_their_class_in_their_steps(steps):
     from lesson_lib.training.distill import sample_student
     name = f"mnist_distilled_{steps}"
     card = model_card(name)
-    assert card["sampling_steps"] == steps and card["prediction"] == "v"
+    assert card["sampling"]["steps"] == steps and card["prediction"] == "v"
     assert card["evaluation"]["student"]["steps"] == steps
     model, schedule = load_pretrained(name)
     labels = torch.arange(50) % 10

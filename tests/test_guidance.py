@@ -441,11 +441,11 @@ def test_the_shipped_noisy_classifier_loads_verified_and_its_card_shows_accuracy
     guide, guide_schedule = load_noisy_classifier("mnist_noisy_classifier")
     assert isinstance(guide, NoisyClassifier) and not guide.training and guide.dataset == "mnist"
     assert torch.equal(guide_schedule.betas, NoiseSchedule.linear(1000).betas)
-    curve = guide.card["accuracy_against_t"]
+    curve = guide.card["evaluation"]["accuracy_against_t"]
     accuracy = dict(zip(curve["timesteps"], curve["accuracy"]))
     assert accuracy[0] > 0.95 and accuracy[100] > 0.95 and accuracy[999] < 0.2
     assert all(a >= b - 0.02 for a, b in zip(curve["accuracy"], curve["accuracy"][1:]))
-    assert "noisy_classifier_fit" in guide.card["command"]
+    assert "--recipe mnist_noisy_classifier" in guide.card["command"]
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("DDPM_DATA_DIR"), reason="set DDPM_DATA_DIR to the prepared datasets")

@@ -26,6 +26,9 @@ SMALLEST = {
     "-m lesson_lib.sample --checkpoint runs/mnist-cpu/checkpoint.pt --out samples.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_cond --sampler ddim --steps 50 --out digits.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.evaluate --pretrained mnist_cond --n 1000 --steps 20": ["--n", "20", "--steps", "2"],
+    "-m lesson_lib.train --recipe mnist_noisy_classifier --export lesson_lib/weights": [
+        "--profile", "ci", "--out", "runs/recipe", "--export", "weights", "--device", "cpu"],
+    "-m lesson_lib.train --recipe mnist_cond --profile ci --out runs/try --export weights": ["--device", "cpu"],
     "-m lesson_lib.course.assignments generate": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
     "-m lesson_lib.course.assignments check": ["--solutions", str(ROOT / "solutions"), "--exercises", "exercises"],
     "-m lesson_lib.course.pairing sync": ["--help"],

@@ -14,9 +14,9 @@ from ..pretrained import load_artifact
 
 
 def train_command(dataset):
-    """The documented shell command that trains (and ships) the classifier for ``dataset``."""
-    return (f"python -m lesson_lib.training.classifier_fit train --dataset {dataset} "
-            f"--out lesson_lib/weights/{dataset}_classifier.pt")
+    """The shell command that trains (and ships) the classifier for ``dataset``: its recipe."""
+    return f"python -m lesson_lib.train --recipe {dataset}_classifier --export lesson_lib/weights"
+
 
 def load_classifier(dataset, device="cpu", weights_dir=None):
     """The shipped, trained classifier for ``dataset``, in float32 and eval mode.

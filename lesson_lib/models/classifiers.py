@@ -12,7 +12,8 @@ dataset and uses its penultimate layer as the feature space instead.
 
 Both take images in [-1, 1] of shape (B, C, H, W), expose ``features(x)`` -> (B, feature_dim),
 the penultimate layer, and ``forward(x)`` -> logits (B, 10). How they are trained is in
-:mod:`lesson_lib.training.classifier_fit`; the shipped weights are loaded by
+:mod:`lesson_lib.training.classifier_fit` (the loop) and :mod:`lesson_lib.recipes.classifiers` (the
+settings and the command); the shipped weights are loaded by
 :func:`lesson_lib.evaluation.judges.load_classifier`.
 """
 

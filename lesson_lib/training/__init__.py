@@ -5,7 +5,9 @@
     ema              the exponential moving average of the weights
     checkpoint       resumable checkpoints, written atomically and loaded safely
     profiles         the same training at three sizes: ci, cpu, gpu
-    classifier_fit   the recipe that trains the course's own classifiers (SGD, one-cycle)
-    noisy_classifier_fit  the recipe of lesson 5's noisy classifier
+    classifier_fit   the loop that trains the course's own classifiers (SGD, one-cycle, BatchNorm)
     distill          progressive distillation: one Trainer per halving
+
+What each shipped model was trained with, and the command that makes it, is a recipe of
+:mod:`lesson_lib.recipes`; nothing here imports it, nor :mod:`lesson_lib.pretrained`.
 """
