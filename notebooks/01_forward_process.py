@@ -302,7 +302,6 @@ plt.axhline(0.1, color="gray", ls=":")
 plt.xlabel("t (step)"); plt.ylabel("corr(photo, $x_t$)"); plt.legend(); plt.title("information left in $x_t$")
 plt.show()
 
-
 # %% [markdown]
 # Under the linear schedule the photo is essentially gone a little past halfway, so about a third of all steps are spent on near-pure noise,
 # where the model has little to learn. The cosine schedule keeps some image far longer and destroys it gradually: more of the model's capacity — and of the sampler's steps — go to the noise levels that matter.

@@ -197,7 +197,6 @@ runs = {
     "T=1000, linear": measure(train(NoiseSchedule.from_name("linear", 1000))),
 }
 
-
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (exact figures vary slightly between CPUs; the verdicts below are checked)
@@ -208,7 +207,6 @@ print(f"{'':<38} {'SW ratio':>9} {'outside':>8} {'median NN':>10}")
 for name, (_, m) in runs.items():
     print(f"{name:<38} {m['ratio']:9.2f} {m['outside']:8.2%} {m['median_nn']:10.3f}")
 
-
 # %%
 fig, axes = plt.subplots(2, 4, figsize=(16, 8))
 for ax, (name, (x, m)) in zip(axes.flat, runs.items()):
@@ -218,12 +216,10 @@ for ax, (name, (x, m)) in zip(axes.flat, runs.items()):
 plt.tight_layout()
 plt.show()
 
-
 # %%
 verdict = lambda r: "close to the data (< 2.5 x floor)" if r < 2.5 else ("far off (> 5 x floor)" if r > 5 else "in between")
 for name, (_, m) in runs.items():
     print(f"{name:<38} {verdict(m['ratio']):<34} outside: {'under 1%' if m['outside'] < 0.01 else '1% or more'}")
-
 
 # %% [markdown]
 # **What we learn** (the figures quoted are the stored run's; one sample set moves a ratio by about ±0.2, section 4).
