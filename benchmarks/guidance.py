@@ -82,7 +82,7 @@ def sample_rows(model, schedule, guide, judge, n, steps, seed, data_dir, device,
         log(format_row(r))
 
     def ddim(guidance):
-        return generate(model, schedule, n, "ddim", steps, labels, device, seed, False, guidance)
+        return generate(model, schedule, n, "ddim", steps, {"y": labels}, device, seed, False, guidance)
 
     for w in CFG_WEIGHTS:
         row("classifier-free, w", w, lambda: ddim(cfg(w)))

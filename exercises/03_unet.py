@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lesson_lib.models import embeddings, unet
-from lesson_lib.models.unet import group_norm, zero_init
+from lesson_lib.models.layers import group_norm, zero_init
 from lesson_lib.course import feedback
 
 

@@ -58,6 +58,9 @@ def classifier_guided_eps(eps, grad_log_prob, alpha_bar, scale):
     raise NotImplementedError("Exercise: implement this (see the docstring above).")
 
 
+# %%
+feedback.check("05", "classifier_guided_eps", globals())  # what the grader will say about it
+
 # %% [markdown]
 # A check you can run: on a 1-D Gaussian mixture of two classes, $x_0 \mid y = k \sim \mathcal N(\mu_k, \sigma^2)$, every
 # noisy density is known, $p_t(x \mid k) = \mathcal N(\sqrt{\bar\alpha_t}\mu_k, v_t)$ with $v_t = \bar\alpha_t\sigma^2 +
@@ -80,7 +83,6 @@ grad = (-(x - ab.sqrt() * mu) / v).gather(1, y[:, None]) - (posterior * -(x - ab
 guided = classifier_guided_eps(eps_uncond, grad, ab[:, 0], 1.0)
 print("at scale 1, your guided eps is the exact conditional eps:",
       torch.allclose(guided, eps_k.gather(1, y[:, None])))
-feedback.check("05", "classifier_guided_eps", globals())  # what the grader will say about it
 
 # %% [markdown]
 # ## 2 · The classifier-free combination
@@ -102,11 +104,13 @@ def cfg_eps(eps_cond, eps_uncond, w):
 
 
 # %%
+feedback.check("05", "cfg_eps", globals())  # what the grader will say about it
+
+# %%
 eps_c = eps_k.gather(1, y[:, None])
 # CFG with weight w is classifier guidance with scale s = 1 + w on the unconditional model:
 print("cfg_eps(w = 2) equals classifier guidance at scale 3:",
       torch.allclose(cfg_eps(eps_c, eps_uncond, 2.0), classifier_guided_eps(eps_uncond, grad, ab[:, 0], 3.0)))
-feedback.check("05", "cfg_eps", globals())  # what the grader will say about it
 
 # %% [markdown]
 # ## 3 · Two conventions

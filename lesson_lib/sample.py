@@ -56,6 +56,9 @@ def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="
     ``guidance`` wraps the denoiser (see :mod:`lesson_lib.diffusion.guidance`), ``clip_x0`` clips
     x0_hat (True for images in [-1, 1]; False in a latent space) and ``decode`` maps the samples
     to images at the end (a latent model's decoder)."""
+    if cond is not None and not isinstance(cond, dict):
+        raise TypeError(f"cond must be a dict of the model's conditioning, e.g. cond={{'y': labels}}, got "
+                        f"cond={type(cond).__name__}")
     timesteps = timesteps_for(schedule, sampler, steps, grid)
     shape = (n, *model.data_shape)
     kwargs = dict(clip_x0=clip_x0, device=device, progress=progress, guidance=guidance,

@@ -265,7 +265,7 @@ for name in ("linear", "cosine"):
 # Three objectives train the same MLP on lesson 2's swiss roll ($T = 100$, linear schedule), from the same seeds, which fix the initial weights, the batches, $t$ and $\varepsilon$:
 #
 # * $L_\text{simple}$ (`LSimple`);
-# * the bound's weighting with $\sigma_t^2 = \beta_t$, and with $\sigma_t^2 = \tilde\beta_t$ (`WeightedEps(variance)`).
+# * the bound's weighting with $\sigma_t^2 = \beta_t$, and with $\sigma_t^2 = \tilde\beta_t$ (`WeightedEps(schedule, variance)`).
 #
 # The weights are divided by their mean over $t$ (`normalize=True`), so all three take steps of the same overall size at the same learning rate and differ only in how they spread the effort over $t$.
 # Each model samples with Algorithm 2 (`ddpm_sample`, the $\sigma_t^2$ it was trained for), and the samples are scored by the sliced Wasserstein distance to the data,
@@ -275,16 +275,15 @@ for name in ("linear", "cosine"):
 data = swiss_roll(20_000, seed=0)
 reference = lambda n, seed: swiss_roll(n, seed=seed)
 s100 = NoiseSchedule.from_name("linear", 100)
-w = WeightedEps("beta").weights(s100)
+w = WeightedEps(s100, "beta").weights()
 print(f"T = 100, normalised lambda_t (sigma^2 = beta): t = 1: {w[0].item():.2f}, t = 10: {w[9].item():.2f}, t = 100: {w[99].item():.2f}")
-OBJECTIVES = {"L_simple": (LSimple(), "beta"), "weighted, sigma^2 = beta": (WeightedEps("beta"), "beta"),
-              "weighted, sigma^2 = beta_tilde": (WeightedEps("beta_tilde"), "beta_tilde")}
+OBJECTIVES = {"L_simple": (LSimple(s100), "beta"), "weighted, sigma^2 = beta": (WeightedEps(s100, "beta"), "beta"),
+              "weighted, sigma^2 = beta_tilde": (WeightedEps(s100, "beta_tilde"), "beta_tilde")}
 
 
 def train_and_score(objective, variance, seed):
     config = TrainConfig(batch_size=512, lr=1e-3, warmup_steps=100, ema_decay=0.99, log_every=100, seed=seed)
-    trainer = Trainer(MLPDenoiser(dim=2, hidden=SIZES["hidden"], num_blocks=3), s100, data, config,
-                      device="cpu", objective=objective)
+    trainer = Trainer(MLPDenoiser(dim=2, hidden=SIZES["hidden"], num_blocks=3), data, objective, config, device="cpu")
     trainer.run(SIZES["steps"], progress=False)
     x = ddpm_sample(trainer.ema.model, s100, (SIZES["samples"], 2), variance=variance,
                     generator=torch.Generator().manual_seed(100 + seed), progress=False)

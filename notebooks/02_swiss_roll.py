@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from lesson_lib.diffusion.forward import q_sample
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.evaluation.metrics import median_nn_distance, out_of_range_fraction, sample_quality_2d
 from lesson_lib.models.mlp import MLPDenoiser
 from lesson_lib.course.plotting import scatter_2d
@@ -72,7 +73,7 @@ plt.show()
 model = MLPDenoiser(dim=2, hidden=128, num_blocks=3)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 config = TrainConfig(batch_size=512, lr=1e-3, warmup_steps=100, ema_decay=0.998, log_every=100)
-trainer = Trainer(model, schedule, data, config, device="cpu")
+trainer = Trainer(model, data, LSimple(schedule), config, device="cpu")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -168,7 +169,7 @@ print("EMA better than raw weights:", q_ema["sw"] < q_raw["sw"])
 
 # %%
 def train(schedule, steps=2000):
-    t = Trainer(MLPDenoiser(dim=2, hidden=128, num_blocks=3), schedule, data, config, device="cpu")
+    t = Trainer(MLPDenoiser(dim=2, hidden=128, num_blocks=3), data, LSimple(schedule), config, device="cpu")
     t.run(steps, progress=False)
     return t
 

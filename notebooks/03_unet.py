@@ -48,12 +48,13 @@ import torch.nn.functional as F
 from lesson_lib.data.images import load_mnist
 from lesson_lib.models.embeddings import sinusoidal_embedding
 from lesson_lib.diffusion.forward import q_sample, x0_from_eps
-from lesson_lib.diffusion.losses import l_simple
+from lesson_lib.diffusion.losses import LSimple, l_simple
 from lesson_lib.course.plotting import show_images
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.training.trainer import TrainConfig, Trainer, default_device
-from lesson_lib.models.unet import (PRESETS, AttentionBlock, ResBlock, UNet, parameter_table, shape_table,
-                             unet_preset)
+from lesson_lib.course.inspection import parameter_table, shape_table
+from lesson_lib.models.layers import AttentionBlock, ResBlock
+from lesson_lib.models.unet import PRESETS, UNet, unet_preset
 
 torch.manual_seed(0)
 torch.set_num_threads(min(2, torch.get_num_threads()))   # small models run fastest on few threads
@@ -322,7 +323,7 @@ trainers = {}
 for name, change in variants.items():
     torch.manual_seed(0)
     config = TrainConfig(batch_size=32, lr=2e-3, warmup_steps=20, log_every=10, seed=0)
-    trainers[name] = Trainer(UNet(**tiny, **change), schedule, train_images, config, device=device)
+    trainers[name] = Trainer(UNet(**tiny, **change), train_images, LSimple(schedule), config, device=device)
     start = time.perf_counter()
     trainers[name].run(steps, progress=False)
     print(f"{name:<14} trained in {time.perf_counter() - start:.0f} s")

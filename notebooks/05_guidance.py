@@ -37,7 +37,8 @@ from lesson_lib.data.images import load_dataset, make_grid_image
 from lesson_lib.diffusion.denoiser import Denoiser
 from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, scale_from_w, w_from_scale
 from lesson_lib.diffusion.sampling import ddpm_sample
-from lesson_lib.diffusion.schedules import NoiseSchedule, extract
+from lesson_lib.diffusion.oracles import GaussianMixture
+from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.evaluation.judges import accuracy_against_t, class_accuracy, load_classifier
 from lesson_lib.evaluation.metrics import sample_quality_2d
 from lesson_lib.pretrained import load_noisy_classifier, load_pretrained, model_card
@@ -76,7 +77,8 @@ print("profile:", profile, SIZE)
 # $$\tilde\epsilon = \epsilon_\theta(x_t) - s\,\sqrt{1-\bar\alpha_t}\;\nabla_x \log f_\phi(y \mid x_t, t).$$
 #
 # Their Algorithm 1 shifts the mean of an ancestral step instead: $\tilde\mu = \mu + s\,\Sigma\,\nabla_x \log
-# f_\phi(y \mid x_t, t)$ (`form="mean"`).
+# f_\phi(y \mid x_t, t)$. That changes the step, not the prediction, so it is a step in the library
+# (`ClassifierGuidedStep`, given to `ddpm_sample(..., step=...)`), with $\Sigma$ the step's own variance.
 #
 # **Classifier-free guidance.** Bayes' rule once more: $\nabla \log p_t(y \mid x) = \nabla \log p_t(x \mid y) -
 # \nabla \log p_t(x) = -\big(\epsilon(x, y) - \epsilon(x, \varnothing)\big) / \sqrt{1-\bar\alpha_t}$. The model
@@ -107,40 +109,16 @@ print("w = 0 is s =", scale_from_w(0.0), "(the conditional model); s = 0 is w ="
 # Three classes of 2-D points, $x_0 \mid y = k \sim \mathcal N(\mu_k, \sigma^2 I)$, overlapping a little. Under
 # noising every density stays Gaussian, $p_t(x \mid y = k) = \mathcal N(\sqrt{\bar\alpha_t}\mu_k, v_t I)$ with
 # $v_t = \bar\alpha_t\sigma^2 + 1 - \bar\alpha_t$, so the exact $\epsilon(x_t)$, $\epsilon(x_t \mid y)$ and
-# classifier $p_t(y \mid x_t)$ can be written down. No training: we run guidance on the truth.
+# classifier $p_t(y \mid x_t)$ can be written down (`lesson_lib/diffusion/oracles.py:GaussianMixture`, about 40 lines;
+# the tests check the library against the same oracle). No training: we run guidance on the truth.
 
 # %%
 MEANS = torch.tensor([[1.0, 0.0], [-0.5, 0.866], [-0.5, -0.866]], dtype=torch.float64)
 SIGMA, K = 0.6, 3
 
 
-class ExactMixture:
-    """The exact eps of the mixture, as a class-conditional model whose null class is K, and its exact classifier."""
-
-    num_classes, prediction = K, "eps"
-
-    def __init__(self, schedule):
-        self.schedule = schedule
-
-    def terms(self, x, t):
-        ab = extract(self.schedule.alpha_bars, t, x)                    # (B, 1)
-        v = ab * SIGMA ** 2 + 1 - ab
-        centred = x[:, None] - ab.sqrt()[:, None] * MEANS               # (B, K, 2)
-        eps_k = (1 - ab).sqrt()[:, None] * centred / v[:, None]         # eps(x_t | k)
-        logits = -(centred ** 2).sum(-1) / (2 * v)                      # log p_t(k | x_t) + const
-        return eps_k, logits
-
-    def __call__(self, x, t, y=None):
-        eps_k, logits = self.terms(x, t)
-        unconditional = (logits.softmax(-1)[..., None] * eps_k).sum(1)
-        if y is None:
-            return unconditional
-        conditional = eps_k[torch.arange(len(x)), y.clamp(max=K - 1)]
-        return torch.where((y == K)[:, None], unconditional, conditional)
-
-
 class ExactClassifier:
-    """p_t(y | x_t) of the mixture, as logits: what a perfect noisy classifier would answer."""
+    """p_t(y | x_t) of the mixture, as log-probabilities: what a perfect noisy classifier would answer."""
 
     num_classes = K
 
@@ -148,11 +126,11 @@ class ExactClassifier:
         self.mixture = mixture
 
     def __call__(self, x, t):
-        return self.mixture.terms(x, t)[1]
+        return self.mixture.log_posterior(x, t)
 
 
 toy_schedule = NoiseSchedule.from_name("linear", 200)
-mixture = ExactMixture(toy_schedule)
+mixture = GaussianMixture(toy_schedule, MEANS, SIGMA)   # the exact eps as a model whose null class is K
 exact_classifier = ExactClassifier(mixture)
 
 n_toy = 600
@@ -212,7 +190,8 @@ card = model_card("mnist_noisy_classifier")
 print(f"{card['architecture']}, {card['parameters']:,} parameters, {card['steps']} steps of batch {card['batch_size']} "
       f"({card['examples_seen']:,} noisy images) in {card['wall_time_s'] / 60:.0f} min on a CPU")
 print("accuracy on noisy test images, from the card:")
-for t, a in zip(card["accuracy_against_t"]["timesteps"], card["accuracy_against_t"]["accuracy"]):
+curve = card["evaluation"]["accuracy_against_t"]
+for t, a in zip(curve["timesteps"], curve["accuracy"]):
     print(f"  t = {t:>3}: {a:.1%}")
 
 # %% [markdown]
@@ -270,7 +249,7 @@ settings = {
     "classifier-free w = 1": lambda d: ClassifierFreeGuidance(d, 1.0),
     "classifier-free w = 4": lambda d: ClassifierFreeGuidance(d, 4.0),
 }
-samples = {name: generate(model, schedule, len(labels), "ddim", steps, labels, seed=0, progress=False,
+samples = {name: generate(model, schedule, len(labels), "ddim", steps, {"y": labels}, seed=0, progress=False,
                           guidance=guidance) for name, guidance in settings.items()}
 
 # %%
@@ -366,7 +345,7 @@ print("the unguided conditional model's FID is within 3x of the real-data floor:
 # ### Where to take the gradient
 #
 # The derivation behind the mean form expands $\log f_\phi(y \mid x)$ around the step's mean $\mu$, so the gradient
-# belongs at $\mu$; the reference code takes it at $x_t$. `ClassifierGuidance(..., form="mean", gradient_at=...)`
+# belongs at $\mu$; the reference code takes it at $x_t$. `ClassifierGuidedStep(classifier, s, y, gradient_at=...)`
 # offers both; the default is `"x_t"`, where the classifier sees exactly what it was trained on (a sample of
 # $q(x_t \mid x_0)$ at level $t$), and where the score form has to take it anyway. The benchmark ran both with
 # paired noise:

@@ -44,6 +44,7 @@ from lesson_lib.diffusion.denoiser import Denoiser, Prediction
 from lesson_lib.diffusion.distillation import (distillation_target, distillation_timesteps, eps_error_gain,
                                                loss_weights, teacher_target)
 from lesson_lib.diffusion.forward import eps_from_x0, q_sample
+from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.steps import ddim_step
 from lesson_lib.evaluation.metrics import sliced_wasserstein
@@ -225,7 +226,7 @@ show_grid(torch.stack([x_hats[999, "mnist_cond (eps)"][:8].clamp(-3, 3) / 3,
 data = swiss_roll(20_000, seed=0)
 toy_start = time.time()
 teacher = MLPDenoiser(dim=2, hidden=128, num_blocks=3, prediction="v")
-trainer = Trainer(teacher, schedule, data, TrainConfig(batch_size=512, lr=1e-3, warmup_steps=100, ema_decay=0.995),
+trainer = Trainer(teacher, data, LSimple(schedule), TrainConfig(batch_size=512, lr=1e-3, warmup_steps=100, ema_decay=0.995),
                   device="cpu")
 trainer.run(SIZES["teacher_steps"], progress=False)
 teacher = trainer.ema.model.eval()
@@ -308,7 +309,7 @@ for n, _ in students:
 # $[-1, 1]$ (`sample_student`).
 
 # %%
-recipe = model_card("mnist_distilled_1")["recipe"]
+recipe = model_card("mnist_distilled_1")["settings"]
 print("the recipe, from the students' model card:", recipe)
 steps_shown = (1, 2, 4, 8)
 shipped = {n: load_pretrained(f"mnist_distilled_{n}")[0] for n in steps_shown}

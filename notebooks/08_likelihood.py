@@ -178,7 +178,7 @@ for name, values in fracs.items():
 # and compute $L_\text{vlb}$ with a **stop-gradient on the mean** (`cat(eps_hat.detach(), v)` in their code): the bound then
 # trains only the variance, and $L_\text{simple}$ alone keeps training the mean, the objective that gives the better samples.
 # In Nichol & Dhariwal's words, $L_\text{vlb}$ then guides $\Sigma_\theta$ while $L_\text{simple}$ remains the main influence
-# on $\mu_\theta$. `Hybrid(0.001)` is this objective for the course `Trainer`; `tests/test_likelihood.py` checks that its bound part
+# on $\mu_\theta$. `Hybrid(schedule, 0.001)` is this objective for the course `Trainer`; `tests/test_likelihood.py` checks that its bound part
 # leaves the gradient of the $\hat\epsilon$ head unchanged. The shipped `mnist_learned_variance` is `mnist_cond` fine-tuned
 # with it for 950 steps on a CPU, the $v$ channel starting at 0 (frac = 0.5).
 #

@@ -199,3 +199,11 @@ def test_a_guidance_weight_below_minus_one_is_refused_before_sampling(tmp_path, 
     with pytest.raises(SystemExit):
         sample.main(["--pretrained", "mnist_cond", "--n", "10", "--out", str(out), "--device", "cpu", "--guidance", w])
     assert "--guidance must be a weight w >= -1" in capsys.readouterr().err and not out.exists()
+
+
+def test_generate_takes_a_conditioning_dict_and_says_so_when_given_labels():
+    from lesson_lib.pretrained import load_pretrained
+    from lesson_lib.sample import generate
+    model, schedule = load_pretrained("mnist_cond")
+    with pytest.raises(TypeError, match=r"cond must be a dict .*cond=\{'y': labels\}, got cond=Tensor"):
+        generate(model, schedule, 2, "ddim", 2, torch.tensor([1, 2]), progress=False)

@@ -17,7 +17,8 @@ from lesson_lib.course.protocol import type_name
 
 GUIDED_HINT = ("eps' = eps - scale * sqrt(1 - alpha_bar) * grad_log_prob, with alpha_bar (one value per "
                "example) reshaped to (B, 1, ..., 1) so that it broadcasts over the other dimensions.")
-CFG_HINT = "eps' = (1 + w) * eps_cond - w * eps_uncond: w = 0 gives eps_cond, w = -1 gives eps_uncond."
+CFG_HINT = ("eps' = (1 + w) * eps_cond - w * eps_uncond, elementwise, for any number w (w may be 0, negative "
+            "or a float; return a tensor shaped like eps_cond).")
 
 
 def _reference_guided(eps, grad, alpha_bar, scale):
@@ -138,4 +139,5 @@ def guidance_conventions_name_both_end_points(case, answer):
         if abs(got - expected) > 1e-9:
             raise AssertionError(f"guidance_conventions()[{key!r}] = {got!r} is not right: find the value "
                                  f"at which the guided eps equals the model's own (conditional or "
-                                 f"unconditional) prediction; the two conventions are related by s = 1 + w.")
+                                 f"unconditional) prediction: write the guided eps in that convention and "
+                                 f"ask when the other prediction drops out.")
