@@ -141,7 +141,7 @@ def main(argv=None):
         check_device(p, args.device)
     if profile == "gpu" and not torch.cuda.is_available() and not (args.device or "").startswith("cpu"):
         p.error("the gpu profile trains for hours on a GPU and would take weeks here: this machine has no "
-                "CUDA GPU. Use --profile cpu (about 15 minutes on a laptop), or add --device cpu to insist")
+                "CUDA GPU. Use --profile cpu (MNIST: about 25 minutes on 2 CPU cores), or add --device cpu to insist")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         p.error(f"--data-dir {args.data_dir} is not a folder; pass the folder of the dataset mirror, or leave "
                 f"--data-dir out to use $DDPM_DATA_DIR or a download")

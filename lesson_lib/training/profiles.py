@@ -5,7 +5,7 @@ profile    for
 =========  ==========================================================================
 ``ci``     continuous integration and ``pytest --nbval``: 2 CPU cores, seconds to a few
            minutes; tiny models whose samples are blobs, but every code path runs.
-``cpu``    a laptop without a GPU: about 15 minutes to recognisable MNIST digits.
+``cpu``    a laptop without a GPU: recognisable MNIST digits in about 25 minutes on 2 cores (37 on one).
 ``gpu``    a CUDA GPU (Colab's T4 or better): the course presets at full size.
 =========  ==========================================================================
 
