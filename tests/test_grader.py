@@ -458,6 +458,21 @@ def test_deleting_files_still_ends_with_a_score(hostile):
     assert precious.exists()
 
 
+def test_the_sandboxed_worker_sees_only_its_own_folder(tmp_path):
+    """Where bubblewrap works, the worker starts in an empty folder of its own, even when the
+    course is installed under /tmp (whose read-only mount points a walk of /tmp would meet)."""
+    from lesson_lib.course import sandbox
+    if not sandbox.bubblewrap():
+        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    path = write_notebook(tmp_path / "sub.ipynb", """
+        import os
+        def linear_betas(T, beta_start=1e-4, beta_end=0.02):
+            raise RuntimeError(f"folder {os.getcwd()} holds {sorted(os.listdir('.'))}")
+        """)
+    reason = by_name(grader.grade(path, sandbox="required"))["linear_betas_matches_reference"]["reason"]
+    assert f"folder {sandbox.WORK_INSIDE} holds []" in reason
+
+
 def test_sys_exit_inside_a_function_is_an_error(hostile):
     for name in ("cosine_betas_matches_reference", "cosine_betas_clips_at_max_beta"):
         result = by_name(hostile[0])[name]

@@ -40,7 +40,8 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent   # .../lesson_lib
 JOB_INSIDE = "/job/job.json"                            # where the sandbox sees the job file
-TMP_MB = 256                                            # size of the private /tmp
+WORK_INSIDE = "/submission"                             # the worker's own folder in the sandbox
+TMP_MB = 256                                            # size of the private /tmp and of WORK_INSIDE
 SHM_MB = 64                                             # size of the private /dev/shm
 
 
@@ -159,7 +160,7 @@ def worker_env(workdir):
 
 def command(job_path, workdir, use_bwrap, lesson="01"):
     """The command line that starts one worker on ``job_path``; with bwrap, inside a sandbox
-    whose working directory is its private /tmp, else in ``workdir``."""
+    whose working directory is its private WORK_INSIDE, else in ``workdir``."""
     worker = [os.path.abspath(sys.executable), "-s", "-B", "-m", "lesson_lib.course.worker"]
     if not use_bwrap:
         return worker + [str(job_path)], workdir, worker_env(workdir)
@@ -177,8 +178,11 @@ def command(job_path, workdir, use_bwrap, lesson="01"):
     for path in worker_files(lesson):
         argv += ["--ro-bind", path, path]
     argv += ["--remount-ro", str(PACKAGE_DIR)]
-    argv += ["--ro-bind", str(job_path), JOB_INSIDE, "--chdir", "/tmp"]
-    return argv + ["--"] + worker + [JOB_INSIDE], workdir, worker_env("/tmp")
+    # the working folder is its own empty tmpfs, not /tmp: a course installed under /tmp has its
+    # read-only mount points there, and a submission that walks its folder must find only its files
+    argv += ["--size", str(TMP_MB << 20), "--tmpfs", WORK_INSIDE]
+    argv += ["--ro-bind", str(job_path), JOB_INSIDE, "--chdir", WORK_INSIDE]
+    return argv + ["--"] + worker + [JOB_INSIDE], workdir, worker_env(WORK_INSIDE)
 
 
 def start(job_path, workdir, use_bwrap, token, lesson="01"):
