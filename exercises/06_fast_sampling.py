@@ -4,15 +4,27 @@
 # %% [markdown]
 # # Lesson 6 · Exercises: fewer steps without retraining
 #
-# A model trained on T = 1000 steps can be sampled on S of them, without retraining, in two ways:
+# A model trained on T = 1000 steps can be sampled on S of them, without retraining. DDIM (Song et al. 2021, Eq. 12)
+# with $\eta = 0$ is deterministic: a discretisation of the probability-flow ODE, which it follows more closely the more
+# steps it takes. Which S steps to take is a choice, and the lesson's four spacings are only some of the answers.
 #
-# * **strided DDPM** (Nichol & Dhariwal 2021): keep a sub-sequence $\tau_1 < \dots < \tau_S$ and recompute the
-#   betas of the shorter chain so that it reaches the same $\bar\alpha$ at every kept step;
-# * **DDIM** (Song et al. 2021, Eq. 12): a non-Markovian forward process with the same marginals, whose
-#   reverse step has a free noise scale $\sigma = \eta\,\tilde\sigma$; $\eta = 0$ is deterministic.
+# About 40 minutes:
 #
-# The four exercises: one DDIM step, the betas of a respaced chain, spherical interpolation, and a prediction
-# about norms in high dimensions. Runtime: under 10 s in every profile (no network is run).
+# 1. a warm-up: one DDIM step;
+# 2. a timestep spacing of **your own** that beats linspace, measured exactly: on Gaussian data the exact denoiser and the
+#    exact ODE map are known, so the error of every list of timesteps can be computed;
+# 3. DDIM inversion of a given denoiser;
+# 4. a question the lesson leaves open: what norm does the exact encoding of a point have?
+#
+# Runtime: under 30 s (no trained network is run). The grader draws its own schedules, data and timestep lists. Write
+# your functions with torch, math and each other: the grader runs them without the library's diffusion modules, so the
+# library's imports below, and the helper `ddim_error` built on them, serve only your own measurements.
+#
+# The cell after each exercise runs the grader's checks of that exercise on your function and prints
+# what the grader will say: one line per check, ✓ or ✗, its points and, when it fails, the grader's hint.
+# That is feedback for you, not the grade: to grade the whole notebook as your instructor will (in a
+# sandbox, on fresh random inputs), run `python -P -m lesson_lib.course.grader exercises/06_fast_sampling.ipynb`
+# from the repository root.
 
 # %%
 # On Colab, install the course library; elsewhere this cell does nothing.
@@ -27,12 +39,16 @@ import math
 import torch
 
 from lesson_lib.course import feedback
-
+from lesson_lib.diffusion.denoiser import Denoiser
+from lesson_lib.diffusion.oracles import GaussianData
+from lesson_lib.diffusion.sampling import sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
+from lesson_lib.diffusion.steps import ddim_step
+from lesson_lib.diffusion.timesteps import spaced
 
 
 # %% [markdown]
-# ## 1 · One DDIM step
+# ## 1 · Warm-up: one DDIM step
 #
 # Given $x_t$, the model's $\hat\epsilon$, $\bar\alpha_t$ and $\bar\alpha_s$ (each of shape `(B,)`, one per example),
 # $\eta$ and a standard normal `noise` shaped like $x_t$, return
@@ -68,68 +84,139 @@ feedback.check("06", "ddim_update", globals())  # what the grader will say about
 
 
 # %% [markdown]
-# ## 2 · The betas of a respaced chain
+# ## 2 · A spacing of your own
 #
-# Keep the timesteps $\tau_1 < \dots < \tau_S$ (ascending, code indices into `alpha_bars`). The new chain
-# must reach $\bar\alpha_{\tau_i}$ after its $i$-th step, so its betas are
+# For Gaussian data, $x_0 \sim \mathcal N(\mu, s^2 I)$, the exact denoiser is known (`GaussianData` in
+# `lesson_lib/diffusion/oracles.py`), and so is the exact map that DDIM with infinitely many steps computes. So the
+# error of DDIM on any list of S timesteps can be measured exactly: run DDIM from $x_T$ with the exact denoiser and
+# compare the result with the exact map from the same $x_T$. The helper below does that; it is not graded.
 #
-# $$\beta'_i = 1 - \frac{\bar\alpha_{\tau_i}}{\bar\alpha_{\tau_{i-1}}},\qquad \bar\alpha_{\tau_0} = 1 .$$
+# Measure linspace first, on narrow data (small $s$: like images, whose pixels given the rest of the image vary little)
+# and on wide data ($s$ near 1), and look at *which* steps err.
 
 # %%
-def respaced_betas(alpha_bars, timesteps):
-    """The S betas of the chain that visits only ``timesteps`` (an ascending list of code indices),
-    as a tensor of shape (S,): 1 - alpha_bars[tau_i] / alpha_bars[tau_(i-1)], and 1 - alpha_bars[tau_1]
-    for the first."""
-    # YOUR CODE HERE
-    raise NotImplementedError("Exercise: implement this (see the docstring above).")
+def ddim_error(timesteps, data_std, schedule, data_mean=0.3, n=256):
+    """RMS distance between DDIM (eta = 0) with the exact denoiser of N(data_mean, data_std^2 I) data on
+    ``timesteps`` and the exact probability-flow map from T - 1 to the data, from the same n points x_T."""
+    data = GaussianData(schedule, data_mean, data_std, dim=2)
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x0 = sample(Denoiser(data, schedule), schedule, x_T, timesteps, ddim_step, stochastic=False, progress=False)
+    exact = data.flow(x_T, torch.full((n,), schedule.T - 1), torch.full((n,), -1))
+    return ((x0 - exact) ** 2).mean().sqrt().item()
 
 
-# %%
-taus = [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
-betas = respaced_betas(schedule.alpha_bars, taus)
-print("respaced betas:", [round(b, 4) for b in betas.tolist()])
-print("the new chain keeps the alpha-bars:", torch.allclose(torch.cumprod(1 - betas, 0), schedule.alpha_bars[taus]))
-feedback.check("06", "respaced_betas", globals())  # what the grader will say about it
-
+for name in ("linear", "cosine"):
+    s = NoiseSchedule.from_name(name, 1000)
+    for data_std in (0.1, 1.0):
+        errors = {spacing: ddim_error(spaced(1000, 10, spacing), data_std, s) for spacing in ("linspace", "trailing")}
+        print(f"{name:>6} schedule, data std {data_std}, S = 10: " + ", ".join(f"{k} {v:.3g}" for k, v in errors.items()))
 
 # %% [markdown]
-# ## 3 · Spherical interpolation
+# Now design `my_timesteps(alpha_bars, S, data_std)`: S distinct timesteps in descending order, the first $T-1$ (where
+# $x_T$ lives), that make DDIM err less than linspace. The grader draws the schedule (linear or cosine, T from 100 to
+# 1000), S (from 4 to 20) and the data, and asks for at most 0.75 times linspace's error on narrow data
+# ($s$ from 0.05 to 0.3) and at most 0.9 times on wide data ($s$ from 0.7 to 1.5, linear schedule).
 #
-# Between two encoded noises $z_1, z_2$ (per example, over every dimension but the first):
-#
-# $$\theta = \arccos\frac{\langle z_1, z_2\rangle}{\lVert z_1\rVert\,\lVert z_2\rVert},\qquad
-# z(\alpha) = \frac{\sin((1-\alpha)\theta)}{\sin\theta}\,z_1 + \frac{\sin(\alpha\theta)}{\sin\theta}\,z_2 .$$
+# Things to think about: where along the chain does $\hat x_0$ change fastest? The ratio of noise to signal in
+# $x_t / \sqrt{\bar\alpha_t} = x_0 + \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}\;\epsilon$ is a natural clock; compare it with $s$. Try a
+# rule, measure it with `ddim_error`, and keep what works.
 
 # %%
-def slerp(z1, z2, alpha):
-    """Spherical interpolation of z1 and z2 (shape (B, ...)) at the number alpha in [0, 1]."""
+def my_timesteps(alpha_bars, S, data_std):
+    """Your spacing: S distinct code timesteps in descending order, starting at T - 1 = len(alpha_bars) - 1.
+
+    alpha_bars: float64 tensor (T,); S: the number of steps (1 <= S <= T); data_std: the data's standard
+    deviation. Return a list of S ints (or a long tensor)."""
     # YOUR CODE HERE
     raise NotImplementedError("Exercise: implement this (see the docstring above).")
 
 
 # %%
-z1, z2 = torch.randn(3, 784, generator=g), torch.randn(3, 784, generator=g)
-print("endpoints:", torch.allclose(slerp(z1, z2, 0.0), z1, atol=1e-5), torch.allclose(slerp(z1, z2, 1.0), z2, atol=1e-5))
-feedback.check("06", "slerp", globals())  # what the grader will say about it
-
+feedback.check("06", "my_timesteps", globals())  # what the grader will say about it
 
 # %% [markdown]
-# ## 4 · A prediction
-#
-# Draw $z_1, z_2 \sim \mathcal N(0, I_d)$ independently. Their norms are both close to $\sqrt d$. **Before you measure
-# it**, predict the norm of the straight-line midpoint $(z_1 + z_2)/2$ as a function of $d$, and write it below. Then
-# run the cell after it.
+# Your spacing against linspace, for a few data and step counts (error ratio: yours / linspace's):
 
 # %%
-def lerp_midpoint_norm(d):
-    """Your prediction of ||(z1 + z2) / 2|| for independent z1, z2 ~ N(0, I_d), as a number."""
+for name in ("linear", "cosine"):
+    s = NoiseSchedule.from_name(name, 1000)
+    for data_std in (0.1, 0.3, 1.0):
+        ratios = [ddim_error(my_timesteps(s.alpha_bars, S, data_std), data_std, s) / ddim_error(spaced(1000, S), data_std, s)
+                  for S in (5, 10, 20)]
+        print(f"{name:>6} schedule, data std {data_std}: ratio at S = 5, 10, 20: " + ", ".join(f"{r:.2f}" for r in ratios))
+print("your 10 timesteps for data std 0.1, linear schedule:", my_timesteps(NoiseSchedule.linear(1000).alpha_bars, 10, 0.1))
+
+# %% [markdown]
+# ## 3 · DDIM inversion
+#
+# With $\eta = 0$ the update runs just as well upwards, from a level $\bar\alpha_t$ to a *noisier* one $\bar\alpha_s < \bar\alpha_t$: that
+# encodes an image into the $x_T$ that decodes back to it. Write the encoder for any denoiser `eps_model(x, t)`, on the list
+# of timesteps the decoder would use (descending): take `x0` as the state at the list's lowest entry, then climb the list
+# entry by entry, each step evaluating the model at the level you are at; return the state at `timesteps[0]`. Your
+# `ddim_update` does the stepping.
+
+# %%
+def ddim_encode(eps_model, x0, timesteps, alpha_bars):
+    """DDIM inversion (Song et al., 2021, Sec. 4.3 with eta = 0): encode x0 into the x_T that DDIM decodes to x0.
+
+    eps_model(x, t) -> eps (t: long tensor (B,)); x0: float tensor (B, ...), the state at timesteps[-1];
+    timesteps: the decoder's descending list of code timesteps; alpha_bars: float64 tensor (T,).
+    Return the state at timesteps[0], shaped like x0."""
     # YOUR CODE HERE
     raise NotImplementedError("Exercise: implement this (see the docstring above).")
 
 
 # %%
-d = 784
-z1, z2 = torch.randn(1000, d, generator=g), torch.randn(1000, d, generator=g)
-print(f"measured mean norm of the midpoint, d = {d}: {((z1 + z2) / 2).norm(dim=1).mean():.1f}; "
-      f"sqrt(d) = {math.sqrt(d):.1f}")
-feedback.check("06", "lerp_midpoint_norm", globals())  # what the grader will say about it
+feedback.check("06", "ddim_encode", globals())  # what the grader will say about it
+
+# %% [markdown]
+# The round trip on the exact model of Gaussian data: your encoder, then the library's DDIM decoder on the same list.
+
+# %%
+data = GaussianData(schedule, 0.3, 0.5, dim=2)
+points = data.sample(200, generator=torch.Generator().manual_seed(1))
+for S in (10, 50, 200):
+    ts = spaced(1000, S)
+    x_T = ddim_encode(data, points, ts, schedule.alpha_bars)
+    back = sample(Denoiser(data, schedule), schedule, x_T, ts, ddim_step, stochastic=False, progress=False)
+    print(f"S = {S:>3}: RMS round-trip error {((back - points) ** 2).mean().sqrt():.1e}")
+
+# %% [markdown]
+# The error falls roughly as $1/S$ (0.25, 0.057 and 0.015 at S = 10, 50 and 200). The encoder's step from $t$ up to $s$
+# uses $\epsilon$ at $t$, the level it leaves; the decoder's step back down uses $\epsilon$ at $s$. The two differ by an amount
+# that vanishes only as the steps shrink, so DDIM inversion is exact only in the limit, even with the exact model.
+
+# %% [markdown]
+# ## 4 · A question: the norm of an exact encoding
+#
+# The lesson found that DDIM encodings of two digits had norm about 16, not $\sqrt{784} = 28$, the norm of a typical draw of
+# $\mathcal N(0, I)$. Predict the norm in a case you can work out exactly. The data are $x_0 \sim \mathcal N(0, s^2 I)$, a point $x_0$
+# of norm $r$ is encoded with infinitely many DDIM steps (the probability-flow ODE) to the last level, where
+# $\bar\alpha = \bar\alpha_T$. **Before you measure it**, derive $\lVert x_T\rVert$ as a function of $r$, $s$ and $\bar\alpha_T$, and write it
+# below. Then run the cell after it, which measures it with your encoder.
+
+# %%
+def encoding_norm(x0_norm, data_std, alpha_bar_T):
+    """Your prediction of ||x_T|| for the exact DDIM encoding of a point of norm x0_norm, data N(0, data_std^2 I)."""
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: implement this (see the docstring above).")
+
+
+# %%
+feedback.check("06", "encoding_norm", globals())  # what the grader will say about it
+
+# %%
+d, data_std = 784, 0.5
+digits = GaussianData(schedule, 0.0, data_std, dim=d)
+typical = digits.sample(1, generator=torch.Generator().manual_seed(2))
+for label, x0 in (("a typical point", typical), ("the same point at a fifth of the distance from the mean", typical / 5)):
+    x_T = ddim_encode(digits, x0, spaced(1000, 500), schedule.alpha_bars)
+    print(f"{label}: norm {x0.norm():.2f}; encoding's norm measured (S = 500) {x_T.norm():.2f}, "
+          f"predicted {encoding_norm(x0.norm().item(), data_std, schedule.alpha_bars[-1].item()):.2f}")
+print(f"a draw of N(0, I) in d = {d} has norm about sqrt(d) = {math.sqrt(d):.1f}")
+
+# %% [markdown]
+# For Gaussian data the exact encoding only rescales: a point at distance $r$ from the mean lands at distance
+# $r\sqrt{\bar\alpha_T s^2 + 1 - \bar\alpha_T}/s \approx r/s$. A point at the data's typical distance, $s\sqrt d$, encodes to the
+# typical norm of $\mathcal N(0, I)$, $\sqrt d$; a point nearer the mean than typical encodes to a proportionally shorter $x_T$.
+# The norm of an encoding measures how far its point lies from the data's mean, in units of the data's spread.

@@ -345,6 +345,29 @@ SUBMISSIONS = {
     "parse_errors": (None, ["import torch\ndef linear_betas(T, beta_start=1e-4, beta_end=0.02):\n"
                             "    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)",
                             "def cosine_betas(T:\n    pass", "def q_sample(x0,:\n    pass"]),
+    "library_sampler": ("05", ["""
+        import torch
+        from lesson_lib.diffusion.denoiser import Denoiser
+        from lesson_lib.diffusion.guidance import ClassifierGuidance
+        from lesson_lib.diffusion.sampling import sample
+        from lesson_lib.diffusion.schedules import NoiseSchedule
+        from lesson_lib.diffusion.steps import ddim_step
+        def guided_ddim_sample(eps_model, classifier, x_T, y, timesteps, alpha_bars, scale):
+            # the library's guided sampler, on a schedule rebuilt from the alpha-bars given
+            schedule = NoiseSchedule(1 - alpha_bars / torch.cat([alpha_bars.new_ones(1), alpha_bars[:-1]]))
+            denoise = ClassifierGuidance(Denoiser(eps_model, schedule), classifier, scale)
+            return sample(denoise, schedule, x_T, timesteps, ddim_step, stochastic=False, cond={"y": y},
+                          progress=False)
+        """]),
+    "library_inversion": ("06", ["""
+        import torch
+        from lesson_lib.diffusion.denoiser import Denoiser
+        from lesson_lib.diffusion.inversion import ddim_invert
+        from lesson_lib.diffusion.schedules import NoiseSchedule
+        def ddim_encode(eps_model, x0, timesteps, alpha_bars):
+            schedule = NoiseSchedule(1 - alpha_bars / torch.cat([alpha_bars.new_ones(1), alpha_bars[:-1]]))
+            return ddim_invert(Denoiser(eps_model, schedule), schedule, x0, timesteps)
+        """]),
     "float_subclass": ("02", ["""
         import torch
         class Loss(float):
@@ -526,6 +549,36 @@ def test_the_references_are_out_of_reach(graded):
     assert "not available while grading" in found["cosine_betas_matches_reference"]["reason"]
     for name in ("alpha_bars_are_cumulative_product", "q_sample_matches_equation_4"):
         assert "PermissionError" in found[name]["reason"] and "does not allow" in found[name]["reason"], found[name]
+
+
+LIBRARY_CHECKS = {"library_sampler": ("guided_ddim_sample", ["guided_sampler_at_scale_0_is_ddim",
+                                                              "guided_sampler_follows_the_classifier",
+                                                              "guidance_raises_the_class_probability"]),
+                  "library_inversion": ("ddim_encode", ["ddim_encode_climbs_the_list"])}
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_CHECKS))
+def test_the_library_cannot_do_a_whole_exercise(graded, name):
+    """Lessons 5 and 6 ask for a sampler and an encoder the library has: called from a submission, it is
+    not there (its module is not loaded in the worker, and the DDIM step is taken away)."""
+    found = results(graded, name)
+    for check in LIBRARY_CHECKS[name][1]:
+        assert found[check]["points"] == 0 and "not available while grading" in found[check]["reason"], found[check]
+    assert report(graded, name)["total"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_CHECKS))
+def test_the_library_submissions_would_pass_without_the_fence(name):
+    """The two submissions above are right: only the worker's fence stops them (else their test could not fail)."""
+    from grading_helpers import definitions
+    from lesson_lib.course.checks import load_checks
+
+    base, cells = SUBMISSIONS[name]
+    namespace = definitions("solutions", base)
+    exec(textwrap.dedent(cells[0]), namespace)
+    for check in load_checks(base):
+        if check.name in LIBRARY_CHECKS[name][1]:
+            check.fn(namespace, seed=3)
 
 
 def test_forged_numbers_and_empty_answers_earn_nothing(graded):
