@@ -41,7 +41,7 @@ One idea per module, grouped by layer; read them in this order:
     cards         the one schema of every model card (check_card) and hardware(), what a run ran on
     recipes/      how every shipped model is made, each by one command (python -m lesson_lib.train
                   --recipe NAME): run (the run folder and what recipes share), mnist_cond,
-                  likelihood (mnist_learned_variance, mnist_vlb), distilled (mnist_distilled_N),
+                  likelihood (mnist_learned_variance, mnist_vlb), distilled (mnist_v_teacher, mnist_distilled_N),
                   noisy_classifier (lesson 5's guide), classifiers (the judges)
     files         atomic writes and sha256, used by every layer
     arguments     checks of arguments where they enter, with errors that name the fix

@@ -4,7 +4,7 @@
 # # Lesson 6 — Fewer steps without retraining: strided DDPM, DDIM, spacings and inversion
 #
 # The shipped MNIST model was trained on T = 1000 noise levels, and sampling it with Algorithm 2 costs 1000 network
-# calls per image. This lesson samples the **same network** on S = 10 … 1000 steps, two ways: strided DDPM
+# calls per image. This lesson samples the **same network** on S = 2 … 1000 steps, two ways: strided DDPM
 # (Nichol & Dhariwal 2021) and DDIM (Song et al. 2021). DDIM with $\eta = 0$ is deterministic, so it can also be run
 # backwards: it **encodes** an image into the noise that decodes back to it, and two encoded images can be
 # interpolated.
@@ -13,6 +13,8 @@
 # |---|---|---|
 # | ci, cpu, gpu (the same) | 10 samples per sampler at S = 10, inversion of 2 test images, one interpolation | about 2 min |
 # | the full FID table | `benchmarks/fast_sampling.py` (not run here; its stored table is read from `docs/fast_sampling_table.json`) | see docs/benchmarks.md |
+#
+# **Study time:** about 1 h of reading, and about 40 min for the exercise (`exercises/06_fast_sampling.ipynb`).
 #
 # Library: `lesson_lib.diffusion.steps` (`ddpm_step`, `ddim_step`), `timesteps.spaced`, `sampling.sample` (the one loop),
 # `inversion` (`ddim_invert`, `slerp`).
@@ -35,11 +37,11 @@ import torch
 
 from lesson_lib.course.plotting import show_grid
 from lesson_lib.data.images import load_mnist
-from lesson_lib.diffusion.denoiser import ClipX0, Denoiser
+from lesson_lib.diffusion.denoiser import ClipX0, Denoiser, Prediction
 from lesson_lib.diffusion.guidance import ClassifierFreeGuidance
 from lesson_lib.diffusion.inversion import ddim_invert, lerp, slerp
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample, sample
-from lesson_lib.diffusion.steps import ddim_step
+from lesson_lib.diffusion.steps import ddim_sigma, ddim_step, ddpm_mean_variance
 from lesson_lib.diffusion.timesteps import SPACINGS, spaced
 from lesson_lib.pretrained import load_pretrained
 
@@ -73,8 +75,10 @@ T = schedule.T
 # *Why the marginals are kept:* if $x_t = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$, the fraction is $\epsilon$,
 # so $x_s = \sqrt{\bar\alpha_s}x_0 + \sqrt{1-\bar\alpha_s-\sigma^2}\,\epsilon + \sigma z$, a Gaussian with mean
 # $\sqrt{\bar\alpha_s}x_0$ and variance $(1-\bar\alpha_s-\sigma^2) + \sigma^2 = 1-\bar\alpha_s$: exactly $q(x_s \mid x_0)$.
-# The forward process $q(x_t \mid x_s, x_0)$ that follows from Bayes' rule is no longer Markov (it depends on $x_0$),
-# which is why the steps may jump.
+# The forward process $q(x_t \mid x_s, x_0)$ that follows from Bayes' rule is no longer Markov (it depends on $x_0$).
+# That is what leaves $\sigma$ free, down to 0. It is *not* why the steps may jump: strided DDPM (section 1) is a Markov
+# chain and jumps too. Both may jump because the network was trained only on the marginals $q(x_t \mid x_0)$, and both
+# processes keep those marginals at every timestep they visit.
 #
 # Sampling replaces $x_0$ and $\epsilon$ by the network's $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$
 # and $\hat\epsilon$ (**Eq. 12**):
@@ -151,18 +155,59 @@ for S in sorted({S for (sampler, S, eta) in fids if sampler == "ddim"}):
     print(f"  S = {S:>4}: eta = 0 below eta = 1 in {wins} of {len(paired)} seed(s)")
 
 # %% [markdown]
-# How to read it. The floor is what two samples of *real* digits score against each other at this $n$, so a cell at or
-# under it is as close to the test set as real data can be shown to be here.
+# Before reading the table, look at what each sampler adds at each step. For every step $t \to s$ of the linspace grids
+# the cell below prints the noise level the network expects at $s$, $\sqrt{1-\bar\alpha_s}$; DDIM's fresh noise
+# $\sigma(\eta = 1)$ (Eq. 16, `ddim_sigma`) and what is left of the deterministic direction, the coefficient
+# $\sqrt{1-\bar\alpha_s-\sigma^2}$ of $\hat\epsilon$; and the standard deviation of strided DDPM's fresh noise,
+# $\sqrt{\beta_{t\to s}}$ (`ddpm_mean_variance` with `variance="beta"`, the variant in the table). The last step, to
+# the data ($s = -1$), adds no noise in either sampler.
+
+# %%
+x_dummy = torch.zeros(1, 1)
+print(f"{'S':>2}  {'step t -> s':>12}  {'noise level at s':>16}  {'DDIM eta=1: sigma':>17}  {'coef. of eps_hat':>16}  "
+      f"{'strided: sqrt(beta)':>19}")
+for S_grid in (2, 3, 5, 10):
+    grid = spaced(T, S_grid)
+    for t, s in zip(grid, grid[1:]):                       # the noisy steps; the last one, to the data, adds none
+        t_, s_ = torch.tensor([t]), torch.tensor([s])
+        level = (1 - schedule.alpha_bars_with_0[s + 1]).sqrt().item()
+        sigma = ddim_sigma(schedule, t_, s_, 1.0).item()
+        _, beta = ddpm_mean_variance(schedule, x_dummy, t_, s_, Prediction(x_dummy, x_dummy), "beta")
+        print(f"{S_grid:>2}  {f'{t} -> {s}':>12}  {level:>16.4f}  {sigma:>17.4f}  {max(level ** 2 - sigma ** 2, 0) ** 0.5:>16.4f}  "
+              f"{beta.sqrt().item():>19.4f}")
+    print(f"{S_grid:>2}  {f'{grid[-1]} -> data':>12}  {'(no noise)':>16}")
+print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule.alpha_bars_with_0[1]):.5f}")
+
+# %% [markdown]
+# How to read the FID table. The floor is what two samples of *real* digits score against each other at this $n$, so a
+# cell at or under it is as close to the test set as real data can be shown to be here.
 #
-# * **At the fewest steps the paper's ordering holds, by a small margin.** At $S = 2$ and $3$, $\eta = 0$ scores below
-#   $\eta = 1$ for every $x_T$ seed (by 0.1 to 0.3); with so few steps, the fresh noise a stochastic step adds has
-#   few steps left in which to be removed.
+# * **$S = 2$ is one step in disguise.** The linspace grid for $S = 2$ is $[999, 0]$: the first network call jumps
+#   from pure noise straight to $t = 0$ on the $\hat x_0$ it sees at $t = 999$, and the second call, at $t = 0$, only
+#   has the 1% noise of that level to remove. That is why every DDIM cell at $S = 2$ is at FID 34 to 38, far above
+#   $S = 3$. The only stochastic step goes to $t = 0$, where $\sigma(\eta = 1) = 0.0100$ is the whole noise level:
+#   $\eta = 1$ swaps the $0.0100\,\hat\epsilon$ of $\eta = 0$ for $0.0100\,z$, pixel noise of standard deviation
+#   0.01, and changes nothing else. The 0.2 that $\eta = 1$ adds to the FID at $S = 2$ (every seed) is the price of
+#   that 1% noise, not of noise left with too few steps to remove it. (Lesson 7 samples "2-step DDIM" on another
+#   grid, the nested $[999, 499]$: its first step lands at $t = 499$, where the $\hat x_0$ of $t = 999$ is far from
+#   final, and its second call does real work, so it scores far better there. A step count names a sampler only with
+#   its grid.)
+# * **From $S = 3$ the paper's reason applies.** On $[999, 500, 0]$ the first step lands at $t = 500$ with
+#   $\sigma(\eta = 1) = 0.9601$ of a noise level of 0.9603: $\eta = 1$ replaces almost all of the deterministic
+#   direction $\hat\epsilon$ (its coefficient falls to 0.0210) by fresh noise, and one step is left to remove it. At
+#   $S = 3$, $\eta = 0$ scores below $\eta = 1$ for every $x_T$ seed, by 0.1 to 0.3.
 # * **From $S = 5$ on every DDIM cell is at the floor**, and from $S = 10$ the order even reverses ($\eta = 1$ below $\eta = 0$ for
 #   every seed), but only below the floor, where $n = 200$ cannot call one sampler better. On MNIST this model is good
 #   enough that five deterministic or stochastic steps both reach the floor; Song et al.'s large gaps are on CIFAR-10 and
 #   CelebA.
-# * **Strided DDPM** (ancestral steps with the large variance $\beta_{t\to s}$) is far worse at few steps (FID 129 at
-#   $S = 2$, 16 at $S = 10$) and reaches the floor only from $S = 50$: its noise per step is too large for a long stride.
+# * **The strided-DDPM row is the variant with $\sigma^2 = \beta_{t\to s}$**, Song et al.'s $\hat\sigma$ row. Its other
+#   variant, $\sigma^2 = \tilde\beta_{t\to s}$, *is* the $\eta = 1$ row (the same step, tested in `tests/test_steps.py`),
+#   so the gap between the two rows is the variance, not the striding. The two variances differ most on the step into
+#   $t = 0$: $\tilde\beta_{t\to 0} = \frac{1-\bar\alpha_0}{1-\bar\alpha_t}\beta_{t\to 0}$ is tiny, while
+#   $\beta_{t\to 0} = 1 - \bar\alpha_t/\bar\alpha_0$ is nearly the whole noise level at $t$. The strided chain therefore
+#   arrives at $t = 0$, where the network expects noise of 0.01, carrying fresh noise of standard deviation 1.0000,
+#   0.9603, 0.6918 and 0.3554 at $S = 2$, 3, 5 and 10 (the cell above; at $S = 2$, $\sigma^2 = \beta_{999\to 0} = 0.99996$),
+#   and the last call cannot remove it: FID 129, 100, 59 and 15.6. It reaches the floor only from $S = 50$.
 
 # %% [markdown]
 # ## 6. DDIM inversion: encode, then decode
@@ -210,50 +255,94 @@ show_grid(grid, row_labels=[f"test image {i}" for i in range(2)], col_labels=["o
           row_title="image", col_title="decoded from its DDIM encoding", title="DDIM inversion round trips")
 
 # %% [markdown]
-# ## 7. Interpolating two encodings: slerp against the straight line
+# ## 7. Interpolating between two noises: slerp against the straight line
 #
-# An encoded $x_T$ looks like a draw of $\mathcal N(0, I_d)$ with $d = 784$, whose norm concentrates at $\sqrt d = 28$. The
-# straight-line midpoint of two independent draws has norm about $\sqrt{d/2} \approx 19.8$: a point the decoder never saw
-# at $t = T$. Slerp keeps the norm.
+# A sampler starts from $x_T \sim \mathcal N(0, I_d)$ with $d = 784$, whose norm concentrates at $\sqrt d = 28$. The
+# straight-line midpoint of two independent draws, $(z_a + z_b)/2$, has variance $1/2$ per pixel and so a norm of about
+# $\sqrt{d/2} \approx 19.8$: a point the sampler never starts from. Slerp follows the great circle between the two draws
+# and keeps the norm. The histogram below is of 1,000 pairs of real draws.
 
 # %%
-x_T_pair = results["S = 20"][0]
-print(f"norms of the two encodings: {x_T_pair.flatten(1).norm(dim=1).tolist()[0]:.1f}, "
-      f"{x_T_pair.flatten(1).norm(dim=1).tolist()[1]:.1f} (sqrt(d) = {math.sqrt(784):.1f})")
 z = torch.randn(2000, 784, generator=torch.Generator().manual_seed(2))
 lin = lerp(z[:1000], z[1000:], 0.5).norm(dim=1)
 sph = slerp(z[:1000], z[1000:], 0.5).norm(dim=1)
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.hist(z.norm(dim=1).numpy(), bins=40, alpha=0.6, label="draws of N(0, I), d = 784")
-ax.hist(lin.numpy(), bins=40, alpha=0.6, label="linear midpoints")
-ax.hist(sph.numpy(), bins=40, alpha=0.6, label="slerp midpoints")
-ax.set_xlabel("norm ||z||"); ax.set_ylabel("count (of 1000 pairs)"); ax.legend(); plt.tight_layout(); plt.show()
-print(f"mean norm: draws {z.norm(dim=1).mean():.1f}, linear midpoints {lin.mean():.1f} (sqrt(d/2) = "
-      f"{math.sqrt(392):.1f}), slerp midpoints {sph.mean():.1f}")
+ax.hist(z.norm(dim=1).numpy(), bins=40, alpha=0.6, label="2,000 draws of N(0, I), d = 784")
+ax.hist(lin.numpy(), bins=40, alpha=0.6, label="linear midpoints of 1,000 pairs")
+ax.hist(sph.numpy(), bins=40, alpha=0.6, label="slerp midpoints of the same pairs")
+ax.set_xlabel("norm ||z||"); ax.set_ylabel("count"); ax.legend(); plt.tight_layout(); plt.show()
+print(f"mean norm: draws {z.norm(dim=1).mean():.1f} (sqrt(d) = {math.sqrt(784):.1f}), linear midpoints {lin.mean():.1f} "
+      f"(sqrt(d/2) = {math.sqrt(392):.1f}), slerp midpoints {sph.mean():.1f}")
 
 # %% [markdown]
-# The histogram is about draws of $\mathcal N(0, I)$. The two *encodings* printed above are not typical draws: their norm
-# (about 16) lies well inside the shell, since DDIM inversion of a digit on a black background gives a structured $x_T$.
-# Slerp still keeps the path at the encodings' own norm, where the straight line dips below it.
+# What the decoder makes of a point inside the shell: 16 pairs of draws and their two midpoints, each decoded with DDIM
+# ($\eta = 0$, S = 10) under the **null class** (label 10, the same for every image, so only $x_T$ differs between the
+# rows). The cell prints each row's mean norm of $x_T$ and the mean pixel value of its images on $[0, 1]$ (the ink),
+# beside that of 1,000 test digits.
 
 # %%
+g = torch.Generator().manual_seed(3)
+z_a, z_b = torch.randn(16, 1, 28, 28, generator=g), torch.randn(16, 1, 28, 28, generator=g)
+null = torch.full((16,), 10)
+starts = {"draw a": z_a, "linear midpoint": lerp(z_a, z_b, 0.5), "slerp midpoint": slerp(z_a, z_b, 0.5), "draw b": z_b}
+decoded = {name: sample(denoise, schedule, x_T, spaced(T, 10), ddim_step, stochastic=False, cond={"y": null},
+                        progress=False) for name, x_T in starts.items()}
+for name, x_T in starts.items():
+    print(f"{name:>15}: norm of x_T {x_T.flatten(1).norm(dim=1).mean():5.1f}, ink of the 16 decoded images "
+          f"{((decoded[name] + 1) / 2).mean():.2f}")
+print(f"{'test digits':>15}: ink {((images[:1000] + 1) / 2).mean():.2f}")
+show_grid(torch.stack([decoded[name][:8] for name in starts]), row_labels=list(starts),
+          col_labels=[str(i) for i in range(8)], row_title="x_T", col_title="pair",
+          title="DDIM (S = 10, null class) from two draws of N(0, I) and their two midpoints")
+
+# %% [markdown]
+# The linear midpoints decode to thin-stroked digits (two of the eight shown are ones), with about half the ink of the
+# images decoded from the draws themselves and of the test digits; the slerp midpoints decode to ordinary digits with
+# ordinary ink.
+# The decoder reads a short $x_T$ as "little signal to remove" and draws little. (16 pairs: enough for a gap of this
+# size, not for finer comparisons.)
+#
+# ### Two encodings are not two draws
+#
+# DDIM inversion (section 6) of a digit gives an $x_T$ that keeps the image's structure. Below, the first two sevens of
+# the test set are encoded and decoded under their own label, 7, on S = 20 steps, and every point of both paths is
+# decoded under the same label (changing the label half way would change the digit by itself).
+
+# %%
+sevens = (test_labels == 7).nonzero().flatten()[:2]
+x7, y7 = images[sevens], torch.full((5,), 7)
+x_T_pair = ddim_invert(denoise, schedule, x7, spaced(T, 20), cond={"y": y7[:2]})
+flat = x_T_pair.flatten(1)
+print(f"the two encodings: norms {flat.norm(dim=1)[0]:.1f} and {flat.norm(dim=1)[1]:.1f} (sqrt(d) = 28.0); "
+      f"pixel mean {flat.mean():.2f}, pixel std {flat.std(dim=1).mean():.2f} (N(0, I): 0 and 1); "
+      f"cosine between them {torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0):.2f} (two draws: about 0)")
+print(f"norm of the midpoint: linear {lerp(flat[0], flat[1], 0.5).norm():.1f}, slerp {slerp(flat[:1], flat[1:], 0.5).norm():.1f}")
 alphas = torch.linspace(0, 1, 5)
 a, b = x_T_pair[:1].expand(5, -1, -1, -1), x_T_pair[1:].expand(5, -1, -1, -1)
-y_mid = torch.where(alphas < 0.5, y0[0], y0[1])
-decoded = [sample(denoise, schedule, f(a, b, alphas), spaced(T, 20), ddim_step, stochastic=False,
-                  cond={"y": y_mid}, progress=False) for f in (slerp, lerp)]
-show_grid(torch.stack(decoded), row_labels=["slerp", "linear"], col_labels=[f"{a:.2f}" for a in alphas.tolist()],
-          row_title="interpolation", col_title="alpha (0 = image 0, 1 = image 1)",
-          title="decoded interpolations of two DDIM encodings (S = 20; label of the nearer end)")
+paths = [sample(denoise, schedule, f(a, b, alphas), spaced(T, 20), ddim_step, stochastic=False, cond={"y": y7},
+                progress=False) for f in (slerp, lerp)]
+originals = torch.cat([x7[:1], torch.full((3, 1, 28, 28), -1.0), x7[1:]])
+show_grid(torch.stack([originals] + paths), row_labels=["originals", "slerp", "linear"],
+          col_labels=[f"{a:.2f}" for a in alphas.tolist()], row_title="path", col_title="alpha (0 = seven a, 1 = seven b)",
+          title="decoded interpolations of two DDIM encodings (S = 20, label 7 throughout)")
+
+# %% [markdown]
+# The encodings are not typical draws: their norm is well inside the shell, their pixels have a positive mean and a
+# standard deviation near 0.45, and the two point in related directions (cosine 0.45). Their linear midpoint is shorter than the ends,
+# but by far less than $\sqrt 2$, and both paths decode to the same smooth passage from one seven to the other. The
+# $\sqrt{d/2}$ argument, and with it the case for slerp, is about independent draws of $\mathcal N(0, I)$, as above;
+# for encoded images it buys little here.
 
 # %% [markdown]
 # ## What to take away
 #
 # * A network trained on T steps samples on S steps without retraining: only the step's two alpha-bars change.
 # * DDIM's $\eta$ chooses how much fresh noise each step adds. The paper's ordering (at few steps, $\eta = 0$ beats
-#   $\eta = 1$) holds on MNIST only at 2 and 3 steps; from 5 steps every DDIM cell of the stored table is at the floor.
+#   $\eta = 1$) shows on MNIST only at $S = 3$ (linspace grid $[999, 500, 0]$); at $S = 2$ ($[999, 0]$) $\eta$ only
+#   swaps 1% noise, and from 5 steps every DDIM cell of the stored table is at the floor.
 # * $\eta = 0$ is an invertible map (up to discretisation): inversion is DDIM climbing, and it fails with clipping and
 #   strong guidance.
-# * Noise lives on a shell of radius $\sqrt d$; interpolate along it (slerp), not through it.
+# * Draws of $\mathcal N(0, I_d)$ live on a shell of radius $\sqrt d$; a straight-line midpoint of two of them lies inside
+#   it and decodes to a faint digit, so interpolate along the shell (slerp). DDIM encodings of digits are not such draws.
 #
-# Exercises: `solutions/06_fast_sampling.ipynb` (one DDIM step, the respaced betas, slerp, a predicted norm).
+# Exercises: `exercises/06_fast_sampling.ipynb` (one DDIM step, a timestep spacing of your own that must beat linspace on exact Gaussian oracles, DDIM inversion of a given denoiser, the norm of an exact encoding).

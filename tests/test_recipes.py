@@ -58,7 +58,7 @@ def test_each_recipe_runs_its_ci_profile_and_its_export_loads_back(name, tmp_pat
 
 def test_every_shipped_card_fits_the_schema_and_names_the_recipe_that_makes_it():
     names = pretrained.available(None)
-    assert len(names) == 10
+    assert len(names) == 11
     for name in names:
         card = json.loads((pretrained.WEIGHTS_DIR / f"{name}.json").read_text())
         check_card(card)
@@ -98,6 +98,21 @@ def test_running_a_recipe_again_resumes_its_run(tmp_path, monkeypatch):
     _, third, _ = run_recipe("mnist_noisy_classifier", "ci", tmp_path, data_dir=DATA_DIR, device="cpu",
                              progress=False, log=lines.append)
     assert third.step == 4 and (tmp_path / "checkpoint.pt").read_bytes() == checkpoint   # finished: nothing more
+
+
+@needs_data
+def test_the_v_teacher_conversion_stops_early_on_the_full_runs_schedule_and_resumes(tmp_path):
+    from lesson_lib.recipes.distilled import RECIPE, convert
+    from lesson_lib.recipes.run import Run
+    run = Run(RECIPE, "ci", tmp_path, DATA_DIR, "cpu", progress=False, log=lambda line: None)
+    run.check()
+    run.start()
+    with pytest.raises(ValueError, match=r"stop_at must lie in 1\.\.2 \(the profile's convert_steps\), got stop_at=3"):
+        convert(run, stop_at=3)
+    cut = convert(run, stop_at=1)
+    assert cut.step == 1 and cut.config.lr_decay_steps == 2          # cut short, on the 2-step schedule
+    finished = convert(run)                                           # the same command without stop_at goes on
+    assert finished.step == 2 and finished.config.lr_decay_steps == 2
 
 
 @needs_data

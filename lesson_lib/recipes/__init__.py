@@ -15,7 +15,7 @@ Read them in this order:
                       its clock, the files it shipped), and the fields every card takes from the run
     mnist_cond        mnist_cond: the class-conditional MNIST DDPM (L_simple, label dropout)
     likelihood        mnist_learned_variance (L_hybrid, from mnist_cond) and mnist_vlb (L_vlb, from it)
-    distilled         mnist_distilled_{1,2,4,8}: progressive distillation of mnist_cond
+    distilled         mnist_v_teacher and mnist_distilled_{1,2,4,8}: progressive distillation of mnist_cond
     noisy_classifier  mnist_noisy_classifier: the guide of lesson 5
     classifiers       mnist_classifier and cifar10_classifier: the judges and FID's features (SGD, one-cycle)
 """

@@ -1,16 +1,20 @@
-"""mnist_distilled_{1,2,4,8}: the students of lesson 7, by progressive distillation (Salimans & Ho 2022).
+"""mnist_v_teacher and mnist_distilled_{1,2,4,8}: the teacher and the students of lesson 7, by
+progressive distillation (Salimans & Ho 2022).
 
 The shipped ``mnist_cond`` predicts eps, whose x0_hat is useless at few steps (lesson 7, section 2), so
-it is first re-parameterised as a v-prediction network of the same architecture that starts from its
-weights: :class:`~lesson_lib.diffusion.distillation.Distillation` with ``teacher_steps=1`` on the
-128-step grid, whose target is ``mnist_cond``'s own x0_hat, so the network learns the same denoiser
-with another output. That network is the teacher on 128 DDIM steps; it is then halved
-128 -> 64 -> ... -> 1 by :func:`lesson_lib.training.distill.progressive_distillation` (one Trainer per
-halving, each resumable). ``export`` ships the students on 8, 4, 2 and 1 steps with the ladder's
-figures: FID and class accuracy of each student on its own steps, beside DDIM of the v teacher and of
-``mnist_cond`` on the same steps of the same grid, and the real-data floor. The shipped run took 61
-minutes on two CPU threads (docs/benchmarks.md, section 8). :func:`ladder` measures the whole ladder
-of a run folder (benchmarks/distillation.py and benchmarks/fast_sampling.py print it).
+it is first re-parameterised (:func:`convert`) as a v-prediction network of the same architecture that
+starts from its weights: :class:`~lesson_lib.diffusion.distillation.Distillation` with ``teacher_steps=1``
+on the 128-step grid, whose target is ``mnist_cond``'s own x0_hat, so the network learns the same
+denoiser with another output. That network is the teacher on 128 DDIM steps, shipped as
+``mnist_v_teacher``; it is then halved 128 -> 64 -> ... -> 1 by
+:func:`lesson_lib.training.distill.progressive_distillation` (one Trainer per halving, each resumable).
+``export`` ships the teacher with DDIM's figures on its 128 steps and on the students' steps
+(:func:`export_teacher`), and the students on 8, 4, 2 and 1 steps with the ladder's figures: FID and
+class accuracy of each student on its own steps, beside DDIM of the v teacher and of ``mnist_cond`` on
+the same steps of the same grid, and the real-data floor. The shipped students' run took 61 minutes on
+two CPU threads (docs/benchmarks.md, section 8); the shipped teacher was re-made later by :func:`convert`
+alone (its card's ``made_with``). :func:`ladder` measures the whole ladder of a run folder
+(benchmarks/distillation.py prints it).
 """
 
 from pathlib import Path
@@ -36,6 +40,7 @@ SETTINGS = {
                evaluation=dict(n=10, batch=10, seed=0)),
 }
 STUDENTS = (8, 4, 2, 1)
+TEACHER = "mnist_v_teacher"
 SCHEDULE = "linear, T=1000, beta 1e-4 -> 0.02"
 
 
@@ -49,21 +54,39 @@ def v_teacher(shipped, base_channels):
     return model
 
 
-def train(run):
-    """Returns ``(teacher, {steps: trainer of that student})``."""
+def convert(run, stop_at=None):
+    """Stage (a): ``mnist_cond`` re-parameterised as the v teacher on the ``teacher_steps`` grid
+    (:func:`v_teacher`, then ``Distillation(..., teacher_steps=1)``: one DDIM step of mnist_cond
+    is the target, so the student learns its x0_hat). Resumes from ``teacher_N.pt`` in the run
+    folder; returns the Trainer (no EMA: ``trainer.model`` is the teacher). It trains to the
+    profile's ``convert_steps``, or stops at step ``stop_at`` (the learning rate still follows the
+    schedule of ``convert_steps``, so an early stop is the same run cut short, as the shipped
+    ``mnist_v_teacher`` was: its card says where)."""
     s = run.settings
+    steps = s["convert_steps"] if stop_at is None else stop_at
+    if not 0 < steps <= s["convert_steps"]:
+        raise ValueError(f"stop_at must lie in 1..{s['convert_steps']} (the profile's convert_steps), got stop_at={stop_at}")
     images, labels = run.images("train")
     shipped, schedule = load_pretrained("mnist_cond")
     torch.manual_seed(0)
-    steps = s["convert_steps"]
-    config = TrainConfig(batch_size=s["batch_size"], lr=s["convert_lr"], warmup_steps=50, lr_decay_steps=steps,
-                         ema_decay=0.0, seed=1, log_every=25)
+    config = TrainConfig(batch_size=s["batch_size"], lr=s["convert_lr"], warmup_steps=50,
+                         lr_decay_steps=s["convert_steps"], ema_decay=0.0, seed=1, log_every=25)
     objective = Distillation(schedule, shipped, s["teacher_steps"], s["weighting"], teacher_steps=1)
-    convert = Trainer(v_teacher(shipped, s["base_channels"]), images, objective, config, cond={"y": labels},
+    trainer = Trainer(v_teacher(shipped, s["base_channels"]), images, objective, config, cond={"y": labels},
                       device=run.device, checkpoint_path=run.path(f"teacher_{s['teacher_steps']}.pt"))
-    run.resume(convert, "conversion into the v teacher")
-    run.train(convert, steps, checkpoint_every=min(50, steps))
-    teacher = convert.model.eval()
+    run.resume(trainer, "conversion into the v teacher")
+    run.train(trainer, steps, checkpoint_every=min(50, steps))
+    trainer.model.eval()
+    return trainer
+
+
+def train(run):
+    """Returns ``(trainer of the v teacher, {steps: trainer of that student})``."""
+    s = run.settings
+    converted = convert(run)
+    teacher = converted.model
+    images, labels = run.images("train")
+    _, schedule = load_pretrained("mnist_cond")
     with run.clock():
         halvings = progressive_distillation(
             teacher, schedule, images, {"y": labels}, start_steps=s["teacher_steps"], end_steps=1,
@@ -72,7 +95,7 @@ def train(run):
             weighting=s["weighting"], checkpoint_dir=run.folder, device=run.device, progress=run.progress)
     for _, trainer in halvings:
         run.own_files.update(trainer.own_files)
-    return teacher, dict(halvings)
+    return converted, dict(halvings)
 
 
 def ladder_row(models, schedule, steps, n, batch=250, seed=0, data_dir=None):
@@ -126,12 +149,37 @@ def ladder(folder, n=500, calls=(1, 2, 4, 8, 16, 32, 64, 128), shipped_calls=(1,
     return {"n": n, "floor": floor, "rows": rows}
 
 
-def export(run, trained, weights_dir, overwrite=False):
-    teacher, students = trained
+def export_teacher(run, converted, weights_dir, overwrite=False, n=None, steps=None, **fields):
+    """Ship the v teacher (the Trainer of :func:`convert`) as ``mnist_v_teacher``, with FID and class
+    accuracy of DDIM on each number of ``steps`` of the nested grid (default: its own ``teacher_steps``
+    and each student's), every arm from the same x_T, beside the floor at the same ``n`` (default: the
+    profile's evaluation n). ``fields`` go onto the card as they are (e.g. ``made_with``). Returns the card."""
     s, e = run.settings, run.settings["evaluation"]
+    n = e["n"] if n is None else n
+    steps = (s["teacher_steps"], *STUDENTS) if steps is None else tuple(steps)
+    payload = model_payload(converted, ema=False)                # no EMA in the conversion: the trained weights
+    model, schedule = model_from_state(payload, device=converted.device)   # as it ships: fp16 weights
+    floor = real_floor("mnist", n, data_dir=run.data_dir)["fid"]
+    ddim = [ladder_row({"ddim": model}, schedule, k, n, e["batch"], e["seed"], run.data_dir)["ddim"] for k in steps]
+    description = (f"Class-conditional MNIST v-prediction U-Net (base_channels {s['base_channels']}), mnist_cond "
+                   f"re-parameterised to predict v: started from mnist_cond's weights and trained on the "
+                   f"{s['teacher_steps']}-step nested grid (lesson_lib.diffusion.distillation.sampler_timesteps) to "
+                   f"give mnist_cond's x0_hat; the teacher that progressive distillation (Salimans & Ho 2022) halves "
+                   f"into mnist_distilled_N; sampled with DDIM; fp16 weights.")
+    card = run.card(TEACHER, "diffusion", description, model, {"n": n, "fid_floor": floor, "ddim": ddim},
+                    weights_dir, model_config=dict(model.config), prediction=model.prediction, schedule=SCHEDULE,
+                    sampling={"sampler": "ddim", "steps": s["teacher_steps"], "grid": "distillation"}, settings=s,
+                    objective=converted.objective.config(), **fields)
+    return run.save(payload, weights_dir, TEACHER, card, overwrite)
+
+
+def export(run, trained, weights_dir, overwrite=False):
+    converted, students = trained
+    teacher = converted.model
+    s, e = run.settings, run.settings["evaluation"]
+    cards = [export_teacher(run, converted, weights_dir, overwrite)]
     shipped, schedule = load_pretrained("mnist_cond", device=next(teacher.parameters()).device)
     floor = real_floor("mnist", e["n"], data_dir=run.data_dir)["fid"]
-    cards = []
     for steps in STUDENTS:
         trainer = students[steps]
         payload = model_payload(trainer, ema=False)              # no EMA in a halving: the trained weights
@@ -152,5 +200,6 @@ def export(run, trained, weights_dir, overwrite=False):
     return cards
 
 
-RECIPE = Recipe("mnist_distilled", "mnist", tuple(f"mnist_distilled_{n}" for n in STUDENTS), SETTINGS, train, export,
-                "mnist_distilled_{8,4,2,1}: progressive distillation of mnist_cond, 61 min on two CPU threads")
+RECIPE = Recipe("mnist_distilled", "mnist", (TEACHER, *(f"mnist_distilled_{n}" for n in STUDENTS)), SETTINGS, train,
+                export, "mnist_v_teacher and mnist_distilled_{8,4,2,1}: progressive distillation of mnist_cond, "
+                        "61 min on two CPU threads")
