@@ -42,12 +42,16 @@ solutions' metadata (an exercise fixed in place would no longer count as generat
 What it does not model: widget state is only written when Lab's "Save Jupyter widget state in
 notebooks" setting is on (default off: the stored ``metadata.widgets`` is kept as it is), and
 notebook trust is recorded in the user's signature database, never in the file.
+A save on another Python than the one that executed the notebooks rewrites
+``language_info.version`` to that Python's: the round trip reports that line and does not count it.
 """
 import argparse
 import asyncio
 import copy
 import difflib
+import json
 import os
+import platform
 import re
 import shutil
 import sys
@@ -193,8 +197,23 @@ def short_diff(before, after, name, limit):
     return "\n".join(lines)
 
 
+def only_python_version(before, after):
+    """The stored ``language_info.version`` of the Python that executed the notebook, when the
+    save changed that and nothing else (the running kernel's version: 3.13.0 on a student's 3.13,
+    whichever Python the course used); else None."""
+    try:
+        stored = json.loads(before)["metadata"]["language_info"]["version"]
+        running = json.loads(after)["metadata"]["language_info"]["version"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if stored == running or after.replace(f'"version": "{running}"', f'"version": "{stored}"') != before:
+        return None
+    return stored
+
+
 async def round_trip(paths, newer, limit, kind="jupytext"):
     changed = 0
+    other_python = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         copy_tree(paths, tmp, newer)
@@ -212,12 +231,19 @@ async def round_trip(paths, newer, limit, kind="jupytext"):
                 continue
             for suffix, before in originals.items():
                 after = (tmp / rel).with_suffix(suffix).read_text(encoding="utf-8")
-                if after != before:
+                if after != before and only_python_version(before, after):
+                    other_python.append(only_python_version(before, after))
+                elif after != before:
                     changed += 1
                     name = str(Path(rel).with_suffix(suffix))
                     print(f"{name}: CHANGED by open + save in Lab ({kind} contents manager)")
                     if limit:
                         print(short_diff(before, after, name, limit))
+    if other_python:
+        print(f"{len(other_python)} notebook(s) changed only the Python version in language_info "
+              f"({', '.join(sorted(set(other_python)))} stored, {platform.python_version()} here): Lab records "
+              f"the kernel's Python on every save, so this line differs for everyone not on the Python that "
+              f"executed the notebooks; not counted")
     return changed
 
 
