@@ -10,13 +10,16 @@
 # * the **sinusoidal time embedding** tells one network which of the $T$ noise levels it is denoising;
 # * the **ResBlock** is the workhorse: two convolutions, a residual connection, and the time
 #   embedding added to every channel;
-# * the **self-attention block** lets every pixel look at every other pixel at low resolution,
-#   which convolutions only reach through many layers.
+# * the **self-attention block** lets every position mix with every other at low resolution, with
+#   weights computed from the content;
+# * the **class-conditional embedding** tells the network which digit to draw, and has a row for
+#   "no label", the null class that classifier-free guidance needs.
 #
 # You implement the embedding, scaled dot-product attention, and the forward passes of the two
 # blocks; their `__init__` is given, with the same submodule names as `lesson_lib.models.unet`, so that
-# the grader can copy `lesson_lib`'s weights into your block and compare the outputs. At the end your
-# blocks replace `lesson_lib`'s inside a whole U-Net.
+# the grader can copy `lesson_lib`'s weights into your block and compare the outputs. Then your
+# blocks replace `lesson_lib`'s inside a whole U-Net. Last, you write the class-conditional embedding
+# (its `__init__` too) and drive the shipped model `mnist_cond` with it.
 #
 # The cell after each exercise runs the grader's checks of that exercise on your code and prints what
 # the grader will say: one line per check, ✓ or ✗, its points and, when it fails, the grader's hint.
@@ -42,6 +45,9 @@ from torch import nn
 from lesson_lib.models import embeddings, unet
 from lesson_lib.models.layers import group_norm, zero_init
 from lesson_lib.course import feedback
+from lesson_lib.course.plotting import show_grid
+from lesson_lib.diffusion.sampling import ddim_sample
+from lesson_lib.pretrained import load_pretrained
 
 
 # %% [markdown]
@@ -269,3 +275,77 @@ with torch.no_grad():
     n_mine = sum(isinstance(m, (ResBlock, AttentionBlock)) for m in ours.modules())
     same = torch.allclose(ours(x_t, t), expected, rtol=1e-4, atol=1e-4)
 print(f"the U-Net with {n_mine} of your blocks computes the same output as lesson_lib's: {same}")
+
+
+# %% [markdown]
+# ## 7 · The class label: a conditional embedding with a null class
+#
+# A class-conditional U-Net, $\epsilon_\theta(x_t, t, y)$, is told the label $y$ the way it is told $t$: a table $E$
+# holds one learned vector per label, as wide as the time embedding, and the vector every ResBlock receives is
+#
+# $$\text{emb}(t, y) = \text{TimeEmbedding}(t) + E[y].$$
+#
+# The table has one row more than there are classes: row `num_classes` is the **null class**, "no label". A model
+# called without labels uses it for every example, and label dropout (lesson 4) trains that row, so that one
+# network gives both $\epsilon_\theta(x_t, t, y)$ and the unconditional $\epsilon_\theta(x_t, t, \varnothing)$, which
+# classifier-free guidance (lesson 5) combines (Ho & Salimans, 2022).
+#
+# Write the module that adds the label's row to a given time embedding, its `__init__` too. Keep the names the
+# docstrings give: the grader loads the table of a `lesson_lib` U-Net into yours and compares with the U-Net's own
+# `embed(t, y)`.
+
+# %%
+class ConditionalEmbedding(nn.Module):
+    """The class-conditional part of the vector every ResBlock receives (lesson_lib's UNet.embed).
+
+    Holds self.num_classes and self.class_embedding, an nn.Embedding with one learned row of size
+    dim per label: one per class, 0..num_classes-1, and one for the null class ("no label").
+    """
+
+    def __init__(self, num_classes, dim):
+        super().__init__()
+        # YOUR CODE HERE
+        raise NotImplementedError("Exercise: implement this (see the docstring above).")
+
+    def forward(self, time_emb, y=None):
+        """time_emb: (B, dim) float, the time embedding of each example; y: (B,) long labels in
+        0..num_classes (num_classes is the null class), or None for no labels at all.
+        Returns the (B, dim) sum
+
+            emb = time_emb + E[y],    E = the rows of self.class_embedding,
+
+        with y = num_classes (the null class) for every example when y is None. The inputs do not change.
+        """
+        # YOUR CODE HERE
+        raise NotImplementedError("Exercise: implement this (see the docstring above).")
+
+
+# %%
+feedback.check("03", "ConditionalEmbedding", globals())  # what the grader will say about it
+
+# %% [markdown]
+# Now your module drives a real model. `mnist_cond` is the course's shipped class-conditional U-Net (lesson 4);
+# below, its own label table is loaded into your `ConditionalEmbedding`, which then replaces the model's `embed`.
+# One starting noise $x_T$ is sampled with every label and with the null class (20 DDIM steps, lesson 6), and
+# the same with the model's own embedding, for comparison.
+
+# %%
+cond_model, cond_schedule = load_pretrained("mnist_cond")
+mine = ConditionalEmbedding(cond_model.num_classes, cond_model.class_embedding.embedding_dim)
+mine.class_embedding.load_state_dict(cond_model.class_embedding.state_dict())
+labels = torch.arange(cond_model.num_classes + 1)                 # 0..9, then the null class
+x_T = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)).repeat(len(labels), 1, 1, 1)
+sample = lambda: ddim_sample(cond_model, cond_schedule, x_T=x_T, steps=20, clip_x0=True,  # noqa: E731
+                             model_kwargs={"y": labels}, progress=False)
+with torch.no_grad():
+    reference = sample()
+    cond_model.embed = lambda t, y=None: mine(cond_model.time_embedding(t), y)   # yours, from now on
+    yours = sample()
+print("your embedding drives mnist_cond exactly as lesson_lib's:", torch.allclose(yours, reference, atol=1e-4))
+show_grid(yours.view(1, -1, 1, 28, 28), col_labels=[f"y = {k}" for k in range(10)] + ["null"],
+          row_labels=["one x_T"], title="mnist_cond with your ConditionalEmbedding", figsize=(11, 1.8))
+
+# %% [markdown]
+# One starting noise, eleven samples: the label alone decides which digit the model aims for, and with the null class
+# it draws whatever digit that noise leads to when no class is asked for, a sample of $p(x)$. Not every sample is the
+# digit asked for; lesson 4 counts how often the model gets it right, with a classifier.

@@ -7,7 +7,11 @@ self-attention block, and scaled dot-product attention itself. The two blocks co
 into the student's block and compares the outputs. The reference blocks start with some layers
 at zero (zero initialisation), so the weights are perturbed first: otherwise a forward pass that
 forgets those layers would pass. ``resblock_parameter_count`` asks for the size of a block
-(an exact integer, for sizes drawn at random). Total: 12 points.
+(an exact integer, for sizes drawn at random). ``ConditionalEmbedding`` (its ``__init__`` too) is
+the class-conditional part of :meth:`lesson_lib.models.unet.UNet.embed`: the time embedding plus
+the label's row of a table with one more row, the null class, used when no label is given (Ho &
+Salimans, 2022); the check loads a U-Net's table into it and compares with ``UNet.embed``.
+Total: 12 points.
 """
 
 import math
@@ -25,7 +29,7 @@ from lesson_lib.models.embeddings import sinusoidal_embedding
 # the U-Net's namespace included).
 WORKER_MODULES = ("lesson_lib.models.layers",)
 HIDDEN = ("lesson_lib.models.layers.ResBlock", "lesson_lib.models.layers.AttentionBlock",
-          "lesson_lib.models.embeddings.sinusoidal_embedding")
+          "lesson_lib.models.layers.ClassEmbedding", "lesson_lib.models.embeddings.sinusoidal_embedding")
 
 EMBEDDING_HINT = ("omega_i = max_period^(-i / (dim/2)) for i = 0..dim/2-1; the embedding is "
                   "[sin(t omega_0), ..., sin(t omega_{dim/2-1}), cos(t omega_0), ..., cos(t omega_{dim/2-1})], "
@@ -73,7 +77,7 @@ def _embedding_case():
     return {"calls": [[[t, dim], {}] for dim in (128, 8, 2)]}
 
 
-@check(points=2, uses=["sinusoidal_embedding"], case=_embedding_case, probe=call_each("sinusoidal_embedding"))
+@check(points=1, uses=["sinusoidal_embedding"], case=_embedding_case, probe=call_each("sinusoidal_embedding"))
 def embedding_matches_reference(case, answer):
     """sinusoidal_embedding matches the Transformer's positional encoding (dims 2, 8, 128)."""
     for ((t, dim), _), got in pairs(case["calls"], answer):
@@ -191,7 +195,7 @@ def _block_probe(ns, case):
     return answer
 
 
-@check(points=2, uses=["AttentionBlock"], probe=lambda ns, case: [_block_probe(ns, c) for c in case["blocks"]],
+@check(points=1, uses=["AttentionBlock"], probe=lambda ns, case: [_block_probe(ns, c) for c in case["blocks"]],
        case=lambda: {"blocks": [_block_case(8, (3, 8, 4, 5)), _block_case(12, (2, 12, 3, 3))]})
 def attention_block_matches_reference(case, answer):
     """AttentionBlock.forward matches lesson_lib's AttentionBlock (one head, H != W)."""
@@ -229,7 +233,7 @@ def _count_case():
                       [[draw(), draw(), int(torch.randint(4, 600, ()))], {}]]}
 
 
-@check(points=2, uses=["resblock_parameter_count"], case=_count_case, probe=call_each("resblock_parameter_count"))
+@check(points=1, uses=["resblock_parameter_count"], case=_count_case, probe=call_each("resblock_parameter_count"))
 def resblock_parameter_count_is_exact(case, answer):
     """resblock_parameter_count(in_ch, out_ch, time_dim) is the number of parameters of lesson_lib's ResBlock."""
     for (args, _), got in pairs(case["calls"], answer):
@@ -243,3 +247,94 @@ def resblock_parameter_count_is_exact(case, answer):
                 f"{what} = {got}, expected {expected}. Count weights and biases: two GroupNorms (a scale and "
                 f"a shift per channel), two 3x3 convolutions (k*k*c_in*c_out + c_out), the time projection "
                 f"(time_dim*out_ch + out_ch) and, only when in_ch != out_ch, the 1x1 skip convolution.")
+
+
+# --- the class-conditional embedding ----------------------------------------------------------
+
+CONDITIONAL_HINT = ("__init__: self.num_classes = num_classes and self.class_embedding = nn.Embedding(num_classes + 1, "
+                    "dim), one row per class and one for the null class; forward: return time_emb + "
+                    "self.class_embedding(y), with y = num_classes for every example when y is None.")
+
+
+def _unet_embedding(num_classes, base=8):
+    """A class-conditional U-Net, of which only the embeddings of t and y matter here."""
+    from lesson_lib.models.unet import UNet
+
+    return UNet(in_channels=1, image_size=4, base_channels=base, channel_mults=(1,), num_res_blocks=1,
+                attention_resolutions=(), dropout=0.0, num_classes=num_classes)
+
+
+def _conditional_case(with_labels):
+    """A U-Net's embedding tables and the time embedding of drawn t; with labels of every class, some
+    given explicitly as the null class, or without labels. The batch (13) differs from
+    num_classes + 1 and from dim."""
+    num_classes = int(torch.randint(3, 11, ()))
+    model = _unet_embedding(num_classes)
+    with torch.no_grad():
+        model.class_embedding.weight.normal_()
+        t = torch.randint(0, 1000, (13,))
+        y = torch.cat([torch.arange(num_classes + 1), torch.randint(0, num_classes + 1, (12 - num_classes,))])
+        time_emb = model.time_embedding(t)
+    return {"num_classes": num_classes, "dim": model.class_embedding.embedding_dim, "t": t,
+            "y": y[torch.randperm(13)] if with_labels else None, "time_emb": time_emb,
+            "weights": {"time": dict(model.time_embedding.state_dict()),
+                        "table": model.class_embedding.weight.detach().clone()}}
+
+
+def _conditional_probe(ns, case):
+    """The student's ConditionalEmbedding(num_classes, dim) holding the U-Net's table, called once
+    (with the case's labels, or without); and what became of the inputs it was given."""
+    module = ns["ConditionalEmbedding"](case["num_classes"], case["dim"])
+    try:
+        module.load_state_dict({"class_embedding.weight": case["weights"]["table"]})
+    except (RuntimeError, KeyError) as error:
+        raise AssertionError(f"could not load the U-Net's table of {case['num_classes']} classes + the null class "
+                             f"into ConditionalEmbedding({case['num_classes']}, {case['dim']}): "
+                             f"{str(error).splitlines()[0]}. {CONDITIONAL_HINT}") from None
+    time_emb = case["time_emb"].clone()
+    y = case["y"].clone() if case["y"] is not None else None
+    with torch.no_grad():
+        out = module(time_emb, y) if y is not None else module(time_emb)
+    answer = {"out": out.clone() if isinstance(out, torch.Tensor) else out, "time_emb_after": time_emb}
+    if y is not None:
+        answer["y_after"] = y
+    return answer
+
+
+def _reference_embed(case):
+    model = _unet_embedding(case["num_classes"])
+    model.time_embedding.load_state_dict(case["weights"]["time"])
+    with torch.no_grad():
+        model.class_embedding.weight.copy_(case["weights"]["table"])
+        return model.embed(case["t"], case["y"])
+
+
+def _judge_conditional(case, answer, what, hint):
+    for key, name in (("time_emb_after", "time_emb"), ("y_after", "y")):
+        if case[name] is None:
+            continue
+        after = field(answer, key)
+        expect_tensor(after, f"the {name} given to ConditionalEmbedding", shape=case[name].shape)
+        if not torch.equal(after, case[name]):
+            raise AssertionError(f"ConditionalEmbedding changed the {name} it was given (in place); return a new "
+                                 f"tensor (time_emb + ...): the caller still needs its own")
+    expected = _reference_embed(case)
+    got = field(answer, "out")
+    expect_tensor(got, what, shape=expected.shape, dtype=torch.float32)
+    expect_close(got, expected, what, rtol=1e-5, atol=1e-5, hint=hint)
+
+
+@check(points=2, uses=["ConditionalEmbedding"], case=lambda: _conditional_case(True), probe=_conditional_probe)
+def conditional_embedding_matches_unet(case, answer):
+    """ConditionalEmbedding(time_emb, y) is UNet.embed(t, y): the time embedding plus the label's row, null class included."""
+    _judge_conditional(case, answer, f"ConditionalEmbedding({case['num_classes']}, {case['dim']}) on 13 labels "
+                                     f"(the null class {case['num_classes']} among them)", CONDITIONAL_HINT)
+
+
+@check(points=1, uses=["ConditionalEmbedding"], case=lambda: _conditional_case(False), probe=_conditional_probe)
+def conditional_embedding_null_class_without_labels(case, answer):
+    """Called without y, ConditionalEmbedding adds the null class's row to every example, as UNet.embed(t) does."""
+    _judge_conditional(case, answer, f"ConditionalEmbedding({case['num_classes']}, {case['dim']}) called without y",
+                       f"Without labels every example gets the null class, index num_classes = {case['num_classes']} "
+                       f"(the last row of the table): y = torch.full((B,), self.num_classes), a long tensor on "
+                       f"time_emb's device. Not zeros, not row 0. {CONDITIONAL_HINT}")
