@@ -13,7 +13,7 @@
 # 2. meet the *generative learning trilemma*: sample quality, mode coverage, fast sampling;
 # 3. read published CIFAR-10 figures for each family side by side, and see what a diffusion model pays for its quality.
 #
-# Nothing here trains; the notebook runs in a few seconds.
+# **Runtime and study time.** Nothing here trains: the notebook runs in a few seconds. Reading it takes about 15 minutes; there is no exercise.
 
 # %%
 # On Colab, install the course library; elsewhere this cell does nothing.
@@ -38,7 +38,7 @@ if "google.colab" in sys.modules:
 #   * **Variational autoencoders** maximise the evidence lower bound (ELBO) over one latent $z$.
 #   * **Diffusion models** are latent-variable models too, with $T$ latents $x_1, \dots, x_T$ of the data's size made by a
 #     *fixed* noising process. Training maximises a variational bound,
-#     $\log p_\theta(x_0) \ge -L_{\text{VLB}}$ (Ho et al., 2020, Eq. 3), which lesson 2 turns into the simple loss $L_\text{simple}$.
+#     $\log p_\theta(x_0) \ge -L_{\text{VLB}}$ (Ho et al., 2020, Eq. 3), which lesson 1b turns into the simple loss $L_\text{simple}$.
 #     So a DDPM's likelihood is quoted as an upper bound on the NLL ("≤ 3.75 bits/dim").
 #
 # **Implicit density** — the model only knows how to *sample*.
@@ -58,6 +58,77 @@ if "google.colab" in sys.modules:
 #
 # Diffusion models buy quality *and* coverage with many small denoising steps. Much of the research since 2020
 # (DDIM, distillation, consistency models, denoising diffusion GANs) is about the third corner: the same samples in fewer steps.
+#
+# The next cell draws both sections as one picture: on the left, what each family runs to turn noise into a sample and what
+# it is trained on; on the right, the trilemma's triangle, with each family on the side between the two corners it reaches
+# (after Xiao, Kreis and Vahdat, 2022, Fig. 1).
+
+# %%
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyBboxPatch, Polygon
+
+
+def box(ax, x, y, text, color, width):
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.31), width, 0.62, boxstyle="round,pad=0.04,rounding_size=0.12",
+                                facecolor=color, edgecolor="0.25", lw=1))
+    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+
+def arrow(ax, start, end, style="-|>", color="0.2", **kwargs):
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.2, **kwargs))
+
+
+FAMILIES = [  # name, colour, start, network (and how often it runs), what it is trained on
+    ("GAN", "#f4cccc", "noise $z$", r"generator $G_\theta$", "one pass",
+     r"trained against a discriminator $D_\phi$ that tells data from samples"),
+    ("VAE", "#d9ead3", "latent $z$", r"decoder $p_\theta(x\mid z)$", "one pass",
+     r"trained on the ELBO; an encoder $q_\phi(z\mid x)$ (dashed) maps data to $z$"),
+    ("flow", "#cfe2f3", "noise $z$", r"invertible $f_\theta$", "one pass",
+     r"trained on the exact likelihood, $\log p(z) + \log|\det \partial z/\partial x|$: it runs both ways"),
+    ("diffusion", "#fff2cc", "noise $x_T$", r"denoiser $\varepsilon_\theta(x_t, t)$", "$T$ small steps",
+     "trained to predict the noise that a fixed forward process (dashed) added:\n"
+     r"$L_\mathrm{simple}$, from a bound on the likelihood"),
+]
+fig = plt.figure(figsize=(14, 5.2))
+ax = fig.add_axes([0.0, 0.0, 0.6, 1.0])
+ax.set_xlim(-0.3, 8.0); ax.set_ylim(-0.3, 8.4); ax.axis("off")
+ax.set_title("What turns noise into a sample, and what it is trained on", fontsize=12)
+xs = [2.0, 4.45, 6.9]                                     # start, network, sample
+for i, (name, color, start, network, runs, training) in enumerate(FAMILIES):
+    y = 7.2 - 2.0 * i
+    ax.text(0.0, y, name, ha="left", va="center", fontsize=11, fontweight="bold")
+    box(ax, xs[0], y, start, "white", 1.5)
+    box(ax, xs[1], y, f"{network}\n({runs})", color, 2.1)
+    box(ax, xs[2], y, "sample $x_0$" if name == "diffusion" else "sample $x$", "white", 1.5)
+    arrow(ax, (xs[0] + 0.75, y), (xs[1] - 1.05, y))
+    arrow(ax, (xs[1] + 1.05, y), (xs[2] - 0.75, y))
+    if name == "flow":                                    # invertible: the same network maps data back to noise
+        arrow(ax, (xs[1] - 1.05, y - 0.18), (xs[0] + 0.75, y - 0.18))
+        arrow(ax, (xs[2] - 0.75, y - 0.18), (xs[1] + 1.05, y - 0.18))
+    if name in ("VAE", "diffusion"):                      # data -> latent, used in training only
+        arrow(ax, (xs[2] - 0.2, y + 0.33), (xs[0] + 0.2, y + 0.33), color="0.45", ls="--",
+              connectionstyle="arc3,rad=0.22")
+    ax.text(xs[1], y - 0.55, training, ha="center", va="top", fontsize=8.5, style="italic", color="0.25")
+
+tx = fig.add_axes([0.62, 0.04, 0.37, 0.88])
+tx.set_xlim(-0.35, 1.35); tx.set_ylim(-0.2, 1.05); tx.axis("off"); tx.set_aspect("equal")
+tx.set_title("The generative learning trilemma", fontsize=12)
+corners = {"high sample\nquality": (0.5, 0.866), "mode coverage\n(diversity)": (0.0, 0.0), "fast\nsampling": (1.0, 0.0)}
+tx.add_patch(Polygon(list(corners.values()), closed=True, facecolor="0.96", edgecolor="0.3", lw=1.2))
+for text, (x, y) in corners.items():
+    tx.text(x, y + (0.06 if y > 0.5 else -0.06), text, ha="center", va="bottom" if y > 0.5 else "top",
+            fontsize=10, fontweight="bold")
+sides = [  # family, colour, its place on a side of the triangle, where its note goes, the note
+    ("GAN", "#f4cccc", (0.75, 0.433), (0.92, 0.53, "left"), "quality, speed;\nweak coverage"),
+    ("VAE, flow", "#d9ead3", (0.5, 0.0), (0.5, -0.13, "center"), "coverage, speed;\nweaker quality"),
+    ("diffusion\n(and autoregressive)", "#fff2cc", (0.25, 0.433), (0.08, 0.56, "right"),
+     "quality, coverage;\nslow: many network calls"),
+]
+for name, color, (x, y), (nx, ny, align), note in sides:
+    tx.text(x, y, name, ha="center", va="center", fontsize=9.5,
+            bbox=dict(boxstyle="round,pad=0.3", facecolor=color, edgecolor="0.25"))
+    tx.text(nx, ny, note, ha=align, va="center", fontsize=9, color="0.3")
+plt.show()
 
 # %% [markdown]
 # ## 3. Published figures, side by side
@@ -72,11 +143,12 @@ if "google.colab" in sys.modules:
 # | autoregressive | explicit, tractable | Gated PixelCNN (van den Oord et al., 2016) | 65.93 | 3.03 | 3,072 | quoted in Ho et al. (2020), Table 1 |
 # | autoregressive | explicit, tractable | Sparse Transformer (Child et al., 2019) | — | 2.80 | 3,072 | quoted in Ho et al. (2020), Table 1 |
 # | normalizing flow | explicit, tractable | Glow (Kingma & Dhariwal, 2018) | — | 3.35 | 1 | Kingma & Dhariwal (2018), Table 2 |
-# | VAE | explicit, approximate | — | — | — | 1 | — |
+# | VAE | explicit, approximate | NVAE (Vahdat & Kautz, 2020) | — | ≤ 2.91 | 1 | Vahdat & Kautz (2020), abstract |
+# | VAE | explicit, approximate | very deep VAE (Child, 2021) | — | ≤ 2.87 | 1 | Child (2021): the mean of four seeds (2.84–2.90) |
 # | GAN | implicit | SNGAN (Miyato et al., 2018) | 21.7 | — | 1 | quoted in Ho et al. (2020), Table 1 |
 # | GAN | implicit | StyleGAN2 + ADA, v1 (Karras et al., 2020) | 3.26 | — | 1 | quoted in Ho et al. (2020), Table 1 |
 # | diffusion | explicit, approximate | DDPM, $L_\text{simple}$ (Ho et al., 2020) | 3.17 | ≤ 3.75 | 1,000 | Ho et al. (2020), Table 1 |
-# | diffusion | explicit, approximate | DDPM, true bound $L$ with fixed $\Sigma$ (Ho et al., 2020) | 13.51 | ≤ 3.70 | 1,000 | Ho et al. (2020), Table 1 |
+# | diffusion | explicit, approximate | DDPM, true bound $L$ with fixed $\Sigma$ (Ho et al., 2020) | 13.51¹ | ≤ 3.70 | 1,000 | Ho et al. (2020), Table 1 |
 # | diffusion | explicit, approximate | Improved DDPM, learned variances (Nichol & Dhariwal, 2021) | — | ≤ 2.94 | — | Nichol & Dhariwal (2021); table number not checked here |
 # | diffusion, fewer steps | explicit, approximate | DDIM, η = 0, 50 steps (Song, Meng & Ermon, 2021) | 4.67 | — | 50 | Song et al. (2021), Table 1 |
 # | diffusion, fewer steps | explicit, approximate | DDIM, η = 0, 10 steps (Song, Meng & Ermon, 2021) | 13.36 | — | 10 | Song et al. (2021), Table 1 |
@@ -86,17 +158,19 @@ if "google.colab" in sys.modules:
 # How to read it:
 # * **Quality.** DDPM's FID 3.17 matches the best unconditional GAN of its table (StyleGAN2 + ADA, 3.26), with a plain $L_\text{simple}$ loss. Training on the
 #   true bound $L$ gives a better NLL (3.70) but a far worse FID (13.51): likelihood and sample quality are different goals.
-# * **Likelihood.** A DDPM's NLL (≤ 3.75) is behind the autoregressive models (2.80–3.03); learning the variances
-#   closes the gap (≤ 2.94).
+# * **Likelihood.** A DDPM's NLL (≤ 3.75) is behind the autoregressive models (2.80–3.03) and the hierarchical VAEs (≤ 2.87–2.91);
+#   learning the variances closes most of the gap (≤ 2.94).
 # * **Speed.** The price is the last column: 1,000 network calls per sample against one for a GAN. DDIM keeps FID 4.67 with 50 calls but not
 #   with 10 (13.36); distillation gets to 4 or 1 call.
+#
+# ¹ Ho et al. print two FIDs for training on the true bound $L$ with fixed isotropic $\Sigma$: 13.51 when the network predicts the
+# noise $\varepsilon$ (Table 1, and the $\varepsilon$-prediction rows of Table 2) and 13.22 when it predicts the posterior mean $\tilde\mu_t$
+# directly (Table 2). Both are in the paper; lesson 1b compares $\varepsilon$-prediction objectives, so 13.51 is the figure to set against $L_\text{simple}$'s 3.17.
 #
 # The NFE column is not a published measurement but follows from how each model samples; the next cell computes it
 # with `lesson_lib`, the same code the later lessons sample with.
 
 # %%
-import matplotlib.pyplot as plt
-
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.timesteps import all_steps, spaced
 
@@ -149,6 +223,7 @@ plt.show()
 # | corner | lesson | what it measures |
 # |---|---|---|
 # | how noise destroys data (the process diffusion inverts) | [1 — The forward process](01_forward_process.ipynb) | how many of the $T$ steps each schedule needs to erase a photograph |
+# | where the training loss comes from | [1b — The reverse process and the bound](01b_reverse_process.ipynb) | the variational bound term by term, the weight $\lambda_t$ that $L_\text{simple}$ drops, and what dropping it does on the swiss roll |
 # | sample quality | [2 — A DDPM on the swiss roll](02_swiss_roll.ipynb) | a sample-quality metric against its data-vs-data floor; how $T$ and the schedule change it |
 # | cost of one network evaluation | [3 — The U-Net](03_unet.ipynb) | parameters and shapes per block of the network called at every step |
 # | sample quality and mode coverage at image scale | [4 — Training on MNIST and CIFAR-10](04_training_images.ipynb) | FID and KID against the real-data floor; nearest training neighbours (does the model copy, or cover?) |

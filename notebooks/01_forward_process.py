@@ -21,6 +21,8 @@
 #
 # **Runtime.** Nothing is trained here, and every profile computes the same thing: `ci` profile about 40 s on a quiet 2-core CPU, up to 2 min when other jobs share its cores (the stored run, measured with `jupyter nbconvert --execute`); `cpu` and `gpu` profiles: the same, a matter of seconds.
 #
+# **Study time.** About 45 min to read and run this lesson, then about 45 min for the exercise (`exercises/01_forward_process.ipynb`).
+#
 
 # %%
 # On Colab, install the course library; elsewhere this cell does nothing.

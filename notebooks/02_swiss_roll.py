@@ -13,12 +13,14 @@
 # * **Algorithm 1 (training).** Draw $x_0$ from the data, $t$ uniformly, $\varepsilon \sim \mathcal N(0, I)$; regress the noise:
 #   $\;L_\text{simple} = \lVert \varepsilon - \varepsilon_\theta(\sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\varepsilon,\ t)\rVert^2$ (Eq. 14).
 # * **Algorithm 2 (sampling).** Start from $x_T \sim \mathcal N(0, I)$ and repeat
-#   $\;x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\varepsilon_\theta(x_t, t)\Big) + \sigma_t z$.
+#   $\;x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\varepsilon_\theta(x_t, t)\Big) + \sigma_t z$,
+#   with $z \sim \mathcal N(0, I)$ and $\sigma_t^2$ the variance of the reverse step, fixed to $\beta_t$ (or $\tilde\beta_t$, lesson 1b); no noise is added at the last step ($z = 0$ for $t = 1$).
 #
 # `lesson_lib` provides both (`lesson_lib/training/trainer.py`, `lesson_lib/diffusion/sampling.py`); the exercise notebook asks you to write one reverse step and one training step yourself.
 #
-# **Runtime.** Every profile computes the same thing, on the CPU, most of it the training of section 2 and the four trainings of section 5's ablation. `ci` profile (the stored outputs): 4 minutes (237 s) measured in the test suite on a clean clone of the 2-core CPU (two test workers), 7.7 minutes with `jupyter nbconvert --execute` while other work shared it (load average about 3), single-threaded. `cpu` and `gpu` profiles: the same computation, so about the same time (an estimate, not measured).
+# **Runtime.** Every profile computes the same thing, on the CPU, most of it the training of section 2 and the four trainings of section 5's ablation. `ci` profile (the stored outputs): 4 minutes (237 s) measured in the test suite on a clean clone of the 2-core CPU (two test workers); 12 minutes (736 s) when the stored outputs were last made, with `.ci/execute_notebooks.py` while other work shared the CPU (load average about 8), single-threaded. `cpu` and `gpu` profiles: the same computation, so about the same time (an estimate, not measured).
 #
+# **Study time.** About 45 min to read and run this lesson, then about 1 h for the exercise (`exercises/02_swiss_roll.ipynb`).
 
 # %%
 # On Colab, install the course library; elsewhere this cell does nothing.
@@ -33,10 +35,11 @@ import torch
 
 from lesson_lib.diffusion.forward import q_sample
 from lesson_lib.diffusion.losses import LSimple
+from lesson_lib.diffusion.oracles import GaussianMixture
 from lesson_lib.evaluation.metrics import median_nn_distance, out_of_range_fraction, sample_quality_2d
 from lesson_lib.models.mlp import MLPDenoiser
 from lesson_lib.course.plotting import scatter_2d
-from lesson_lib.diffusion.sampling import ddpm_sample
+from lesson_lib.diffusion.sampling import ddpm_sample, p_mean_variance
 from lesson_lib.diffusion.schedules import NoiseSchedule, alpha_bar_matched_linear_schedule
 from lesson_lib.data.toy import swiss_roll
 from lesson_lib.training.trainer import TrainConfig, Trainer
@@ -55,12 +58,19 @@ print("data:", tuple(data.shape), "mean", data.mean(0).numpy().round(2), "std", 
 T = 100
 schedule = NoiseSchedule.from_name("linear", T)
 print(schedule)
-fig, axes = plt.subplots(1, 6, figsize=(16, 2.9))
+snr = schedule.alpha_bars / (1 - schedule.alpha_bars)      # signal-to-noise ratio of x_t, alpha-bar_t / (1 - alpha-bar_t)
+fig, axes = plt.subplots(1, 6, figsize=(16, 3.1))
 for ax, t in zip(axes, [0, 9, 19, 39, 59, 99]):
     x_t = q_sample(schedule, data[:3000], torch.full((3000,), t))
-    scatter_2d(ax, x_t, title=f"$x_{{{t + 1}}}$ ~ q(x_t | x_0)")
+    scatter_2d(ax, x_t, title=f"$x_{{{t + 1}}}$ ~ q(x_t | x_0), SNR {snr[t].item():.2g}")
 plt.tight_layout()
 plt.show()
+print(f"steps with SNR below 1: {int((snr < 1).sum())} of {T}; below 0.1: {int((snr < 0.1).sum())} of {T}")
+
+# %% [markdown]
+# The arms of the roll are gone by $x_{10}$ (SNR 9.4), ten steps out of a hundred; by $x_{20}$ the cloud is hard to tell from noise.
+# The linear schedule spends most of its steps on nearly pure noise: 74 of the 100 steps have SNR below 1 and 52 below 0.1.
+# That is the price of scaling the paper's schedule for images to a 2-D toy; the cosine schedule (section 5) spreads the noise differently.
 
 # %% [markdown]
 # ## 2. Train
@@ -90,6 +100,32 @@ assert losses[-1] < 0.7 * losses[0]
 print("the loss fell by more than 30%:", losses[-1] < 0.7 * losses[0])
 
 # %% [markdown]
+# The loss stops falling at about 0.22, and that is not a failure. The noise $\varepsilon$ cannot be read off $x_t$ exactly: many pairs $(x_0, \varepsilon)$ lead to the same $x_t$,
+# so even the best possible network, $\varepsilon^*(x_t, t) = \mathbb E[\varepsilon \mid x_t]$, leaves the error $\mathbb E\lVert\varepsilon - \mathbb E[\varepsilon\mid x_t]\rVert^2$ (lesson 1b, section 4).
+# We can compute that floor: the swiss roll is a spiral plus Gaussian noise of std $0.5/7$, i.e. a mixture of Gaussians along the spiral, and for a mixture
+# `GaussianMixture` (`lesson_lib/diffusion/oracles.py`) gives $\mathbb E[\varepsilon\mid x_t]$ in closed form. With 500 components evenly spaced along the spiral (2,000 give the same to three decimals):
+
+# %%
+u = 1.5 * torch.pi * (1 + 2 * (torch.arange(500, dtype=torch.float64) + 0.5) / 500)   # the spiral's parameter, as in swiss_roll
+roll = GaussianMixture(schedule, torch.stack([u * torch.cos(u), u * torch.sin(u)], 1) / 7, std=0.5 / 7)
+g = torch.Generator().manual_seed(5)
+per_t = []
+for t in range(T):                                          # 200 fresh (x_0, eps) pairs at every t
+    x0 = swiss_roll(200, seed=1000 + t).double()
+    eps = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    tt = torch.full((200,), t)
+    per_t.append(((eps - roll(q_sample(schedule, x0, tt, eps), tt)) ** 2).mean(1))
+per_t = torch.stack(per_t)
+floor_loss = per_t.mean().item()
+print(f"lowest reachable L_simple: {floor_loss:.2f} (+- {(per_t.std() / per_t.numel() ** 0.5).item():.3f}, Monte Carlo, 20,000 pairs)")
+print(f"the same at t = 1, 10, 50, 100: {[round(v, 2) for v in per_t.mean(1)[[0, 9, 49, 99]].tolist()]}")
+print("the last logged training loss within 0.02 of it:", abs(losses[-1] - floor_loss) < 0.02)
+
+# %% [markdown]
+# The floor is high at small $t$ (there $x_t$ is almost $x_0$, and the tiny noise is hard to separate from the data's own spread) and near 0 at large $t$ (there $x_t$ is almost $\varepsilon$).
+# The training loss sits on the floor: the remaining error is the problem's, not the network's.
+
+# %% [markdown]
 # ## 3. Sample: Algorithm 2
 #
 # We sample 5,000 points with the raw weights and with their EMA, and put them beside the data.
@@ -113,15 +149,44 @@ plt.show()
 # %% [markdown]
 # ### The reverse trajectory, $x_T \to x_0$
 #
-# Every point starts as Gaussian noise. Early steps move the cloud as a whole; the spiral's arms only sharpen in the last few steps, where the noise is small.
+# Every point starts as Gaussian noise. Snapshots at evenly spaced steps would show mostly noise (section 1: most steps have SNR below 1), so we look at the
+# trajectory at five noise levels, SNR 0.01, 0.1, 1, 10 and 100. The top row shows the samples $x_t$ and, as arrows on a grid, the **mean step**
+# $\mu_\theta(x_t, t) - x_t$ that Algorithm 2 takes from each point (magnified by the factor in the title; `p_mean_variance`).
+# The bottom row shows where the network thinks each sample is heading: its estimate $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon_\theta(x_t, t))/\sqrt{\bar\alpha_t}$.
 
 # %%
-snapshots = [0, 50, 80, 90, 95, 100]          # index into the trajectory x_T, ..., x_0
-fig, axes = plt.subplots(1, len(snapshots), figsize=(16, 2.9))
-for ax, i in zip(axes, snapshots):
-    scatter_2d(ax, trajectory[i], title=f"$x_{{{T - i}}}$" if i < T else "$x_0$", color="C2")
+levels = [0.01, 0.1, 1.0, 10.0, 100.0]
+times = [int((snr.log() - torch.tensor(level).log()).abs().argmin()) for level in levels]   # code timesteps
+line = torch.arange(-2.4, 2.41, 0.4)
+grid = torch.stack(torch.meshgrid(line, line, indexing="xy"), -1).reshape(-1, 2)
+fig, axes = plt.subplots(2, len(times) + 1, figsize=(17, 6.3))
+with torch.no_grad():
+    for col, t in enumerate(times):
+        x_t = trajectory[T - 1 - t]                         # trajectory[i] is x at code timestep T - 1 - i
+        x0_hat = p_mean_variance(trainer.ema.model, schedule, x_t, torch.full((len(x_t),), t))[2]
+        step = p_mean_variance(trainer.ema.model, schedule, grid, torch.full((len(grid),), t))[0] - grid
+        gain = 0.3 / step.norm(dim=1).median().item()      # magnify so that the median arrow is 0.3 long
+        scatter_2d(axes[0, col], x_t, title=f"$x_{{{t + 1}}}$, SNR {snr[t].item():.2g}; mean step x {gain:.0f}", color="C2", s=0.5)
+        axes[0, col].quiver(grid[:, 0], grid[:, 1], gain * step[:, 0], gain * step[:, 1], angles="xy", scale_units="xy",
+                            scale=1, width=0.004, color="0.2")
+        scatter_2d(axes[1, col], x0_hat, title=f"$\\hat x_0$ from $x_{{{t + 1}}}$", color="C1", s=0.5)
+scatter_2d(axes[0, -1], ema, title="$x_0$ (the samples)", color="C2", s=0.5)
+scatter_2d(axes[1, -1], data[:5000], title="data", color="gray", s=0.5)
+for ax in axes[1]:
+    ax.set_xlabel("$x_1$")
+for ax in axes[:, 0]:
+    ax.set_ylabel("$x_2$")
 plt.tight_layout()
 plt.show()
+print("times (paper's t):", [t + 1 for t in times])
+
+# %% [markdown]
+# Read the columns from left to right.
+# * **SNR 0.01 and 0.1** ($x_{66}$, $x_{48}$): the network's guess $\hat x_0$ is a small cluster near the data's mean, $(0.28, 0.03)$, whatever the sample, and the mean step points inwards
+#   from everywhere, longer the farther out a point is. These steps shrink and shift the whole cloud; nothing in them depends on the spiral.
+# * **SNR 1** ($x_{26}$): $\hat x_0$ is a disc of the data's size, still without arms, and $x_t$ is a plain blob.
+# * **SNR 9.4** ($x_{10}$): $\hat x_0$ already draws the spiral, while $x_t$ is only a fuzzy ring. The shape is decided between SNR 1 and 10, in about 16 of the 100 steps.
+# * **SNR 110** ($x_3$): the samples are on the arms. The arrows are long only off the spiral, where they point towards it, and short on it: the last steps only remove the remaining noise.
 
 # %% [markdown]
 # ## 4. How good are the samples? A number, next to its floor

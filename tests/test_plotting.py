@@ -41,3 +41,16 @@ def test_show_grid_accepts_nested_lists():
 def test_show_grid_refuses_mismatched_input(bad):
     with pytest.raises(ValueError, match="images must have shape|row_labels|col_labels"):
         show_grid(show=False, **bad)
+
+
+def test_scatter_2d_keeps_ticks_so_the_scale_can_be_read():
+    from lesson_lib.course.plotting import scatter_2d
+
+    fig, (with_ticks, without) = plt.subplots(1, 2)
+    points = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    scatter_2d(with_ticks, points, lim=2.0)
+    scatter_2d(without, points, lim=2.0, ticks=False)
+    assert with_ticks.get_xlim() == (-2.0, 2.0) and with_ticks.get_ylim() == (-2.0, 2.0)
+    assert len(with_ticks.get_xticks()) > 1 and len(with_ticks.get_yticks()) > 1
+    assert len(without.get_xticks()) == 0 and len(without.get_yticks()) == 0
+    plt.close(fig)

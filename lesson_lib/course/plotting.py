@@ -95,14 +95,19 @@ def load_sample_photo(size=128):
     return x / 127.5 - 1.0
 
 
-def scatter_2d(ax, points, title=None, color="C0", lim=3.0, s=1.0):
-    """A scatter plot of 2-D points on fixed axes, so that panels compare at a glance."""
+def scatter_2d(ax, points, title=None, color="C0", lim=3.0, s=1.0, ticks=True):
+    """A scatter plot of 2-D points (N, 2) on the fixed square [-lim, lim]^2, so that panels
+    compare at a glance. The axes keep their ticks, so the data's scale can be read off;
+    ``ticks=False`` removes them (for a row of thumbnails whose scale is stated elsewhere)."""
     p = points.detach().cpu().numpy()
     ax.scatter(p[:, 0], p[:, 1], s=s, alpha=0.5, color=color, linewidths=0)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    if ticks:
+        ax.tick_params(labelsize=8)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=10)
