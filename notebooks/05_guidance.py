@@ -20,7 +20,7 @@
 # about a minute on an NVIDIA H200 or a free Colab T4 (estimate, not measured: about 36,000 image-evaluations of a
 # 1.6M-parameter U-Net, seconds of GPU work, plus loading).
 #
-# **Study time.** About 1 h to read and run this lesson, then the exercise notebook (`exercises/05_guidance.ipynb`).
+# **Study time.** About 1 h to read and run this lesson, then about 1.5 h for the exercise notebook (`exercises/05_guidance.ipynb`: a guided sampler and a w sweep of your own).
 
 # %%
 # On Colab, install the course library; elsewhere this cell does nothing.
