@@ -11,16 +11,30 @@ measures, for each number of network calls, FID and class accuracy of the studen
 of DDIM of the teacher on the same steps and (on 1, 2, 4, 8 steps) of DDIM of the shipped ``mnist_cond``
 on the same grid, beside the real-vs-real floor at the same n (:func:`lesson_lib.recipes.distilled.ladder`).
 It writes ``--out``/``--json`` too; ``docs/distillation_table.json`` (read by lesson 7) is such a file.
+
+    OMP_NUM_THREADS=1 python benchmarks/distillation.py shipped --n 5000 --json docs/distillation_table_n5000.json
+
+``shipped`` needs no run folder: it measures the shipped students ``mnist_distilled_{1,2,4,8}`` on their own
+steps and DDIM of ``mnist_cond`` on 1, 2, 4, 8 and 16 steps of the same nested grid, every arm from the same
+x_T, with FID, KID, FID_inf, FID against n and class accuracy beside the floor at the same n
+(benchmarks/sample_size.py; docs/benchmarks.md, section 10).
 """
 
 import argparse
 import json
 from pathlib import Path
 
+import time
+
 import torch
 
 from lesson_lib.cards import hardware
-from lesson_lib.recipes.distilled import ladder
+from lesson_lib.pretrained import load_pretrained
+from lesson_lib.recipes.distilled import STUDENTS, ladder
+from lesson_lib.training.distill import sample_student
+from sample_size import FEATURES, Reference, cached, measure, rounded, verdict
+
+MNIST_COND_STEPS = (1, 2, 4, 8, 16)
 
 
 def distillation_table(out="runs/mnist_distilled-full", n=500, calls=(1, 2, 4, 8, 16, 32, 64, 128),
@@ -36,17 +50,65 @@ def distillation_table(out="runs/mnist_distilled-full", n=500, calls=(1, 2, 4, 8
     return result
 
 
+def shipped_table(n=5000, seed=0, batch=100, data_dir=None, json_path=None, students=STUDENTS,
+                  mnist_cond_steps=MNIST_COND_STEPS, log=print):
+    """The ladder of the shipped students and of DDIM of mnist_cond on the nested grid, at n samples per arm
+    (labels 0..9 in turn, one generator seeded with ``seed`` per arm, so every arm starts from the same x_T)."""
+    start = time.perf_counter()
+    reference = Reference(data_dir)
+    floor = reference.floor(n)
+    log(f"real-vs-real floor at n = {n}: FID {floor['fid']:.3f}, KID {floor['kid']:.5f}, "
+        f"FID_inf {floor['fid_infinity']:.3f}")
+    labels = torch.arange(n) % 10
+    arms = [("student", steps, f"mnist_distilled_{steps}") for steps in sorted(students)]
+    arms += [("ddim_mnist_cond", steps, "mnist_cond") for steps in mnist_cond_steps]
+    rows = {}
+    result = dict(table="distillation, shipped models", n=n, seed=seed, batch=batch, floor=floor, rows=[],
+                  grid="nested (lesson_lib.diffusion.distillation.sampler_timesteps), DDIM eta = 0, x0 clipped",
+                  feature_network=FEATURES, judge="the same network's class prediction",
+                  hardware=hardware("cpu"), torch=torch.__version__)
+    for key, steps, name in arms:
+        model, schedule = load_pretrained(name)
+
+        def make():
+            generator = torch.Generator().manual_seed(seed)
+            return torch.cat([sample_student(model, schedule, steps, (len(y), *model.data_shape), y, generator).cpu()
+                              for y in labels.split(batch)]), labels
+
+        images, _, seconds = cached(f"{name}-nested{steps}-n{n}-seed{seed}", make)
+        arm = dict(model=name, steps=steps, **measure(images, labels, reference, seconds))
+        rows.setdefault(steps, {"calls": steps, "student": None, "ddim_mnist_cond": None})[key] = arm
+        log(f"{key:>16} {steps:>2} steps: {verdict(arm, floor)}")
+        result.update(rows=[rows[c] for c in sorted(rows)], wall_time_s=time.perf_counter() - start)
+        if json_path:
+            Path(json_path).write_text(json.dumps(rounded(result), indent=1) + "\n")
+    return result
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["table"])
+    p.add_argument("what", choices=["table", "shipped"])
     p.add_argument("--out", default="runs/mnist_distilled-full", help="the run folder of the recipe mnist_distilled")
-    p.add_argument("--n", type=int, default=500, help="samples per FID")
+    p.add_argument("--n", type=int, default=None, help="samples per FID (table: default 500; shipped: a multiple of "
+                   "10, default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="shipped: the seed of x_T (the same for every arm)")
+    p.add_argument("--data", default=None, help="shipped: directory holding mnist.npz (else $DDPM_DATA_DIR)")
+    p.add_argument("--mnist-cond-steps", type=int, nargs="+", default=list(MNIST_COND_STEPS),
+                   help="shipped: the step counts of DDIM of mnist_cond on the nested grid (default: 1 2 4 8 16)")
     p.add_argument("--calls", type=int, nargs="+", default=None,
                    help="only these rows of the ladder (default: every student and the teacher)")
-    p.add_argument("--json", default="table.json", help="file name under --out for the table")
+    p.add_argument("--json", default="table.json", help="table: file name under --out for the table; "
+                   "shipped: the path of the table (e.g. docs/distillation_table_n5000.json)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
-    distillation_table(args.out, args.n, **({} if args.calls is None else {"calls": args.calls}),
+    if args.what == "shipped":
+        torch.set_num_threads(args.threads)
+        n = 5000 if args.n is None else args.n
+        if n < 10 or n % 10:
+            p.error(f"--n must be a positive multiple of 10 (n/10 samples per class), got --n {n}")
+        return shipped_table(n, args.seed, data_dir=args.data, json_path=None if args.json == "table.json" else args.json,
+                             mnist_cond_steps=tuple(args.mnist_cond_steps), log=lambda line: print(line, flush=True))
+    distillation_table(args.out, 500 if args.n is None else args.n, **({} if args.calls is None else {"calls": args.calls}),
                        json_name=args.json, threads=args.threads)
 
 

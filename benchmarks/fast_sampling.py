@@ -3,6 +3,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim [--n 500] [--steps 10 20 50]
         [--etas 0 0.5 1] [--no-strided] [--json docs/fast_sampling_table.json]
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim --n 5000 --steps 2 3 5 10 \\
+        --json docs/fast_sampling_table_n5000.json
 
 ``--table ddim`` (Song et al. 2021, Table 1 analogue): for every step count S and every eta,
 ``n`` samples of ``mnist_cond`` (n/10 per class) with DDIM (Eq. 12) on the course's default
@@ -10,15 +12,18 @@ spacing (``timesteps.spaced(T, S, "linspace")``), plus one row per S of strided 
 Dhariwal 2021: ancestral steps on the same sub-sequence with beta_{t->s} = 1 - alpha-bar_t /
 alpha-bar_s). Every cell starts from the same x_T (and stochastic cells draw their step noise
 from the same seed), so cells differ only by the sampler. x0_hat is clipped to [-1, 1] in every
-cell (as ``lesson_lib.sample`` does). Each cell reports FID against n MNIST test images on the
-course classifier's features (:mod:`lesson_lib.evaluation.fid`), next to the real-data floor
-(n train vs n test images), and samples/s on this machine.
+cell (as ``lesson_lib.sample`` does). Each cell reports FID and KID against n MNIST test images on
+the course classifier's features (:mod:`lesson_lib.evaluation.fid`), next to the real-data floor
+(n train vs n test images), FID at smaller n and FID_inf, class accuracy, and samples/s on this
+machine (benchmarks/sample_size.py measures; the samples of each cell are kept there, so a run cut
+short resumes).
 
 Other tables plug in as one function ``table_NAME(model, schedule, args, log) -> dict`` and one
 entry in ``TABLES`` (e.g. the distillation ladder of a run of the recipe ``mnist_distilled``); the
 command line, the JSON writer and the header are shared.
 
-Recorded figures: docs/benchmarks.md and docs/fast_sampling_table.json (read by lesson 6).
+Recorded figures: docs/benchmarks.md, docs/fast_sampling_table.json (n = 200, read by lesson 6; rows of
+FID and samples/s only, written before this script measured more) and docs/fast_sampling_table_n5000.json.
 """
 import argparse
 import json
@@ -29,9 +34,9 @@ import torch
 from lesson_lib.cards import hardware
 from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample
 from lesson_lib.diffusion.timesteps import spaced
-from lesson_lib.evaluation.fid import compute_metrics, real_floor
 from lesson_lib.pretrained import load_pretrained
 from lesson_lib.recipes.distilled import ladder
+from sample_size import FEATURES, Reference, cached, measure, rounded, verdict
 
 
 def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50):
@@ -53,22 +58,28 @@ def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50):
 
 
 def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
-    floor = real_floor("mnist", args.n, data_dir=args.data, device=args.device)
-    log(f"real-data floor at n = {args.n}: FID {floor['fid']:.2f}")
+    """One row per (sampler, S, eta), every figure of :func:`sample_size.measure` (FID and KID at n, FID at
+    smaller n, FID_inf, class accuracy) beside the floor at the same n; the samples of each cell are kept
+    (sample_size.cached), so a run cut short resumes."""
+    reference = Reference(args.data, args.device)
+    floor = reference.floor(args.n)
+    log(f"real-data floor at n = {args.n}: FID {floor['fid']:.3f}, KID {floor['kid']:.5f}, "
+        f"FID_inf {floor['fid_infinity']:.3f}")
     cells = [cell for S in args.steps for cell in                  # S by S, so a cut-short run has whole S
              [("ddim", S, eta) for eta in args.etas] + ([] if args.no_strided else [("strided_ddpm", S, None)])]
+    labels = torch.arange(10).repeat(args.n // 10 + 1)[:args.n]
     rows = []
+    result = dict(table="ddim", floor_fid=round(floor["fid"], 3), floor=rounded(floor), spacing="linspace",
+                  clip_x0=True, rows=rows)
     for sampler, S, eta in cells:
-        start = time.perf_counter()
-        images = draw(model, schedule, args.n, sampler, S, eta, args.seed, args.device, batch=args.batch)
-        seconds = time.perf_counter() - start
-        fid = compute_metrics(images, dataset="mnist", data_dir=args.data, device=args.device)["fid"]
-        row = dict(sampler=sampler, S=S, eta=eta, fid=round(fid, 3), samples_per_s=round(args.n / seconds, 2))
-        rows.append(row)
-        partial(dict(table="ddim", floor_fid=round(floor["fid"], 3), spacing="linspace", clip_x0=True, rows=rows))
-        log(f"{sampler:>13}  S={S:<5} eta={'-' if eta is None else eta:<4} FID {fid:8.2f}   "
-            f"{row['samples_per_s']:.2f} samples/s")
-    return dict(table="ddim", floor_fid=round(floor["fid"], 3), spacing="linspace", clip_x0=True, rows=rows)
+        key = f"mnist_cond-{sampler}{S}-eta{eta}-n{args.n}-seed{args.seed}-batch{args.batch}"
+        images, _, seconds = cached(key, lambda: (draw(model, schedule, args.n, sampler, S, eta, args.seed,
+                                                       args.device, batch=args.batch), labels))
+        row = dict(sampler=sampler, S=S, eta=eta, **measure(images, labels, reference, seconds))
+        rows.append(rounded(row))
+        partial(result)
+        log(f"{sampler:>13}  S={S:<5} eta={'-' if eta is None else eta:<4} {verdict(row, floor)}")
+    return result
 
 
 def table_distillation(model, schedule, args, log=print, partial=lambda result: None):
@@ -96,16 +107,19 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="directory holding mnist.npz (else $DDPM_DATA_DIR)")
     p.add_argument("--json", default=None, help="also write the table and its settings here")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     if args.n < 10 or args.n % 10:
         p.error(f"--n must be a positive multiple of 10 (n/10 samples per class), got --n {args.n}")
+    torch.set_num_threads(args.threads)
     machine = hardware(args.device)
+    start = time.perf_counter()
     print(f"table {args.table}: n = {args.n} per cell, seed {args.seed}, {machine}", flush=True)
     model, schedule = load_pretrained("mnist_cond", device=args.device)
 
     def write(result, complete=False):
         result.update(n=args.n, seed=args.seed, batch=args.batch, model="mnist_cond", hardware=machine, complete=complete,
-                      feature_network="course MNIST classifier (penultimate layer)")
+                      feature_network=FEATURES, torch=torch.__version__, wall_time_s=round(time.perf_counter() - start))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)

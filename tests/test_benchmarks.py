@@ -32,3 +32,38 @@ def test_measure_returns_positive_rates():
                            call=lambda m, x, t: m(x, t))
     assert r["batch_size"] == 2 and r["params_M"] == round(count_parameters(model) / 1e6, 2)
     assert r["train_img_per_s"] > 0 and r["sample_img_per_s"] > 0
+
+
+def test_every_guidance_row_names_a_sampler():
+    import re
+
+    import guidance
+
+    keys = [key for key, _, _ in guidance.arms(25)]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert key in ("mean_x_t", "mean_mean") or re.fullmatch(r"(cfg|cg|admg)([0-9.]+)", key), key
+    assert {"cfg0", "cg1", "admg1"} <= set(keys)                 # the conditional model, CG at 1, ADM-G
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("DDPM_DATA_DIR"), reason="set DDPM_DATA_DIR to the prepared datasets")
+def test_sample_size_reference_draws_the_images_of_compute_metrics_and_real_floor():
+    """benchmarks/sample_size.py computes features once; its floor and its FID at n must be the library's."""
+    import sample_size
+
+    from lesson_lib.data.images import load_mnist
+    from lesson_lib.evaluation.fid import compute_metrics, real_floor
+
+    torch.set_num_threads(1)
+    reference = sample_size.Reference()
+    n = 200
+    floor = reference.floor(n)
+    assert floor["fid"] == pytest.approx(real_floor("mnist", n)["fid"], rel=1e-5)
+    assert floor["kid"] == pytest.approx(real_floor("mnist", n)["kid_mean"], rel=1e-4, abs=1e-7)
+    images, labels = load_mnist("train")
+    fake, y = images[-n:], labels[-n:]                    # stand-in samples: training images the floor did not draw
+    arm = sample_size.measure(fake, y, reference)
+    assert arm["fid"] == pytest.approx(compute_metrics(fake)["fid"], rel=1e-5)
+    assert arm["accuracy"] > 0.95 and 0.8 < arm["trace_ratio"] < 1.25
+    assert set(arm["fid_by_n"]) == {100, 200} and arm["fid_by_n"][100][0] > arm["fid_by_n"][200][0]

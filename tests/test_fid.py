@@ -10,7 +10,8 @@ import torch
 
 from lesson_lib.evaluation import fid
 from lesson_lib.evaluation.fid import (InceptionExtractor, compute_metrics, extract_features,
-                                       feature_statistics, fid_from_features, frechet_distance,
+                                       extrapolate_to_infinite_n, feature_statistics, fid_against_n,
+                                       fid_from_features, fid_infinity, frechet_distance,
                                        inception_extractor, kid, mmd2, polynomial_kernel, real_floor)
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
@@ -149,6 +150,56 @@ def test_fid_grows_monotonically_with_added_noise():
 
 
 # ----------------------------------------------------------------------------- KID
+
+def test_extrapolation_to_infinite_n_recovers_the_line_it_fits():
+    sizes = [500, 1000, 2000, 5000]
+    fid_inf, k = extrapolate_to_infinite_n(sizes, [2.0 + 300.0 / n for n in sizes])
+    assert fid_inf == pytest.approx(2.0, abs=1e-12) and k == pytest.approx(300.0, rel=1e-12)
+    # least squares: points off the line pull the intercept by the closed-form amount
+    fid_inf, k = extrapolate_to_infinite_n([1, 2], [3.0, 2.0])       # through (1, 3) and (1/2, 2): y = 1 + 2x
+    assert (fid_inf, k) == pytest.approx((1.0, 2.0))
+
+
+def test_extrapolation_rejects_one_size_or_unequal_lengths():
+    with pytest.raises(ValueError, match="two or more distinct"):
+        extrapolate_to_infinite_n([1000, 1000], [1.0, 1.1])
+    with pytest.raises(ValueError, match="same length"):
+        extrapolate_to_infinite_n([500, 1000], [1.0])
+
+
+def test_fid_against_n_draws_subsets_and_checks_its_arguments():
+    a, b = correlated_features(300, 4, seed=0), correlated_features(200, 4, seed=0, shift=1.0)
+    curve = fid_against_n(a, b, [50, 200], draws=3, seed=0)
+    assert list(curve) == [50, 200] and all(len(v) == 3 for v in curve.values())
+    assert curve == fid_against_n(a, b, [50, 200], draws=3, seed=0)          # seeded
+    assert len(set(curve[50])) == 3                                          # the draws differ
+    with pytest.raises(ValueError, match="each of sizes must be between 2 and 200"):
+        fid_against_n(a, b, [201])
+    with pytest.raises(ValueError, match="draws must be at least 1"):
+        fid_against_n(a, b, [50], draws=0)
+    with pytest.raises(ValueError, match="non-empty list"):
+        fid_against_n(a, b, 50)
+
+
+def test_less_diverse_samples_beat_the_floor_at_small_n_and_fid_infinity_ranks_them():
+    """Isotropic Gaussians in d = 32: 'data' N(0, I), 'samples' N(0, 0.81 I), whose true FID is
+    d (1 - 0.9)^2 = 0.32 (Frechet distance of two isotropic Gaussians). At n = 100 the samples
+    score *below* the data-vs-data floor (their smaller covariance has a smaller bias); FID_inf
+    gives each its true value, about 0.32 and 0."""
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(12000, 32, generator=g, dtype=torch.float64)
+    fake = 0.9 * torch.randn(4000, 32, generator=g, dtype=torch.float64)
+    train, test = real[:4000], real[4000:]
+    floor_100 = sum(fid_against_n(train, test, [100], draws=10, seed=1)[100]) / 10
+    fake_100 = sum(fid_against_n(fake, test, [100], draws=10, seed=1)[100]) / 10
+    assert fake_100 < floor_100 - 0.2 and floor_100 > 5           # the bias dwarfs the true 0.32
+    floor_inf = fid_infinity(train, test, seed=1)
+    fake_inf = fid_infinity(fake, test, seed=1)
+    assert abs(floor_inf["fid_infinity"]) < 0.05
+    assert fake_inf["fid_infinity"] == pytest.approx(32 * 0.1 ** 2, abs=0.06)
+    assert sorted(fake_inf["fids"]) == [800, 903, 1037, 1217, 1474, 1867, 2545, 4000]   # evenly spaced in 1/n
+    assert fake_inf["slope"] > 0                                   # FID falls as n grows
+
 
 def test_polynomial_kernel_and_mmd2_match_explicit_sums():
     g = torch.Generator().manual_seed(10)

@@ -16,15 +16,17 @@ The papers use Inception-V3 pool3 features (d = 2048). This course runs offline,
 phi is the penultimate layer of the course's own dataset classifier (:mod:`lesson_lib.models.classifiers`).
 Figures computed with it are NOT comparable with Inception FIDs in papers; compare them with
 each other at the same sample count n, next to the real-vs-real floor (:func:`real_floor`).
-FID is biased upwards for small n, so never compare FIDs computed from different n.
+FID is biased upwards for small n, so never compare FIDs computed from different n; the bias
+also depends on the samples (less diverse samples, a smaller covariance, a smaller bias), so at
+small n a model can score below the floor. :func:`fid_infinity` removes the bias to first order.
 
 A feature extractor is any object with a ``features(x)`` method that maps a batch of images
 in [-1, 1], shape (B, C, H, W), to a (B, d) tensor: the course classifiers, the
 :class:`InceptionExtractor` of :func:`inception_extractor`, or your own network.
 
-Why one module of about 420 lines: FID and KID share their inputs (features of the same two
+Why one module of about 500 lines: FID and KID share their inputs (features of the same two
 image sets), their bias at small n and the real-data floor they are read against; one file
-keeps the two estimators, the floor and the optional Inception back end side by side.
+keeps the two estimators, FID against n, the floor and the optional Inception back end side by side.
 """
 
 import os
@@ -32,7 +34,7 @@ import warnings
 
 import torch
 
-from ..arguments import choice, images as check_images
+from ..arguments import choice, images as check_images, integer
 
 DATASETS = ("mnist", "cifar10")
 
@@ -135,6 +137,76 @@ def fid_from_features(features1, features2):
         raise ValueError(f"features1 and features2 must have the same dimension d, got "
                          f"{features1.shape[1]} and {features2.shape[1]}")
     return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
+
+
+# ----------------------------------------------------------------------------- FID against n
+
+def fid_against_n(features1, features2, sizes, draws=1, seed=0):
+    """FID of random subsets at several sample counts: ``{n: [FID of each draw]}``.
+
+    For each n in ``sizes``, ``draws`` times: n vectors drawn without replacement from each set,
+    then :func:`fid_from_features`. It shows the small-n bias directly: the same two sets give a
+    larger FID the fewer vectors it sees.
+    """
+    features1 = _check_features(features1, "features1")
+    features2 = _check_features(features2, "features2")
+    draws = integer(draws, "draws", minimum=1)
+    largest = min(len(features1), len(features2))
+    if isinstance(sizes, (int, str)) or len(sizes) == 0:
+        raise ValueError(f"sizes must be a non-empty list of sample counts, got sizes={sizes!r}")
+    sizes = [integer(n, "each of sizes", minimum=2, maximum=largest,
+                     hint=f"a subset needs 2 vectors and cannot exceed the smaller set ({largest})") for n in sizes]
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for n in sizes:
+        result[n] = [fid_from_features(features1[torch.randperm(len(features1), generator=generator)[:n]],
+                                       features2[torch.randperm(len(features2), generator=generator)[:n]])
+                     for _ in range(draws)]
+    return result
+
+
+def extrapolate_to_infinite_n(sizes, fids):
+    """Least-squares fit of FID(n) = FID_inf + k / n; returns ``(FID_inf, k)`` as floats.
+
+    The bias of FID is, to first order, proportional to 1/n, so FID is a straight line in 1/n and
+    its intercept at 1/n = 0 is an estimate free of that bias (Chong & Forsyth, 2020, "Effectively
+    unbiased FID": FID_inf from FIDs at 15 values of n). ``fids[i]`` is the FID at ``sizes[i]``;
+    the fit needs at least two distinct sizes.
+    """
+    x = 1.0 / torch.as_tensor([float(n) for n in sizes], dtype=torch.float64)
+    y = torch.as_tensor([float(f) for f in fids], dtype=torch.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"sizes and fids must have the same length, got {len(x)} and {len(y)}")
+    if len(torch.unique(x)) < 2:
+        raise ValueError(f"the fit needs FIDs at two or more distinct sample counts, got sizes={list(sizes)!r}")
+    dx = x - x.mean()
+    k = (dx * (y - y.mean())).sum() / dx.pow(2).sum()
+    return (y.mean() - k * x.mean()).item(), k.item()
+
+
+def fid_infinity(features1, features2, sizes=None, draws=5, seed=0):
+    """FID extrapolated to infinitely many samples, FID_inf (Chong & Forsyth, 2020).
+
+    FIDs of random subsets (:func:`fid_against_n`, ``draws`` per size) at ``sizes`` (default: 8
+    sample counts evenly spaced in 1/n from n_max / 5 to n_max = the smaller set's size), then
+    :func:`extrapolate_to_infinite_n` through all of them. Unlike FID at one n, FID_inf of two
+    sets of the same distribution is close to 0 (to first order in 1/n; it can come out slightly
+    negative), so FID_inf of sets of different sizes can be compared, and a generator whose
+    samples are less diverse than the data no longer gains from the smaller bias of its own
+    covariance. Subsets of n close to a set's size overlap, so the fit has little to go on near
+    the sets' sizes; it needs a few thousand vectors to be worth more than the FID at that n.
+    Returns ``{"fid_infinity", "slope", "fids"}`` with ``fids = {n: mean FID over the draws}``.
+    """
+    if sizes is None:
+        largest = min(len(features1), len(features2))
+        if largest < 10:
+            raise ValueError(f"FID_inf needs at least 10 vectors in each set, got {largest}")
+        inverse = torch.linspace(1 / largest, 5 / largest, 8, dtype=torch.float64)
+        sizes = sorted({int(round(1 / v)) for v in inverse.tolist()})
+    fids = fid_against_n(features1, features2, sizes, draws, seed)
+    means = {n: sum(values) / len(values) for n, values in fids.items()}
+    fid_inf, slope = extrapolate_to_infinite_n(list(means), list(means.values()))
+    return {"fid_infinity": fid_inf, "slope": slope, "fids": means}
 
 
 # ----------------------------------------------------------------------------- KID
