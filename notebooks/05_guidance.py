@@ -389,8 +389,10 @@ plt.tight_layout(); plt.show()
 #   unconditional model from chance (11%) to about 96% at $s = 4$; classifier-free guidance starts from the
 #   conditional model's 97.5% and reaches 100% at $w = 0.5$. (At $s = 0$ the label is ignored, so the
 #   "within-class" spread there is that of all digits together.)
-# * **The unguided conditional model's FID is already at the floor** (about 1.15 against 1.18): MNIST digits are
-#   easy, and this model is good. Guidance cannot improve FID much here; small $w$ (0.5–1) is no worse than
+# * **The unguided conditional model's FID is already at the floor of $n = 200$** (about 1.15 against 1.18): MNIST digits
+#   are easy, and this model is good, but $n = 200$ cannot see how close: at $n = 5{,}000$ (docs/benchmarks.md §10) 8-step DDIM
+#   of the same model is 3.8× the floor. The sweep below was not repeated at a larger $n$ (CPU time), so read its
+#   differences of a few tenths as unresolved. Guidance cannot improve FID much here; small $w$ (0.5–1) is no worse than
 #   $w = 0$, and $w = 4$ is worse (about 1.5), because guidance narrows each class (its within-class spread falls
 #   below that of real digits).
 # * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (3.3 against 2.4 unguided),

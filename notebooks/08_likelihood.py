@@ -501,6 +501,8 @@ plt.tight_layout(); plt.show()
 # $\sigma^2 = \beta_{t\to s}$ fails at few steps (FID about 60 at $S = 5$, 15 at $S = 10$), while the learned variance stays
 # at the floor from $S = 5$ on. On MNIST the small fixed variance $\tilde\beta_{t\to s}$ does as well: every $\tilde\beta$ and
 # learned point is at the floor, so at this $n$ the figure does **not** separate the learned variance from $\tilde\beta$.
+# At $n = 200$ the floor hides differences that a larger $n$ shows (docs/benchmarks.md §10: at $n = 2{,}000$ DDIM on
+# $S = 5$ is 2.4× the floor where $n = 200$ put it at the floor); this figure was not repeated at a larger $n$ (CPU time).
 # Nichol & Dhariwal's gap over $\tilde\beta$ is on CIFAR-10 and ImageNet, measured with 50,000 samples. `mnist_vlb`, trained
 # on the bound alone, is at the floor too (1.07 and 1.12 at $S = 5$): at this $n$ its better bound costs no measurable sample
 # quality, though Nichol & Dhariwal's $L_\text{vlb}$ runs lose FID on CIFAR-10.
