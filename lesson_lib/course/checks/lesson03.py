@@ -12,6 +12,9 @@ the class-conditional part of :meth:`lesson_lib.models.unet.UNet.embed`: the tim
 the label's row of a table with one more row, the null class, used when no label is given (Ho &
 Salimans, 2022); the check loads a U-Net's table into it and compares with ``UNet.embed``.
 Total: 12 points.
+
+Why one module: these are the checks of one exercise notebook; the grader loads a lesson's checks
+from one module, and its parts share the perturbed reference blocks and the probes.
 """
 
 import math

@@ -4,6 +4,9 @@ Everything runs on exact models: a class-conditional Gaussian mixture whose mean
 schedule the check draws (:class:`lesson_lib.diffusion.oracles.GaussianMixture`), so that its eps,
 its noisy classifier p_t(y | x_t) and the class of a sample are known exactly.
 
+Why one module: these are the checks of one exercise notebook; the grader loads a lesson's checks
+from one module, and its parts share the drawn mixtures and the reference samplers.
+
 ``cfg_eps`` (the warm-up) is compared with :func:`lesson_lib.diffusion.guidance.cfg_eps` (Ho &
 Salimans, 2021) for weights that include w = 0 and w = -1.
 
