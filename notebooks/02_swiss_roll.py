@@ -63,6 +63,8 @@ fig, axes = plt.subplots(1, 6, figsize=(16, 3.1))
 for ax, t in zip(axes, [0, 9, 19, 39, 59, 99]):
     x_t = q_sample(schedule, data[:3000], torch.full((3000,), t))
     scatter_2d(ax, x_t, title=f"$x_{{{t + 1}}}$ ~ q(x_t | x_0), SNR {snr[t].item():.2g}")
+    ax.set_xlabel("first coordinate")
+axes[0].set_ylabel("second coordinate")
 plt.tight_layout()
 plt.show()
 print(f"steps with SNR below 1: {int((snr < 1).sum())} of {T}; below 0.1: {int((snr < 0.1).sum())} of {T}")
@@ -143,6 +145,9 @@ fig, axes = plt.subplots(1, 3, figsize=(12, 4))
 scatter_2d(axes[0], data[:5000], "data", color="gray")
 scatter_2d(axes[1], raw, "samples, raw weights")
 scatter_2d(axes[2], ema, "samples, EMA weights", color="C2")
+for ax in axes:
+    ax.set_xlabel("first coordinate")
+axes[0].set_ylabel("second coordinate")
 plt.tight_layout()
 plt.show()
 
