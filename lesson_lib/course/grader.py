@@ -23,6 +23,9 @@ submissions, see :mod:`lesson_lib.course.batch`.) How a submission is graded:
 Exit codes: 0 when grading completed (whatever the score), 2 on usage errors (missing file,
 unknown lesson), 1 when the grader itself could not run (e.g. torch fails to import). This
 module and the usage errors need no torch.
+Why one module: this is the trusted side's one pass, read top to bottom: which lesson, draw the
+inputs, run the worker, judge, report, and the command line that starts it. Reading, the
+sandbox, the worker, the protocol and the time budget each live in their own module (above).
 """
 
 import sys
