@@ -77,7 +77,7 @@ def protections(use_bwrap):
         "no network": sandboxed,
         "read-only Python and lesson_lib": sandboxed,
         "no view of other files (submissions, reports, the grader's)": sandboxed,
-        "private size-limited /tmp and /dev/shm": sandboxed,
+        "private size-limited working folder, /tmp and /dev/shm": sandboxed,
         "memory limit (RLIMIT_AS)": limits and sys.platform.startswith("linux"),
         "CPU-time limit": limits,
         "file-size limit": limits,
