@@ -32,7 +32,7 @@ from ..arguments import choice, float_tensor, integer, labels, number
 from .denoiser import ClipX0, Denoiser, Prediction, bf16_supported, check_denoiser, check_returned
 from .forward import check_inputs
 from .schedules import check_timesteps, extract
-from .steps import VARIANCES, ddim_step, ddpm_step
+from .steps import VARIANCES, consistency_step, ddim_step, ddpm_step
 from .timesteps import all_steps, check_timestep_list, spaced
 
 
@@ -266,6 +266,19 @@ def ddim_sample(model, schedule, shape=None, *, steps=50, eta=0.0, x_T=None, pre
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, step, eta > 0, lambda r: True, return_trajectory,
                 progress, "DDIM sampling", guidance)
+
+
+def consistency_sample(model, schedule, shape=None, *, timesteps, x_T=None, prediction=None, clip_x0=False,
+                       model_kwargs=None, device="cpu", generator=None, return_trajectory=False, progress=True,
+                       autocast=None):
+    """Multistep consistency sampling (Song et al., 2023, Algorithm 1) of a consistency model (a
+    network whose x0_hat is f(x_t, t), :mod:`lesson_lib.diffusion.consistency`) on ``timesteps``:
+    one network call per entry, ``[T - 1]`` for one call, e.g. ``[999, 499]`` for two. Between calls,
+    :func:`~lesson_lib.diffusion.steps.consistency_step` noises x0_hat afresh to the next time."""
+    timesteps = [int(t) for t in timesteps]
+    return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
+                model_kwargs, timesteps, consistency_step, True, lambda r: True, return_trajectory,
+                progress, "consistency sampling")
 
 
 # --- single steps, for lessons and exercises that take one step by hand -------------------

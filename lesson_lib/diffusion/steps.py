@@ -126,3 +126,18 @@ def ddim_step(schedule, x_t, t, s, pred, noise=None, eta=0.0):
     if noise is not None and eta:
         x_s = x_s + _bcast(sigma, x_t) * noise
     return x_s
+
+
+def consistency_step(schedule, x_t, t, s, pred, noise=None):
+    """Multistep consistency sampling (Song et al., 2023, Algorithm 1), from t to s: take the
+    consistency model's x0_hat = f(x_t, t) and noise it afresh to level s,
+
+        x_s = sqrt(alpha-bar_s) x0_hat + sqrt(1 - alpha-bar_s) noise,
+
+    a draw of q(x_s | x0_hat) (Eq. 4; the paper's x0_hat + sqrt(tau^2 - eps^2) z in VE variables).
+    Nothing of x_t survives but through x0_hat: unlike DDIM, no eps_hat is kept. The last step
+    (s = -1) returns x0_hat."""
+    a_t, a_s = _levels(schedule, t, s)
+    if noise is None:
+        return _bcast(a_s.sqrt(), x_t) * pred.x0
+    return _bcast(a_s.sqrt(), x_t) * pred.x0 + _bcast((1 - a_s).sqrt(), x_t) * noise

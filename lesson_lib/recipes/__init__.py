@@ -16,14 +16,15 @@ Read them in this order:
     mnist_cond        mnist_cond: the class-conditional MNIST DDPM (L_simple, label dropout)
     likelihood        mnist_learned_variance (L_hybrid, from mnist_cond) and mnist_vlb (L_vlb, from it)
     distilled         mnist_v_teacher and mnist_distilled_{1,2,4,8}: progressive distillation of mnist_cond
+    consistency       mnist_consistency: consistency distillation of mnist_v_teacher
     noisy_classifier  mnist_noisy_classifier: the guide of lesson 5
     classifiers       mnist_classifier and cifar10_classifier: the judges and FID's features (SGD, one-cycle)
 """
 
-from . import classifiers, distilled, likelihood, mnist_cond, noisy_classifier
+from . import classifiers, consistency, distilled, likelihood, mnist_cond, noisy_classifier
 from .run import Run
 
-RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, *likelihood.RECIPES, distilled.RECIPE,
+RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, *likelihood.RECIPES, distilled.RECIPE, consistency.RECIPE,
                                               noisy_classifier.RECIPE, *classifiers.RECIPES)}
 """Every recipe by the name ``--recipe`` takes."""
 
