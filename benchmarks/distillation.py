@@ -15,9 +15,12 @@ It writes ``--out``/``--json`` too; ``docs/distillation_table.json`` (read by le
     OMP_NUM_THREADS=1 python benchmarks/distillation.py shipped --n 5000 --json docs/distillation_table_n5000.json
 
 ``shipped`` needs no run folder: it measures the shipped students ``mnist_distilled_{1,2,4,8}`` on their own
-steps and DDIM of ``mnist_cond`` on 1, 2, 4, 8 and 16 steps of the same nested grid, every arm from the same
-x_T, with FID, KID, FID_inf, FID against n and class accuracy beside the floor at the same n
-(benchmarks/sample_size.py; docs/benchmarks.md, section 10).
+steps, the consistency model ``mnist_consistency`` (lesson 9) on 1, 2, 4 and 8 calls, DDIM of their teacher
+``mnist_v_teacher`` on 1, 2, 4 and 8 steps, and DDIM of ``mnist_cond`` on 1, 2, 4, 8, 16 and 50 steps of the
+same nested grid, every arm from the same x_T, with FID, KID, FID_inf, FID against n and class accuracy beside
+the floor at the same n (benchmarks/sample_size.py; docs/benchmarks.md, section 10). Lesson 9's headline
+figure reads the table. The samples of each arm are kept (``$SAMPLE_SIZE_CACHE``) under a key that holds the
+first digits of the shipped weights' sha256, so a re-made model is sampled afresh.
 """
 
 import argparse
@@ -29,12 +32,14 @@ import time
 import torch
 
 from lesson_lib.cards import hardware
-from lesson_lib.pretrained import load_pretrained
+from lesson_lib.pretrained import load_pretrained, model_card
+from lesson_lib.recipes.consistency import sample_consistency
 from lesson_lib.recipes.distilled import STUDENTS, ladder
 from lesson_lib.training.distill import sample_student
 from sample_size import FEATURES, Reference, cached, measure, rounded, verdict
 
-MNIST_COND_STEPS = (1, 2, 4, 8, 16)
+MNIST_COND_STEPS = (1, 2, 4, 8, 16, 50)
+CALLS = (1, 2, 4, 8)          # of the consistency model and of DDIM of the v teacher
 
 
 def distillation_table(out="runs/mnist_distilled-full", n=500, calls=(1, 2, 4, 8, 16, 32, 64, 128),
@@ -61,23 +66,30 @@ def shipped_table(n=5000, seed=0, batch=100, data_dir=None, json_path=None, stud
         f"FID_inf {floor['fid_infinity']:.3f}")
     labels = torch.arange(n) % 10
     arms = [("student", steps, f"mnist_distilled_{steps}") for steps in sorted(students)]
+    arms += [("consistency", steps, "mnist_consistency") for steps in CALLS]
+    arms += [("ddim_v_teacher", steps, "mnist_v_teacher") for steps in CALLS]
     arms += [("ddim_mnist_cond", steps, "mnist_cond") for steps in mnist_cond_steps]
     rows = {}
-    result = dict(table="distillation, shipped models", n=n, seed=seed, batch=batch, floor=floor, rows=[],
+    result = dict(table="distillation and consistency, shipped models", n=n, seed=seed, batch=batch, floor=floor, rows=[],
                   grid="nested (lesson_lib.diffusion.distillation.sampler_timesteps), DDIM eta = 0, x0 clipped",
                   feature_network=FEATURES, judge="the same network's class prediction",
                   hardware=hardware("cpu"), torch=torch.__version__)
     for key, steps, name in arms:
         model, schedule = load_pretrained(name)
+        draw = sample_consistency if key == "consistency" else sample_student
 
         def make():
             generator = torch.Generator().manual_seed(seed)
-            return torch.cat([sample_student(model, schedule, steps, (len(y), *model.data_shape), y, generator).cpu()
+            return torch.cat([draw(model, schedule, steps, (len(y), *model.data_shape), y, generator).cpu()
                               for y in labels.split(batch)]), labels
 
-        images, _, seconds = cached(f"{name}-nested{steps}-n{n}-seed{seed}", make)
+        # the keys of the first arms measured (students, mnist_cond) carry no hash; later arms' do
+        tag = "" if key in ("student", "ddim_mnist_cond") else "-" + model_card(name)["sha256"][:8]
+        images, _, seconds = cached(f"{name}{tag}-{'consistency' if key == 'consistency' else 'nested'}{steps}"
+                                    f"-n{n}-seed{seed}", make)
         arm = dict(model=name, steps=steps, **measure(images, labels, reference, seconds))
-        rows.setdefault(steps, {"calls": steps, "student": None, "ddim_mnist_cond": None})[key] = arm
+        rows.setdefault(steps, {"calls": steps, **dict.fromkeys(("student", "consistency", "ddim_v_teacher",
+                                                                 "ddim_mnist_cond"))})[key] = arm
         log(f"{key:>16} {steps:>2} steps: {verdict(arm, floor)}")
         result.update(rows=[rows[c] for c in sorted(rows)], wall_time_s=time.perf_counter() - start)
         if json_path:

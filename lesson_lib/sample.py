@@ -4,12 +4,14 @@
     python -m lesson_lib.sample --pretrained mnist_cond --sampler ddim --steps 50 --out digits.png
     python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --guidance 2 --out threes.png
     python -m lesson_lib.sample --pretrained mnist_distilled_4 --n 1000 --out students.npz
+    python -m lesson_lib.sample --pretrained mnist_consistency --steps 2 --out two_calls.png
 
 Class-conditional models get one row per class unless ``--label`` picks one. A shipped model
 samples with its own defaults (its card's ``sampling``: a distilled student on the steps of its
-own grid); ``--sampler`` and ``--steps`` override them. ``--steps`` sets the number of
-timesteps for both samplers: DDIM visits 100 by default, DDPM all T (Algorithm 2) by default
-and fewer as strided DDPM. ``--guidance W`` is classifier-free guidance with the paper's weight
+own grid, a consistency model on one call); ``--sampler`` and ``--steps`` override them. ``--steps``
+sets the number of timesteps (network calls) for every sampler: DDIM visits 100 by default, DDPM all
+T (Algorithm 2) by default and fewer as strided DDPM, multistep consistency sampling 1 by default
+(always on the nested grid it was trained on). ``--guidance W`` is classifier-free guidance with the paper's weight
 w (0 is the plain conditional model). An ``--out`` ending in ``.npz`` holds the samples as
 uint8 ``images`` ((N, H, W) or (N, H, W, C)) and their ``labels``, to compute metrics of your
 own. An existing ``--out`` is replaced only with ``--overwrite``.
@@ -27,12 +29,12 @@ from .data.images import float_to_uint8, save_grid
 from .cli import check_device, check_output_file, positive_int, run, seed_int
 from .diffusion.distillation import sampler_timesteps
 from .diffusion.guidance import ClassifierFreeGuidance
-from .diffusion.sampling import ddim_sample, ddpm_sample
+from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample
 from .diffusion.timesteps import spaced
 from .files import atomic_write
 from .pretrained import available, load_model, load_pretrained, model_card
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "consistency")
 GRIDS = ("linspace", "distillation")     # DDIM's default spacing, or the nested grid of a distilled student
 DDIM_STEPS = 100          # the default of --steps for DDIM; DDPM's default is every step
 
@@ -44,6 +46,8 @@ def timesteps_for(schedule, sampler, steps, grid="linspace"):
     choice(grid, "grid", GRIDS)
     if sampler == "ddpm" and steps is None:
         return None
+    if sampler == "consistency":                 # a consistency model knows only its training grid
+        return sampler_timesteps(schedule.T, 1 if steps is None else steps)
     steps = DDIM_STEPS if steps is None else steps
     return sampler_timesteps(schedule.T, steps) if grid == "distillation" else spaced(schedule.T, steps)
 
@@ -51,7 +55,8 @@ def timesteps_for(schedule, sampler, steps, grid="linspace"):
 def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="cpu", seed=0,
              progress=True, guidance=None, clip_x0=True, decode=None, grid="linspace"):
     """``n`` samples of ``model.data_shape``: DDPM (Algorithm 2: all T steps, or ``steps`` of them
-    strided) or DDIM (``steps`` steps, default 100), on the timesteps of :func:`timesteps_for`.
+    strided), DDIM (``steps`` steps, default 100) or multistep consistency sampling (``steps`` calls,
+    default 1), on the timesteps of :func:`timesteps_for`.
     ``cond`` is the conditioning passed to the model (``{"y": labels}``, ``{"low_res": images}``),
     ``guidance`` wraps the denoiser (see :mod:`lesson_lib.diffusion.guidance`), ``clip_x0`` clips
     x0_hat (True for images in [-1, 1]; False in a latent space) and ``decode`` maps the samples
@@ -66,6 +71,12 @@ def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="
                   model_kwargs={key: value.to(device) for key, value in (cond or {}).items()})
     if sampler == "ddpm":
         x = ddpm_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
+    elif sampler == "consistency":
+        if guidance is not None:
+            raise ValueError("guidance does not apply to a consistency model: it was distilled without it; "
+                             "leave --guidance out")
+        kwargs.pop("guidance")
+        x = consistency_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
     else:
         x = ddim_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
     return x if decode is None else decode(x)
