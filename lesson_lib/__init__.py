@@ -14,6 +14,7 @@ One idea per module, grouped by layer; read them in this order:
         guidance     classifier guidance (a denoiser wrapper, or a step: the mean form) and
                      classifier-free guidance (a denoiser wrapper)
         distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective
+        consistency  consistency models: f(x_t, t) exact at the data, distillation and training as one objective
         inversion    DDIM inversion (encode x_0 to x_T with the same loop, climbing) and slerp
         likelihood   the variational bound in bits/dim (Gaussian KLs, the discretised decoder), the
                      learned variance's range, and L_hybrid and L_vlb as objectives

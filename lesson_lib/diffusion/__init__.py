@@ -9,6 +9,7 @@
     sampling     the one sampling loop, and DDPM (Algorithm 2) and DDIM as presets of it
     guidance     classifier guidance (a denoiser wrapper, or a step) and classifier-free guidance
     distillation progressive distillation's target and objective
+    consistency  consistency models: the boundary scalings, f, CD and CT as one objective
     inversion    DDIM inversion (the same loop, climbing) and slerp
     likelihood   the variational bound in bits/dim, the learned variance, L_hybrid and L_vlb
     oracles      exact answers for Gaussian data and a Gaussian mixture (tests and lessons)

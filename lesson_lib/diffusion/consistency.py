@@ -3,11 +3,11 @@
 The probability-flow ODE (DDIM with eta = 0 and ever more steps) carries every x_t along a
 trajectory that ends at one point of the data. The *consistency function* f(x_t, t) maps every
 point of a trajectory to that end, so it takes the same value all along the trajectory
-(self-consistency, Eq. 2 of the paper) and it is the identity at the smallest time (the
+(self-consistency, Sec. 3 of the paper) and it is the identity at the smallest time (the
 boundary condition). A network f_theta trained to have both properties generates in one call:
 x_0 = f_theta(x_T, T).
 
-**The boundary, made exact.** The paper (Eq. 3 and App. C) writes, on its VE/EDM time sigma in
+**The boundary, made exact.** The paper (Sec. 3 and App. C) writes, on its VE/EDM time sigma in
 [sigma_min, sigma_max] = [0.002, 80], with a free network F,
 
     f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(x, sigma),
