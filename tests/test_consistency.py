@@ -286,3 +286,24 @@ def test_bad_arguments_name_the_fix(schedule):
         ConsistencyDistillation(schedule, TinyNet(), teacher=lambda x, t: x)
     with pytest.raises(ValueError, match="intervals"):
         ConsistencyDistillation(schedule, TinyNet(), intervals=0)
+
+
+def test_shipped_consistency_model_draws_its_class_in_one_call():
+    """mnist_consistency loads against its card's hash and, on one call (its card's default in the command
+    lines' ``generate``), draws digits the course classifier (which took no part) recognises: the card records
+    its accuracy at n = 500; 50 samples must give >= 80%. ``generate`` is the one loop's consistency_sample."""
+    from lesson_lib.evaluation.judges import class_accuracy
+    from lesson_lib.pretrained import load_pretrained, model_card
+    from lesson_lib.sample import generate, timesteps_for
+    card = model_card("mnist_consistency")
+    assert card["sampling"] == {"sampler": "consistency", "steps": 1, "grid": "distillation"}
+    model, schedule = load_pretrained("mnist_consistency")
+    labels = torch.arange(50) % 10
+    images = generate(model, schedule, 50, "consistency", None, {"y": labels}, seed=0, progress=False)
+    again = consistency_sample(model, schedule, (50, 1, 28, 28), timesteps=[999], clip_x0=True,
+                               model_kwargs={"y": labels}, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(images, again) and images.abs().max() <= 1
+    assert class_accuracy(images, labels)["accuracy"] >= 0.8
+    assert timesteps_for(schedule, "consistency", 4) == [999, 749, 499, 249]
+    with pytest.raises(ValueError, match="guidance"):
+        generate(model, schedule, 2, "consistency", 1, {"y": labels[:2]}, guidance=lambda d: d, progress=False)
