@@ -29,6 +29,7 @@ from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.steps import consistency_step
 from lesson_lib.models.base import Model
 from lesson_lib.training.trainer import TrainConfig, Trainer
+from test_distillation import LinearX0Student      # f = w_t x_t, one weight per timestep, starting at 0
 
 C = 0.5
 T = 100
@@ -147,20 +148,6 @@ def test_cd_loss_is_the_solver_error_at_the_oracle(schedule):
     assert cd_loss(schedule, ExactF(schedule, tilt=0.1), 100) > 4 * exact[3]
 
 
-class LinearF(Model):
-    """f = w_t x_t (prediction x0), one weight per timestep, starting at 0."""
-
-    prediction = "x0"
-
-    def __init__(self, dim=2):
-        super().__init__()
-        self.config, self.in_channels = {"dim": dim}, dim
-        self.w = torch.nn.Parameter(torch.zeros(T))
-
-    def forward(self, x, t):
-        return self.w[t][:, None] * x
-
-
 def ddim_fixed_point(schedule, grid):
     """The consistency function of the DDIM teacher on ``grid`` for N(0, C^2): f(x_{grid[k]}) =
     w_k x with w_k = w_{k-1} m_k, m_k the linear DDIM step grid[k] -> grid[k-1], w_0 = 1 (the data)."""
@@ -178,9 +165,9 @@ def test_linear_student_converges_to_the_teachers_consistency_function(schedule)
     intervals = 5
     grid = distillation_timesteps(T, intervals)
     data = GaussianData(schedule, std=C, dim=2).sample(4096, torch.Generator().manual_seed(0)).float()
-    objective = ConsistencyDistillation(schedule, LinearF(), GaussianData(schedule, std=C, prediction="eps", dim=2),
+    objective = ConsistencyDistillation(schedule, LinearX0Student(), GaussianData(schedule, std=C, prediction="eps", dim=2),
                                         intervals=intervals, mu=0.0, distance="l2")
-    trainer = Trainer(LinearF(), data, objective, TrainConfig(batch_size=256, lr=0.05, ema_decay=0.0, seed=0,
+    trainer = Trainer(LinearX0Student(), data, objective, TrainConfig(batch_size=256, lr=0.05, ema_decay=0.0, seed=0,
                                                               warmup_steps=0, lr_decay_steps=600), device="cpu")
     trainer.run(600, progress=False)
     expected = ddim_fixed_point(schedule, grid)
