@@ -45,7 +45,7 @@ from lesson_lib.data.toy import swiss_roll
 from lesson_lib.diffusion.consistency import (ConsistencyDistillation, boundary_scalings, consistency_function,
                                               ct_schedule, edm_scalings, karras_sigmas, vp_sigma)
 from lesson_lib.diffusion.denoiser import Denoiser
-from lesson_lib.diffusion.distillation import distillation_timesteps, sampler_timesteps
+from lesson_lib.diffusion.distillation import sampler_timesteps
 from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.oracles import GaussianData
 from lesson_lib.diffusion.sampling import consistency_sample, ddim_sample
