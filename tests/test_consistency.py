@@ -117,16 +117,23 @@ def test_paper_constants():
 
 
 def test_gaussian_consistency_function_is_the_closed_form(schedule):
-    """f(x_t, t) = C / sqrt(C^2 + sigma_t^2) * x_t / sqrt(alpha-bar_t): the paper's factor 0.44722 at
-    sigma = 1 and 0.98058 at sigma = 0.1 for sigma_d = C = 0.5 (VE), here on the VP grid."""
+    """f(x_t, t) = C / sqrt(C^2 + sigma_t^2) * x_t / sqrt(alpha-bar_t), on the course's grid and at the VE levels
+    sigma = 0.1, 1 and 80 of a schedule built to have them, where the paper's factors for sigma_d = C = 0.5 are
+    0.98058, 0.44722 and 0.0062499."""
     t = torch.arange(T)
     x = torch.randn(T, 2, dtype=torch.float64)
     f = ExactF(schedule).forward(x, t)
     sigma, alpha_bar = vp_sigma(schedule, t), schedule.alpha_bars_with_0[t + 1]
     factor = C / (C ** 2 + sigma ** 2).sqrt()
     assert torch.allclose(f, (factor / alpha_bar.sqrt())[:, None] * x, rtol=1e-12)
-    assert (C / math.sqrt(C ** 2 + 1)) == pytest.approx(0.44722, abs=1e-5)
-    assert (C / math.sqrt(C ** 2 + 0.01)) == pytest.approx(0.98058, abs=1e-5)
+    levels = torch.tensor([0.1, 1.0, 80.0], dtype=torch.float64)
+    alpha_bars = 1 / (1 + levels ** 2)                          # sigma^2 = (1 - alpha-bar) / alpha-bar
+    betas = 1 - alpha_bars / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
+    ve = NoiseSchedule(betas)
+    assert torch.allclose(vp_sigma(ve, torch.arange(3)), levels, rtol=1e-12)
+    x_ve_one = alpha_bars.sqrt()[:, None].expand(3, 2)          # x_t of the VE point x_0 + sigma eps = 1
+    f = ExactF(ve).forward(x_ve_one, torch.arange(3))[:, 0]
+    assert f.tolist() == pytest.approx([0.98058, 0.44722, 0.0062499], abs=1e-5)
 
 
 def cd_loss(schedule, student, intervals, n=4096, seed=0):
