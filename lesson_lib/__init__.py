@@ -20,6 +20,8 @@ One idea per module, grouped by layer; read them in this order:
                      learned variance's range, and L_hybrid and L_vlb as objectives
         oracles      exact answers: Gaussian data and a class-conditional Gaussian mixture, their exact
                      denoiser, classifier and probability-flow map (for tests and lessons)
+        latent       latent diffusion's first stage: the KL to N(0, I) and the autoencoder's objective
+                     (AutoencoderLoss: squared error + KL, no noise schedule)
     models/       the networks (never import diffusion/, training/, evaluation/ or course/)
         base         what every network shares: the recorded config, from_config, prediction,
                      num_classes, data_shape, the input checks
@@ -31,19 +33,22 @@ One idea per module, grouped by layer; read them in this order:
                      shapes and parameters: course/inspection)
         classifiers  the course's MNIST and CIFAR-10 classifiers
         noisy_classifier  f_phi(y | x_t, t), the guide of classifier guidance (the U-Net's down path)
-    data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches)
+        autoencoder  the KL-regularised autoencoder of latent diffusion: encode -> (mean, logvar), decode
+    data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches),
+                  latents (a dataset encoded once by an autoencoder, scaled to unit variance)
     training/     trainer (one loop for every model), distributed (the same loop on several
                   processes: torchrun), ema, checkpoint, profiles (ci, cpu, gpu),
                   classifier_fit (the classifiers' own loop: SGD, one-cycle),
                   distill (progressive distillation: one Trainer per halving); never imports
                   pretrained or recipes
-    evaluation/   metrics (2-D quality, nearest neighbours), fid (FID and KID), judges (class accuracy)
+    evaluation/   metrics (2-D quality, nearest neighbours, PSNR), fid (FID and KID), judges (class accuracy)
     pretrained    the one format of every shipped model, its one writer and its verifying loader
     cards         the one schema of every model card (check_card) and hardware(), what a run ran on
     recipes/      how every shipped model is made, each by one command (python -m lesson_lib.train
                   --recipe NAME): run (the run folder and what recipes share), mnist_cond,
                   likelihood (mnist_learned_variance, mnist_vlb), distilled (mnist_v_teacher, mnist_distilled_N),
-                  noisy_classifier (lesson 5's guide), classifiers (the judges)
+                  noisy_classifier (lesson 5's guide), classifiers (the judges), autoencoder (lesson 10's
+                  mnist_autoencoder and cifar10_autoencoder)
     files         atomic writes and sha256, used by every layer
     arguments     checks of arguments where they enter, with errors that name the fix
     cli           what the command lines share: argument types, one-line errors

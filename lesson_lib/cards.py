@@ -22,7 +22,7 @@ import torch
 
 COMMON = {
     "name": "the shipped name: NAME.pt and NAME.json",
-    "kind": "diffusion, classifier or noisy_classifier",
+    "kind": "diffusion, classifier, noisy_classifier or autoencoder",
     "file": "the weights file beside the card (NAME.pt)",
     "sha256": "the weights file's sha256 (load_artifact refuses a file that differs)",
     "description": "what the model is, in a sentence or two",
@@ -53,12 +53,19 @@ PER_KIND = {
         "model_config": "the network's config (model_from_state rebuilds it)",
         "schedule": "the noise schedule it was trained under (that of the model it guides)",
     },
+    "autoencoder": {
+        "architecture": "the class of models.autoencoder",
+        "model_config": "the network's config (model_from_state rebuilds it)",
+        "latent_shape": "the shape [c, h, w] of one image's latent",
+        "scale_factor": "1 / the std of the posterior means over the whole training set (data.latents.scale_factor): "
+                        "latents times it have unit variance",
+    },
 }
 KINDS = tuple(PER_KIND)
 
 _TYPES = {"parameters": numbers.Integral, "wall_time_s": numbers.Real, "evaluation": dict, "model_config": dict,
-          "sampling": dict, "feature_dim": numbers.Integral}
-_WORDS = {numbers.Integral: "a whole number", numbers.Real: "a number", dict: "a dict"}
+          "sampling": dict, "feature_dim": numbers.Integral, "latent_shape": list, "scale_factor": numbers.Real}
+_WORDS = {numbers.Integral: "a whole number", numbers.Real: "a number", dict: "a dict", list: "a list"}
 
 
 def check_card(card):

@@ -4,16 +4,16 @@ Every shipped model, a diffusion model or a classifier, is two files in ``lesson
 
 * ``NAME.pt``: a torch file that loads with ``weights_only=True`` (tensors, numbers, strings,
   lists and dicts; never pickled code);
-* ``NAME.json``: its model card: ``kind`` ("diffusion", "classifier" or "noisy_classifier",
-  the time-conditioned guide of lesson 5), ``file``, the file's
-  ``sha256``, how it was trained (command, hardware, wall time) and what it scores, in the one
-  schema of :mod:`lesson_lib.cards`.
+* ``NAME.json``: its model card: ``kind`` ("diffusion", "classifier", "noisy_classifier", the
+  time-conditioned guide of lesson 5, or "autoencoder", the first stage of latent diffusion),
+  ``file``, the file's ``sha256``, how it was trained (command, hardware, wall time) and what it
+  scores, in the one schema of :mod:`lesson_lib.cards`.
 
 :func:`load_artifact` is the one loader: it reads the card, refuses a ``.pt`` whose sha256 differs
 from the card's, and loads it safely. :func:`load_pretrained` rebuilds a diffusion model from it,
-:func:`load_noisy_classifier` a guide for classifier guidance,
-:func:`lesson_lib.evaluation.judges.load_classifier` a classifier. :func:`save_artifact` writes
-both files atomically.
+:func:`load_noisy_classifier` a guide for classifier guidance, :func:`load_autoencoder` an
+autoencoder with its latent scale factor, :func:`lesson_lib.evaluation.judges.load_classifier` a
+classifier. :func:`save_artifact` writes both files atomically.
 
 A training checkpoint written by :class:`~lesson_lib.training.trainer.Trainer` holds the model's
 class and configuration, the noise schedule's betas, and the raw and EMA weights;
@@ -132,7 +132,8 @@ def model_from_state(state, ema=True, device="cpu", where="this checkpoint"):
     """Rebuild ``(model, schedule)`` from a loaded checkpoint dict (EMA weights by default).
 
     The model comes back with the ``prediction`` it was trained with (it is part of its
-    config), so every sampler reads it from the model."""
+    config), so every sampler reads it from the model. A model trained without a noise schedule
+    (an autoencoder: its checkpoint's betas are None) comes back with ``schedule`` None."""
     missing = [k for k in ("model_config", "betas", "ema") if k not in state]
     if missing:
         raise ValueError(f"{where} is not a checkpoint of lesson_lib: it has no {', '.join(missing)} "
@@ -151,7 +152,8 @@ def model_from_state(state, ema=True, device="cpu", where="this checkpoint"):
         raise ValueError(f"{where} is not a checkpoint of lesson_lib: its weights do not fit the model its "
                          f"config describes ({str(error).splitlines()[0][:200]}); the file was edited or "
                          f"mixed from two runs") from error
-    return model.to(device).eval(), NoiseSchedule(state["betas"])
+    schedule = None if state["betas"] is None else NoiseSchedule(state["betas"])
+    return model.to(device).eval(), schedule
 
 
 def load_model(path, ema=True, device="cpu"):
@@ -177,14 +179,16 @@ def check_export_path(owner, path, overwrite=False):
 
 
 def model_payload(trainer, dtype=torch.float16, ema=True):
-    """What a shipped diffusion model or noisy classifier holds: its weights in ``dtype`` (the EMA
-    weights; the trained ones with ``ema=False``, for a model trained without EMA such as a distilled
-    student) with everything :func:`load_model` needs (the model's class and config, the betas) and
-    its provenance (step, training and objective config, loss history)."""
+    """What a shipped diffusion model, noisy classifier or autoencoder holds: its weights in ``dtype``
+    (the EMA weights; the trained ones with ``ema=False``, for a model trained without EMA such as a
+    distilled student) with everything :func:`load_model` needs (the model's class and config, the
+    betas: None for an objective without a noise schedule) and its provenance (step, training and
+    objective config, loss history)."""
     weights = trainer.ema.state_dict() if ema else {"model": trainer.model.state_dict()}
+    schedule = trainer.schedule
     return {"model_class": type(trainer.model).__name__,
             "model_config": dict(trainer.model.config),
-            "betas": trainer.schedule.betas.cpu(),
+            "betas": None if schedule is None else schedule.betas.cpu(),
             "ema": {**weights, "model": fp16_weights(weights["model"], dtype)},
             "step": trainer.step,
             "train_config": dataclasses.asdict(trainer.config),
@@ -233,3 +237,18 @@ def load_noisy_classifier(name="mnist_noisy_classifier", device="cpu", weights_d
     classifier, schedule = model_from_state(state, ema=True, device=device)
     classifier.card = card
     return classifier, schedule
+
+
+def load_autoencoder(name="mnist_autoencoder", device="cpu", weights_dir=None):
+    """Load a shipped autoencoder, the first stage of latent diffusion: ``autoencoder, scale_factor =
+    load_autoencoder("mnist_autoencoder")``, in eval mode, with the factor its card records (1 / the std of
+    its latents over the whole training set: :func:`lesson_lib.data.latents.scale_factor`). Verified
+    against the sha256 on its card by :func:`load_artifact`; the card is ``autoencoder.card``."""
+    card = model_card(name, weights_dir)
+    if card.get("kind") != "autoencoder":
+        raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not an autoencoder; "
+                         f"autoencoders: {available('autoencoder', weights_dir)}")
+    state, _ = load_artifact(name, weights_dir, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
+    autoencoder, _ = model_from_state(state, ema=True, device=device)
+    autoencoder.card = card
+    return autoencoder, card["scale_factor"]

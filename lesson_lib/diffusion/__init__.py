@@ -13,6 +13,7 @@
     inversion    DDIM inversion (the same loop, climbing) and slerp
     likelihood   the variational bound in bits/dim, the learned variance, L_hybrid and L_vlb
     oracles      exact answers for Gaussian data and a Gaussian mixture (tests and lessons)
+    latent       latent diffusion's first stage: the KL to N(0, I), the autoencoder's objective
 
 These modules import nothing from the rest of the library but the prediction vocabulary
 (:mod:`lesson_lib.models.base`), :mod:`lesson_lib.files` and :mod:`lesson_lib.arguments`.

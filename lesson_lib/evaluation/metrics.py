@@ -1,4 +1,5 @@
-"""Sample quality for 2-D data, a memorisation check and a diversity measure for images.
+"""Sample quality for 2-D data, a memorisation check and a diversity measure for images, and the
+peak signal-to-noise ratio of a reconstruction (:func:`psnr`).
 
 How close are a model's samples to the data? For two point clouds we use the sliced
 Wasserstein distance (Rabin et al., 2011; Bonneel et al., 2015): project both clouds on many
@@ -110,3 +111,21 @@ def median_nn_distance(samples, data):
     """
     _, d = nearest_neighbours(samples, data)
     return d.quantile(0.5).item()   # the mean of the middle two when N is even
+
+
+def psnr(x, reference, data_range=2.0):
+    """The peak signal-to-noise ratio of each image ``x[i]`` against ``reference[i]``, in decibels:
+
+        PSNR = 10 log10( data_range^2 / mean over pixels of (x - reference)^2 )
+
+    with ``data_range`` = 2 for images in [-1, 1] (the same figure as 255 for 0..255). +3 dB halves
+    the mean squared error. Returns an (N,) float64 tensor (inf where the two are identical);
+    report the mean over images, as reconstruction PSNRs are.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(reference, torch.Tensor) or x.shape != reference.shape:
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in (x, reference)]
+        raise ValueError(f"x and reference must be tensors of the same shape (N, ...), got {shapes[0]} and {shapes[1]}")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be positive (2 for images in [-1, 1], 255 for 0..255), got {data_range!r}")
+    mse = ((x.detach().cpu().double() - reference.detach().cpu().double()) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(data_range ** 2 / mse)

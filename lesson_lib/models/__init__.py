@@ -10,7 +10,9 @@
     classifiers   the course's MNIST and CIFAR-10 classifiers (FID features, class accuracy)
     noisy_classifier  f_phi(y | x_t, t), the U-Net's down path (from layers) with a head: the guide
                   of classifier guidance
+    autoencoder   the KL-regularised autoencoder of latent diffusion (from layers): encode(x) -> (mean,
+                  logvar), decode(z), downsampling factor f in {1, 2, 4}
 """
 
 from .base import MODEL_CLASSES  # noqa: F401  (the registry that checkpoints are loaded through)
-from . import classifiers, mlp, noisy_classifier, unet  # noqa: F401,E402  (importing them registers their classes)
+from . import autoencoder, classifiers, mlp, noisy_classifier, unet  # noqa: F401,E402  (importing them registers their classes)

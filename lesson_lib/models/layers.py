@@ -100,21 +100,25 @@ class ResBlock(nn.Module):
         h = h + Linear(SiLU(emb))[:, :, None, None]          (same shift at every pixel)
         h = Conv3x3(Dropout(SiLU(GroupNorm(h))))             (zero-initialised)
         return skip(x) + h                                    (skip = 1x1 conv if channels change)
+
+    With ``time_dim=None`` the block has no timestep (no ``time_proj``; call it as ``block(x)``):
+    the same block for a network that sees no t, such as the autoencoder of latent diffusion.
     """
 
     def __init__(self, in_ch, out_ch, time_dim, dropout=0.0):
         super().__init__()
         self.norm1 = group_norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.time_proj = nn.Linear(time_dim, out_ch)
+        self.time_proj = nn.Linear(time_dim, out_ch) if time_dim is not None else None
         self.norm2 = group_norm(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x, emb):
+    def forward(self, x, emb=None):
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_proj(F.silu(emb))[:, :, None, None]
+        if self.time_proj is not None:
+            h = h + self.time_proj(F.silu(emb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
