@@ -392,10 +392,12 @@ plt.tight_layout(); plt.show()
 # * **The unguided conditional model's FID is already at the floor of $n = 200$** (about 1.15 against 1.18): MNIST digits
 #   are easy, and this model is good. A larger $n$ confirms it on these 25 steps: at $n = 2{,}000$ (floor 0.194,
 #   docs/benchmarks.md §10) the unguided model scores 0.174, FID extrapolated to infinite $n$ −0.004 against the floor's
-#   0.006, while on 8 steps it is 3.8× the floor at $n = 5{,}000$. The guided arms were not measured at that $n$ (CPU
-#   time), so read their differences of a few tenths as unresolved. Guidance cannot improve FID much here; small $w$ (0.5–1) is no worse than
-#   $w = 0$, and $w = 4$ is worse (about 1.5), because guidance narrows each class (its within-class spread falls
-#   below that of real digits).
+#   0.006, while on 8 steps it is 3.8× the floor at $n = 5{,}000$. At $n = 200$ the guided arms' differences of a few
+#   tenths are unresolved; at $n = 2{,}000$ (the same sampler and seed, docs/benchmarks.md §10,
+#   `docs/guidance_table_n2000.json`) they are not: CFG at $w = 1$ scores 0.333 (1.7× the floor) with 99.95% accuracy,
+#   $w = 4$ scores 0.771 (4.0×) with 100%, both with a within-class spread below the real digits' (1.85 and 1.61
+#   against 2.36). So guidance buys accuracy with FID at this $n$, and narrows each class: guidance cannot improve
+#   FID here, and $w = 4$ is clearly worse.
 # * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (3.3 against 2.4 unguided),
 #   as Dhariwal & Nichol found on ImageNet: a learned classifier's gradient at scale 1 is not the exact Bayes term
 #   of section 2, and it takes a larger scale (4–8) to match the conditional model's accuracy.
@@ -406,7 +408,9 @@ plt.tight_layout(); plt.show()
 #   guiding the unconditional model gets 96% at FID 1.45. Its diversity falls the same way as CFG's (2.34 at $s = 1$ to
 #   1.94 at $s = 8$, against 2.36 for real digits). Beside CFG it is no better: CFG at $w = 0.5$ gives FID 1.01 and 100%
 #   without a second network. At n = 200 these FID differences are within the noise (a few tenths); the accuracies and
-#   the diversity trend are the robust part.
+#   the diversity trend are the robust part. At $n = 2{,}000$ ADM-G at $s = 1$ is level with the unguided model (FID
+#   0.179 against 0.174, both below the floor's 0.194) at 99.5% accuracy, and classifier guidance of the unconditional
+#   model at $s = 1$ is far from the data (1.620, 8.3× the floor, 61.6% accuracy).
 # * **Negative KIDs are not a bug.** KID is an *unbiased* estimate of a squared distance (the MMD² between the feature
 #   distributions, `docs/metrics.md`): its mean over repeated draws is the true value, which is $\ge 0$, but one estimate
 #   scatters around it and goes below 0 when the true value is smaller than its noise. The floor itself, real
