@@ -467,8 +467,8 @@ for aim, holds in aims.items():
 #   at every number of calls.
 # * **More calls help a consistency model less**: 0.298 → 0.248 → 0.204 → 0.200. Each call after the first starts from
 #   fresh noise around $\hat x_0$ (section 5's grid), so it trades a little of the first call's error for a new draw.
-# * **Every fast sampler is still 4–7× the floor**, and less diverse than the data (feature covariance 0.87–0.94 of the
-#   test set's): at n = 500, where the floor is 0.76, all of them looked like data (the card's n = 500 figures).
+# * **The best arms are still 3.8–7.1× the floor** (the students and the consistency model at every number of calls,
+#   DDIM on 8 steps), and less diverse than the data (feature covariance 0.87–0.94 of the test set's): at n = 500, where the floor is 0.76, all of them looked like data (the card's n = 500 figures).
 #
 # The aims: **class accuracy ≥ 96% on one call holds** (97.7%); **2 calls at least as good as the 2-step student holds**
 # (0.248 against 0.276); **1 call within 1.5× DDIM-50 of `mnist_cond` does not hold**: 0.298 is 1.85× DDIM-50's 0.162,
