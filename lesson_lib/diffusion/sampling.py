@@ -18,7 +18,12 @@ v prediction; what it predicts is read from ``model.prediction`` (or given as ``
 A ``callback`` sees every step (x_t, x0_hat and x_s), so a lesson can draw x0_hat along the
 chain without a second loop. Guidance wraps the denoiser (or, the mean form of classifier
 guidance, is the step); fewer steps change the timestep list (:mod:`lesson_lib.diffusion.timesteps`);
-none of them touches the loop.
+none of them touches the loop. Multistep consistency sampling (lesson 9) is a third preset,
+:func:`consistency_sample`: the same loop with another step.
+
+Why one module of about 300 lines: the loop, its presets (DDPM, DDIM, consistency) and the two
+single-step helpers of lessons 1b and 2 share one set of argument checks and one set-up (``_run``);
+split apart, a reader would have to follow that set-up across files to see what a preset adds.
 """
 
 import contextlib
