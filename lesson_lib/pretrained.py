@@ -225,18 +225,24 @@ def load_pretrained(name="mnist_cond", device="cpu", weights_dir=None):
     return model_from_state(state, ema=True, device=device)
 
 
+def _load_kind(name, kind, one, plural, device, weights_dir):
+    """A shipped model of ``kind`` (its card checked, its weights verified and loaded), in eval mode with
+    its card as ``model.card``; returns ``(model, schedule)``."""
+    card = model_card(name, weights_dir)
+    if card.get("kind") != kind:
+        raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not {one}; "
+                         f"{plural}: {available(kind, weights_dir)}")
+    state, _ = load_artifact(name, weights_dir, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
+    model, schedule = model_from_state(state, ema=True, device=device)
+    model.card = card
+    return model, schedule
+
+
 def load_noisy_classifier(name="mnist_noisy_classifier", device="cpu", weights_dir=None):
     """Load a shipped noisy classifier f_phi(y | x_t, t), the guide of classifier guidance:
     ``classifier, schedule = load_noisy_classifier()``, in eval mode, with the schedule it was
     trained under. Verified against the sha256 on its card by :func:`load_artifact`."""
-    card = model_card(name, weights_dir)
-    if card.get("kind") != "noisy_classifier":
-        raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not a noisy classifier; "
-                         f"noisy classifiers: {available('noisy_classifier', weights_dir)}")
-    state, _ = load_artifact(name, weights_dir, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
-    classifier, schedule = model_from_state(state, ema=True, device=device)
-    classifier.card = card
-    return classifier, schedule
+    return _load_kind(name, "noisy_classifier", "a noisy classifier", "noisy classifiers", device, weights_dir)
 
 
 def load_autoencoder(name="mnist_autoencoder", device="cpu", weights_dir=None):
@@ -244,11 +250,5 @@ def load_autoencoder(name="mnist_autoencoder", device="cpu", weights_dir=None):
     load_autoencoder("mnist_autoencoder")``, in eval mode, with the factor its card records (1 / the std of
     its latents over the whole training set: :func:`lesson_lib.data.latents.scale_factor`). Verified
     against the sha256 on its card by :func:`load_artifact`; the card is ``autoencoder.card``."""
-    card = model_card(name, weights_dir)
-    if card.get("kind") != "autoencoder":
-        raise ValueError(f"{name!r} is a shipped {card.get('kind')}, not an autoencoder; "
-                         f"autoencoders: {available('autoencoder', weights_dir)}")
-    state, _ = load_artifact(name, weights_dir, hint="reinstall lesson_lib or retrain with: " + card.get("command", ""))
-    autoencoder, _ = model_from_state(state, ema=True, device=device)
-    autoencoder.card = card
-    return autoencoder, card["scale_factor"]
+    autoencoder, _ = _load_kind(name, "autoencoder", "an autoencoder", "autoencoders", device, weights_dir)
+    return autoencoder, autoencoder.card["scale_factor"]
