@@ -12,7 +12,9 @@
                   of classifier guidance
     autoencoder   the KL-regularised autoencoder of latent diffusion (from layers): encode(x) -> (mean,
                   logvar), decode(z), downsampling factor f in {1, 2, 4}
+    dit           the Diffusion Transformer (from layers): patchify, adaLN-Zero blocks, the paper's
+                  presets DiT-S/2 ... DiT-XL/8 and a tiny one for MNIST, the closed-form parameter count
 """
 
 from .base import MODEL_CLASSES  # noqa: F401  (the registry that checkpoints are loaded through)
-from . import autoencoder, classifiers, mlp, noisy_classifier, unet  # noqa: F401,E402  (importing them registers their classes)
+from . import autoencoder, classifiers, dit, mlp, noisy_classifier, unet  # noqa: F401,E402  (importing them registers their classes)
