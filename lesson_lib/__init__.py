@@ -34,6 +34,7 @@ One idea per module, grouped by layer; read them in this order:
         classifiers  the course's MNIST and CIFAR-10 classifiers
         noisy_classifier  f_phi(y | x_t, t), the guide of classifier guidance (the U-Net's down path)
         autoencoder  the KL-regularised autoencoder of latent diffusion: encode -> (mean, logvar), decode
+        dit          the Diffusion Transformer: patchify, adaLN-Zero blocks, the paper's presets and tiny MNIST ones
     data/         toy (2-D datasets), images (MNIST, CIFAR-10, folders, grids), loader (batches),
                   latents (a dataset encoded once by an autoencoder, scaled to unit variance)
     training/     trainer (one loop for every model), distributed (the same loop on several
@@ -47,8 +48,9 @@ One idea per module, grouped by layer; read them in this order:
     recipes/      how every shipped model is made, each by one command (python -m lesson_lib.train
                   --recipe NAME): run (the run folder and what recipes share), mnist_cond,
                   likelihood (mnist_learned_variance, mnist_vlb), distilled (mnist_v_teacher, mnist_distilled_N),
-                  noisy_classifier (lesson 5's guide), classifiers (the judges), autoencoder (lesson 10's
-                  mnist_autoencoder and cifar10_autoencoder)
+                  consistency (mnist_consistency), noisy_classifier (lesson 5's guide), classifiers
+                  (the judges), autoencoder (lesson 10's mnist_autoencoder and cifar10_autoencoder),
+                  latent (mnist_latent, lesson 10's latent diffusion model)
     files         atomic writes and sha256, used by every layer
     arguments     checks of arguments where they enter, with errors that name the fix
     cli           what the command lines share: argument types, one-line errors

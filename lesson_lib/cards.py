@@ -63,6 +63,11 @@ PER_KIND = {
 }
 KINDS = tuple(PER_KIND)
 
+LATENT = {"autoencoder": "the shipped autoencoder whose latents the model was trained on",
+          "scale_factor": "the factor those latents were multiplied by (the autoencoder card's)"}
+"""What a latent diffusion model's card adds under ``latent`` (a diffusion card without it makes pixels):
+:func:`lesson_lib.pretrained.latent_decoding` decodes its samples with them."""
+
 _TYPES = {"parameters": numbers.Integral, "wall_time_s": numbers.Real, "evaluation": dict, "model_config": dict,
           "sampling": dict, "feature_dim": numbers.Integral, "latent_shape": list, "scale_factor": numbers.Real}
 _WORDS = {numbers.Integral: "a whole number", numbers.Real: "a number", dict: "a dict", list: "a list"}
@@ -93,6 +98,12 @@ def check_card(card):
         absent = [key for key in ("sampler", "steps", "grid") if key not in card["sampling"]]
         if absent:
             wrong.append(f"sampling must hold sampler, steps and grid; it lacks {', '.join(absent)}")
+    latent = card.get("latent")
+    if kind == "diffusion" and latent is not None and not (
+            isinstance(latent, dict) and isinstance(latent.get("autoencoder"), str)
+            and isinstance(latent.get("scale_factor"), numbers.Real) and latent["scale_factor"] > 0):
+        wrong.append("latent must be a dict of " + "; ".join(f"{key}: {what}" for key, what in LATENT.items())
+                     + f", got {latent!r}")
     if wrong:
         raise ValueError(f"the model card of {name!r} does not fit the schema of lesson_lib.cards: " + "; ".join(wrong))
     return card

@@ -4,7 +4,8 @@
     python -m lesson_lib.evaluate --checkpoint runs/mnist-gpu/checkpoint.pt --dataset mnist --n 5000
 
 ``--steps`` sets the timesteps of both samplers, as in :mod:`lesson_lib.sample` (DDIM 100 by
-default, DDPM all T by default and fewer as strided DDPM).
+default, DDPM all T by default and fewer as strided DDPM). A shipped latent diffusion model's samples
+are decoded by the autoencoder its card names before they are measured.
 
 FID and KID use the course's own classifier features (see docs/metrics.md), so they are
 comparable between runs of this course, not with papers' Inception FID. FID is biased
@@ -24,7 +25,7 @@ from .cli import check_device, positive_int, run
 from .data.images import load_dataset
 from .evaluation.judges import class_accuracy
 from .evaluation.fid import DATASETS, compute_metrics, real_floor
-from .pretrained import available, model_card
+from .pretrained import available, latent_decoding, model_card
 from .sample import DDIM_STEPS, SAMPLERS, cfg, check_steps, defaults, generate, load
 
 IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}      # (channels, size) of each dataset's images
@@ -149,11 +150,13 @@ def main(argv=None):
     except FileNotFoundError as error:
         p.error(f"--data-dir: {error}")
     model, schedule = load(p, args)
-    check_dataset_fits(p, dataset, model)
+    decoding = latent_decoding(args.pretrained, args.device) if args.pretrained else {}
+    if not decoding:                   # a latent model's samples are latents until decoded
+        check_dataset_fits(p, dataset, model)
     sampler, steps, grid = defaults(args)
     check_steps(p, steps, schedule)
     print(format_table(evaluate(model, schedule, dataset, args.n, sampler, steps, args.device, args.data_dir,
-                                guidance=cfg(p, model, args.guidance), grid=grid)))
+                                guidance=cfg(p, model, args.guidance), grid=grid, **decoding)))
 
 
 if __name__ == "__main__":

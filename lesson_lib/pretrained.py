@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from .cards import KINDS, check_card
+from .data.latents import latent_decoder
 from .diffusion.schedules import NoiseSchedule
 from .files import atomic_write, sha256_of
 from .models import MODEL_CLASSES
@@ -252,3 +253,16 @@ def load_autoencoder(name="mnist_autoencoder", device="cpu", weights_dir=None):
     against the sha256 on its card by :func:`load_artifact`; the card is ``autoencoder.card``."""
     autoencoder, _ = _load_kind(name, "autoencoder", "an autoencoder", "autoencoders", device, weights_dir)
     return autoencoder, autoencoder.card["scale_factor"]
+
+
+def latent_decoding(name, device="cpu", weights_dir=None):
+    """How to turn the samples of shipped model ``name`` into images, as keyword arguments of
+    :func:`lesson_lib.sample.generate` and :func:`lesson_lib.evaluate.evaluate`: ``{}`` for a model
+    of pixels; for a latent diffusion model (its card's ``latent`` names the autoencoder and the scale
+    factor its latents were multiplied by) ``{"decode": ..., "clip_x0": False}``, the autoencoder's
+    :func:`~lesson_lib.data.latents.latent_decoder` (latents are not confined to [-1, 1])."""
+    latent = model_card(name, weights_dir).get("latent")
+    if latent is None:
+        return {}
+    autoencoder, _ = load_autoencoder(latent["autoencoder"], device=device, weights_dir=weights_dir)
+    return {"decode": latent_decoder(autoencoder, latent["scale_factor"]), "clip_x0": False}

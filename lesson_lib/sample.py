@@ -5,6 +5,7 @@
     python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --guidance 2 --out threes.png
     python -m lesson_lib.sample --pretrained mnist_distilled_4 --n 1000 --out students.npz
     python -m lesson_lib.sample --pretrained mnist_consistency --steps 2 --out two_calls.png
+    python -m lesson_lib.sample --pretrained mnist_latent --guidance 2 --out latent_digits.png
 
 Class-conditional models get one row per class unless ``--label`` picks one. A shipped model
 samples with its own defaults (its card's ``sampling``: a distilled student on the steps of its
@@ -14,7 +15,8 @@ T (Algorithm 2) by default and fewer as strided DDPM, multistep consistency samp
 (always on the nested grid it was trained on). ``--guidance W`` is classifier-free guidance with the paper's weight
 w (0 is the plain conditional model). An ``--out`` ending in ``.npz`` holds the samples as
 uint8 ``images`` ((N, H, W) or (N, H, W, C)) and their ``labels``, to compute metrics of your
-own. An existing ``--out`` is replaced only with ``--overwrite``.
+own. A shipped latent diffusion model (``mnist_latent``) is decoded by the autoencoder its card
+names. An existing ``--out`` is replaced only with ``--overwrite``.
 """
 
 import argparse
@@ -32,7 +34,7 @@ from .diffusion.guidance import ClassifierFreeGuidance
 from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample
 from .diffusion.timesteps import spaced
 from .files import atomic_write
-from .pretrained import available, load_model, load_pretrained, model_card
+from .pretrained import available, latent_decoding, load_model, load_pretrained, model_card
 
 SAMPLERS = ("ddpm", "ddim", "consistency")
 GRIDS = ("linspace", "distillation")     # DDIM's default spacing, or the nested grid of a distilled student
@@ -183,9 +185,10 @@ def main(argv=None):
     else:
         n = args.n or 64
     guidance = cfg(p, model, args.guidance)
+    decoding = latent_decoding(args.pretrained, args.device) if args.pretrained else {}
     start = time.perf_counter()
     x = generate(model, schedule, n, sampler, steps, None if labels is None else {"y": labels}, args.device,
-                 args.seed, guidance=guidance, grid=grid)
+                 args.seed, guidance=guidance, grid=grid, **decoding)
     seconds = time.perf_counter() - start
     if args.out.lower().endswith(".npz"):
         write_samples(x, labels, args.out)

@@ -199,20 +199,20 @@ PINNED = {"mnist_cond": (0.158656, 0.9426), "mnist_distilled_1": (0.243598, 0.71
           "mnist_distilled_2": (0.278602, 0.714158), "mnist_distilled_4": (0.305855, 0.740665),
           "mnist_distilled_8": (0.313306, 0.738804), "mnist_learned_variance": (-0.274201, 0.838451),
           "mnist_vlb": (-0.322699, 0.976074), "mnist_v_teacher": (0.384756, 0.744103),
-          "mnist_consistency": (0.346006, 0.762249)}
+          "mnist_consistency": (0.346006, 0.762249), "mnist_latent": (0.209885, 0.906263)}
 PINNED_GUIDE = [-2.33311, -1.3719, -0.14596, -0.91996, 1.29006, -2.71694, -0.98369, -3.05881, 3.0576, -1.40878]
 
 
-def pinned_input():
+def pinned_input(shape=(1, 28, 28)):
     g = torch.Generator().manual_seed(0)
-    return torch.randn(2, 1, 28, 28, generator=g), torch.tensor([5, 700]), torch.tensor([3, 10])
+    return torch.randn(2, *shape, generator=g), torch.tensor([5, 700]), torch.tensor([3, 10])
 
 
 def test_shipped_diffusion_models_load_and_match_their_pinned_output():
     assert sorted(PINNED) == available("diffusion")
-    x, t, y = pinned_input()
     for name, (mean, abs_mean) in PINNED.items():
         model, _ = load_pretrained(name)                 # strict load_state_dict, from the stored config
+        x, t, y = pinned_input(model.data_shape)         # a latent model's input is its latent
         stored = model_card(name)["model_config"]
         assert {k: model.config[k] for k in stored} == stored, name
         with torch.no_grad():

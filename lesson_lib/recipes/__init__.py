@@ -19,13 +19,16 @@ Read them in this order:
     consistency       mnist_consistency: consistency distillation of mnist_v_teacher
     noisy_classifier  mnist_noisy_classifier: the guide of lesson 5
     classifiers       mnist_classifier and cifar10_classifier: the judges and FID's features (SGD, one-cycle)
+    autoencoder       mnist_autoencoder: the first stage of latent diffusion (squared error + KL)
+    latent            mnist_latent: class-conditional latent diffusion on mnist_autoencoder's latents
 """
 
-from . import classifiers, consistency, distilled, likelihood, mnist_cond, noisy_classifier
+from . import autoencoder, classifiers, consistency, distilled, latent, likelihood, mnist_cond, noisy_classifier
 from .run import Run
 
 RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, *likelihood.RECIPES, distilled.RECIPE, consistency.RECIPE,
-                                              noisy_classifier.RECIPE, *classifiers.RECIPES)}
+                                              noisy_classifier.RECIPE, *classifiers.RECIPES,
+                                              *autoencoder.RECIPES, *latent.RECIPES)}
 """Every recipe by the name ``--recipe`` takes."""
 
 PROFILES = ("full", "ci")
