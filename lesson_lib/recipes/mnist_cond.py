@@ -1,4 +1,4 @@
-"""mnist_cond: the class-conditional MNIST DDPM that lessons 4 to 8 sample.
+"""mnist_cond and mnist_dit: the class-conditional MNIST DDPMs, a U-Net (lessons 4 to 8) and a DiT (lesson 11).
 
 L_simple (Ho et al. 2020, Algorithm 1) on the linear schedule, T = 1000, with label dropout 0.1
 (Ho & Salimans 2022) so that the same network serves classifier-free guidance; the U-Net preset
@@ -6,6 +6,12 @@ L_simple (Ho et al. 2020, Algorithm 1) on the linear schedule, T = 1000, with la
 (``max_seconds``): on one H200 that was 3,100 steps of batch 256; a CPU makes far fewer in 150 s.
 ``export`` measures FID, KID and class accuracy of DDIM samples of the shipped fp16 weights beside
 the real-data floor (:func:`lesson_lib.evaluate.evaluate`).
+
+``mnist_dit`` trains lesson 11's Diffusion Transformer the same way (the same objective, label dropout,
+Trainer, sampler and evaluation): the course's tiny preset "DiT-T/4" (6 adaLN-Zero blocks of width 128,
+4 heads, 4 x 4 patches: 49 tokens per digit, 1.87M parameters) for a fixed number of steps on one CPU
+thread. Only the learning rate is the transformer's own: AdamW at 3e-4 after 500 warm-up steps (the
+paper trains at 1e-4 with batch 256; a tiny model on a short budget takes a larger step).
 """
 
 import torch
@@ -13,6 +19,7 @@ import torch
 from ..diffusion.losses import LSimple
 from ..diffusion.schedules import NoiseSchedule
 from ..evaluate import evaluate
+from ..models.dit import dit_preset
 from ..models.unet import unet_preset
 from ..pretrained import model_from_state, model_payload
 from ..training.trainer import TrainConfig, Trainer
@@ -28,17 +35,35 @@ SETTINGS = {
                steps=4, max_seconds=0, checkpoint_every=2, n_train=256,
                evaluation=dict(n=20, steps=2, batch_size=20)),
 }
+SETTINGS_DIT = {
+    # full: 6,000 steps of batch 128 (13 epochs) on one CPU thread
+    "full": dict(architecture="dit", preset="DiT-T/4", batch_size=128, lr=3e-4, warmup_steps=500, ema_decay=0.999,
+                 class_dropout=0.1, seed=0, log_every=100, steps=6000, max_seconds=0, checkpoint_every=500, threads=1,
+                 evaluation=dict(n=2000, steps=100, batch_size=500)),
+    "ci": dict(architecture="dit", preset="DiT-T/7", batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.9,
+               class_dropout=0.1, seed=0, log_every=2, steps=4, max_seconds=0, checkpoint_every=2, n_train=256,
+               evaluation=dict(n=20, steps=2, batch_size=20)),
+}
 SCHEDULE = "linear, T=1000, beta 1e-4 -> 0.02"
 SAMPLING = {"sampler": "ddim", "steps": 100, "grid": "linspace"}
-DESCRIPTION = ("Class-conditional DDPM on MNIST (U-Net preset 'mnist', 10 classes + a learned null class, label "
-               "dropout 0.1, so it also serves classifier-free guidance). EMA weights stored in float16.")
+DESCRIPTIONS = {
+    "mnist_cond": "Class-conditional DDPM on MNIST (U-Net preset 'mnist', 10 classes + a learned null class, label "
+                  "dropout 0.1, so it also serves classifier-free guidance). EMA weights stored in float16.",
+    "mnist_dit": "Class-conditional Diffusion Transformer on MNIST (preset 'DiT-T/4': 6 adaLN-Zero blocks of width "
+                 "128, 4 heads, 4x4 patches = 49 tokens; 10 classes + a learned null class, label dropout 0.1, so it "
+                 "also serves classifier-free guidance). EMA weights stored in float16.",
+}
+ARCHITECTURES = {"unet": unet_preset, "dit": dit_preset}
+"""The networks a recipe of this module builds, by its settings' ``architecture`` (default "unet"):
+``mnist_cond``'s U-Net, and lesson 11's DiT (``mnist_dit``) trained the same way."""
 
 
 def build(settings, images, labels, device=None, checkpoint_path=None):
     """The model, L_simple and the Trainer of ``settings`` on class-labelled images (benchmarks/gpu_session.py
     builds its runs with it too)."""
     torch.manual_seed(settings["seed"])            # the initial weights too: the same settings, the same model
-    model = unet_preset(settings["preset"], num_classes=10, **settings["unet"])
+    preset = ARCHITECTURES[settings.get("architecture", "unet")]
+    model = preset(settings["preset"], num_classes=10, **settings.get("unet", {}))
     config = TrainConfig(batch_size=settings["batch_size"], lr=settings["lr"], warmup_steps=settings["warmup_steps"],
                          ema_decay=settings["ema_decay"], hflip=settings.get("hflip", False), seed=settings["seed"],
                          log_every=settings["log_every"], max_seconds=settings["max_seconds"])
@@ -67,12 +92,15 @@ def export(run, trainer, weights_dir, overwrite=False):
         "fid_floor_train_vs_test": round(q["fid_floor"], 3), "kid_floor": round(q["kid_floor"], 5),
         "class_accuracy": round(q["class_accuracy"], 3), "mean_confidence": round(q["confidence"], 3),
         "feature_network": q["feature_network"], "samples_per_second": round(q["samples_per_s"], 1)}
-    card = run.card("mnist_cond", "diffusion", DESCRIPTION, model, evaluation, weights_dir,
-                    model_config=dict(model.config), prediction=model.prediction, schedule=SCHEDULE,
-                    sampling=SAMPLING, settings=run.settings, steps=trainer.step,
+    name = run.recipe.name
+    card = run.card(name, "diffusion", DESCRIPTIONS[name], model, evaluation, weights_dir, model_config=dict(model.config), prediction=model.prediction,
+                    schedule=SCHEDULE, sampling=SAMPLING, settings=run.settings, steps=trainer.step,
                     examples_seen=trainer.step * trainer.config.batch_size)
-    return [run.save(payload, weights_dir, "mnist_cond", card, overwrite)]
+    return [run.save(payload, weights_dir, name, card, overwrite)]
 
 
 RECIPE = Recipe("mnist_cond", "mnist", ("mnist_cond",), SETTINGS, train, export,
                 "the class-conditional MNIST DDPM (L_simple, label dropout), 150 s on a GPU")
+DIT = Recipe("mnist_dit", "mnist", ("mnist_dit",), SETTINGS_DIT, train, export,
+             "lesson 11's class-conditional DiT-T/4 on MNIST (L_simple, label dropout), 6,000 steps on one CPU thread")
+"""Registered in lesson_lib.recipes once its weights ship."""
