@@ -1,5 +1,5 @@
-"""Shared by the grader tests: a notebook's definitions as the grader runs them, and a
-check that must reject a wrong implementation."""
+"""Shared by the grader tests: a notebook's definitions as the grader runs them, a check that
+must reject a wrong implementation, and the same over several of the checks' seeds."""
 import textwrap
 import types
 from pathlib import Path
@@ -40,3 +40,30 @@ def expect_rejected(lesson, check_name, source, error=AssertionError):
         check.fn(namespace)
     assert str(failure.value)
     return failure
+
+
+def solution_with(lesson, source):
+    """The solution's definitions of ``lesson`` with ``source`` run over them (a student's answer replacing some)."""
+    namespace = definitions("solutions", lesson)
+    exec(textwrap.dedent(source), namespace)
+    return namespace
+
+
+def rejected_on_seeds(lesson, check_name, source, seeds=(0, 1, 2), error=AssertionError):
+    """The check rejects ``source`` (over the solution's other definitions) on every seed, each time with a
+    message; returns the messages."""
+    namespace, check = solution_with(lesson, source), next(c for c in load_checks(lesson) if c.name == check_name)
+    messages = []
+    for seed in seeds:
+        with pytest.raises(error) as failure:
+            check.fn(namespace, seed=seed)
+        assert str(failure.value)
+        messages.append(str(failure.value))
+    return messages
+
+
+def passes_on_seeds(lesson, check_name, source="", seeds=(0, 1, 2)):
+    """The check accepts ``source`` (over the solution's other definitions) on every seed."""
+    namespace, check = solution_with(lesson, source), next(c for c in load_checks(lesson) if c.name == check_name)
+    for seed in seeds:
+        check.fn(namespace, seed=seed)

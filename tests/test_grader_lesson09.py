@@ -5,39 +5,21 @@ hostile answers (NaN, empty, the inputs echoed, constants) earn nothing. (The un
 reaching its stub, the end-to-end grading of solution and exercise, and forged answers sent to every
 judge are tested for every lesson in tests/test_grader.py and tests/test_grader_judges.py.)"""
 
-import textwrap
-
 import pytest
 
-from grading_helpers import definitions
+from grading_helpers import passes_on_seeds, rejected_on_seeds, solution_with
 from lesson_lib.course.checks import load_checks
 
 SEEDS = (0, 1, 2)
 CHECKS = {check.name: check for check in load_checks("09")}
 
 
-def _namespace(source=""):
-    namespace = definitions("solutions", "09")
-    exec(textwrap.dedent(source), namespace)
-    return namespace
-
-
 def rejected(check_name, source, seeds=SEEDS, error=AssertionError):
-    """The check rejects ``source`` (over the solution's other definitions) on every seed, with a message."""
-    namespace = _namespace(source)
-    messages = []
-    for seed in seeds:
-        with pytest.raises(error) as failure:
-            CHECKS[check_name].fn(namespace, seed=seed)
-        assert str(failure.value)
-        messages.append(str(failure.value))
-    return messages
+    return rejected_on_seeds("09", check_name, source, seeds, error)
 
 
 def passes(check_name, source="", seeds=SEEDS):
-    namespace = _namespace(source)
-    for seed in seeds:
-        CHECKS[check_name].fn(namespace, seed=seed)
+    passes_on_seeds("09", check_name, source, seeds)
 
 
 def test_the_checks_total_10_points_and_the_solution_earns_them_on_any_seed():
@@ -304,7 +286,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_answers_earn_nothing(name):
-    namespace = _namespace(HOSTILE[name])
+    namespace = solution_with("09", HOSTILE[name])
     defined = {fn for fn in ("boundary_scalings_v", "consistency_f", "cd_target", "multistep_sample")
                if f"def {fn}(" in HOSTILE[name]}
     for check in CHECKS.values():
