@@ -10,7 +10,9 @@ One idea per module, grouped by layer; read them in this order:
         denoiser     any network as one prediction (x0_hat, eps_hat): precision, checks, clipping
         steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)
         timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
-        sampling     the one sampling loop; DDPM (Algorithm 2) and DDIM as presets of it
+        ode          the probability-flow ODE's solvers as steps: Euler (= DDIM), Heun (EDM, Alg. 2)
+                     and DPM-Solver++(2M)
+        sampling     the one sampling loop; DDPM (Algorithm 2), DDIM and the ODE solvers as presets of it
         guidance     classifier guidance (a denoiser wrapper, or a step: the mean form) and
                      classifier-free guidance (a denoiser wrapper)
         distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective

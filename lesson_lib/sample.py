@@ -5,14 +5,18 @@
     python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --guidance 2 --out threes.png
     python -m lesson_lib.sample --pretrained mnist_distilled_4 --n 1000 --out students.npz
     python -m lesson_lib.sample --pretrained mnist_consistency --steps 2 --out two_calls.png
+    python -m lesson_lib.sample --pretrained mnist_cond --sampler dpmpp2m --steps 10 --out ten_calls.png
     python -m lesson_lib.sample --pretrained mnist_latent --guidance 2 --out latent_digits.png
 
 Class-conditional models get one row per class unless ``--label`` picks one. A shipped model
 samples with its own defaults (its card's ``sampling``: a distilled student on the steps of its
 own grid, a consistency model on one call); ``--sampler`` and ``--steps`` override them. ``--steps``
-sets the number of timesteps (network calls) for every sampler: DDIM visits 100 by default, DDPM all
+sets the number of timesteps for every sampler: DDIM visits 100 by default, DDPM all
 T (Algorithm 2) by default and fewer as strided DDPM, multistep consistency sampling 1 by default
-(always on the nested grid it was trained on). ``--guidance W`` is classifier-free guidance with the paper's weight
+(always on the nested grid it was trained on). Each timestep costs one network call, except with
+``--sampler heun`` (EDM's second-order solver of the probability-flow ODE: 2 calls per step but the
+last, 2N - 1 in all); ``dpmpp2m`` (DPM-Solver++(2M)) is second order at one call per step. Both
+visit DDIM's timesteps (100 by default). ``--guidance W`` is classifier-free guidance with the paper's weight
 w (0 is the plain conditional model). An ``--out`` ending in ``.npz`` holds the samples as
 uint8 ``images`` ((N, H, W) or (N, H, W, C)) and their ``labels``, to compute metrics of your
 own. A shipped latent diffusion model (``mnist_latent``) is decoded by the autoencoder its card
@@ -31,19 +35,21 @@ from .data.images import float_to_uint8, save_grid
 from .cli import check_device, check_output_file, positive_int, run, seed_int
 from .diffusion.distillation import sampler_timesteps
 from .diffusion.guidance import ClassifierFreeGuidance
-from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample
+from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample, ode_sample
 from .diffusion.timesteps import spaced
 from .files import atomic_write
 from .pretrained import available, latent_decoding, load_model, load_pretrained, model_card
 
-SAMPLERS = ("ddpm", "ddim", "consistency")
+SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m")
+ODE_SAMPLERS = ("heun", "dpmpp2m")       # solvers of the probability-flow ODE (diffusion/ode.py), on DDIM's grid
 GRIDS = ("linspace", "distillation")     # DDIM's default spacing, or the nested grid of a distilled student
 DDIM_STEPS = 100          # the default of --steps for DDIM; DDPM's default is every step
 
 
 def timesteps_for(schedule, sampler, steps, grid="linspace"):
-    """The timestep list a sampler visits: every step (DDPM, ``steps`` None), ``spaced(T, steps)``,
-    or the nested grid a distilled student was trained on (``grid="distillation"``)."""
+    """The timestep list a sampler visits: every step (DDPM, ``steps`` None), ``spaced(T, steps)``
+    (DDIM and the ODE solvers, ``steps`` 100 by default), or the nested grid a distilled student was
+    trained on (``grid="distillation"``)."""
     choice(sampler, "sampler", SAMPLERS)
     choice(grid, "grid", GRIDS)
     if sampler == "ddpm" and steps is None:
@@ -57,8 +63,9 @@ def timesteps_for(schedule, sampler, steps, grid="linspace"):
 def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="cpu", seed=0,
              progress=True, guidance=None, clip_x0=True, decode=None, grid="linspace"):
     """``n`` samples of ``model.data_shape``: DDPM (Algorithm 2: all T steps, or ``steps`` of them
-    strided), DDIM (``steps`` steps, default 100) or multistep consistency sampling (``steps`` calls,
-    default 1), on the timesteps of :func:`timesteps_for`.
+    strided), DDIM (``steps`` steps, default 100), multistep consistency sampling (``steps`` calls,
+    default 1) or an ODE solver ("heun", "dpmpp2m"; ``steps`` steps, default 100), on the timesteps
+    of :func:`timesteps_for`.
     ``cond`` is the conditioning passed to the model (``{"y": labels}``, ``{"low_res": images}``),
     ``guidance`` wraps the denoiser (see :mod:`lesson_lib.diffusion.guidance`), ``clip_x0`` clips
     x0_hat (True for images in [-1, 1]; False in a latent space) and ``decode`` maps the samples
@@ -79,6 +86,8 @@ def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="
                              "leave --guidance out")
         kwargs.pop("guidance")
         x = consistency_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
+    elif sampler in ODE_SAMPLERS:
+        x = ode_sample(model, schedule, shape, timesteps=timesteps, solver=sampler, **kwargs)
     else:
         x = ddim_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
     return x if decode is None else decode(x)
@@ -148,8 +157,8 @@ def main(argv=None):
                    "class-conditional model (one row per class); default 8 per class, or 64")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the shipped model's own (else ddim)")
     p.add_argument("--steps", type=positive_int, help=f"timesteps to visit, at most T: DDIM default {DDIM_STEPS} "
-                   "(a shipped model: its own); DDPM default all T, fewer gives strided DDPM (spaced(T, steps), "
-                   "each step with its own beta)")
+                   "(a shipped model: its own), the same for heun (2 calls per step) and dpmpp2m; DDPM default all T, "
+                   "fewer gives strided DDPM (spaced(T, steps), each step with its own beta)")
     p.add_argument("--label", type=int, help="sample only this class (a class-conditional model)")
     p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight w "
                    "(eps = (1 + w) eps(x, y) - w eps(x, null); 0 is the plain conditional model)")

@@ -19,9 +19,19 @@ A ``callback`` sees every step (x_t, x0_hat and x_s), so a lesson can draw x0_ha
 chain without a second loop. Guidance wraps the denoiser (or, the mean form of classifier
 guidance, is the step); fewer steps change the timestep list (:mod:`lesson_lib.diffusion.timesteps`);
 none of them touches the loop. Multistep consistency sampling (lesson 9) is a third preset,
-:func:`consistency_sample`: the same loop with another step.
+:func:`consistency_sample`: the same loop with another step. The probability-flow ODE's solvers
+(Euler, Heun, DPM-Solver++(2M); :mod:`lesson_lib.diffusion.ode`) are a fourth, :func:`ode_sample`.
 
-Why one module of about 300 lines: the loop, its presets (DDPM, DDIM, consistency) and the two
+A step with state. Heun needs a second network call inside its step and DPM-Solver++(2M) the
+previous step's x0_hat; a step of the chain needs neither. Rather than give these solvers a loop of
+their own (as k-diffusion does), the loop threads a small dict through any step marked
+``step.stateful = True``: it calls ``step(schedule, x_t, t, s, pred, noise, state)`` and expects
+``(x_s, state)`` back. The loop starts the dict as ``{"denoise": d}``, d(x, t) the run's denoiser
+(guidance, clipping and ``cond`` included), so a second call sees exactly what the first saw; a
+step adds what it needs to carry (DPM-Solver++: ``x0`` and ``lam``). Unmarked steps are called as
+before, so DDPM, DDIM, consistency and guided steps are untouched.
+
+Why one module of about 350 lines: the loop, its presets (DDPM, DDIM, consistency, ODE) and the two
 single-step helpers of lessons 1b and 2 share one set of argument checks and one set-up (``_run``);
 split apart, a reader would have to follow that set-up across files to see what a preset adds.
 """
@@ -36,6 +46,7 @@ from tqdm.auto import tqdm
 from ..arguments import choice, float_tensor, integer, labels, number
 from .denoiser import ClipX0, Denoiser, Prediction, bf16_supported, check_denoiser, check_returned
 from .forward import check_inputs
+from .ode import SOLVERS as ODE_SOLVERS
 from .schedules import check_timesteps, extract
 from .steps import VARIANCES, consistency_step, ddim_step, ddpm_step
 from .timesteps import all_steps, check_timestep_list, spaced
@@ -99,7 +110,9 @@ def sample(denoise, schedule, x_T, timesteps, step, *, end=-1, stochastic=True, 
         end: where the last step goes: -1, the data (sampling), or a timestep above the last
             entry (DDIM inversion climbs an ascending list, e.g. ``[0, 99, ..., 899]`` with
             ``end=999``, encoding x_0 into the x_T that decodes back to it).
-        step: ``step(schedule, x_t, t, s, pred, noise) -> x_s`` (see :mod:`.steps`).
+        step: ``step(schedule, x_t, t, s, pred, noise) -> x_s`` (see :mod:`.steps`); a step with
+            ``step.stateful = True`` is called with the state as a seventh argument and returns
+            ``(x_s, state)`` (see the module's docstring and :mod:`.ode`).
         stochastic: draw fresh N(0, I) noise (from ``generator``) for every step but the last;
             False passes ``noise=None`` (deterministic steps such as DDIM with eta = 0).
         callback: called with a :class:`StepRecord` after every step.
@@ -114,6 +127,7 @@ def sample(denoise, schedule, x_T, timesteps, step, *, end=-1, stochastic=True, 
     ts = check_timestep_list(timesteps, schedule.T, end)
     end = int(end)
     x, B, cond = x_T, x_T.shape[0], _check_cond(cond, "cond")
+    state = {"denoise": lambda x_, t_: denoise(x_, t_, **cond)} if getattr(step, "stateful", False) else None
     for i, t in enumerate(tqdm(ts, desc=desc, disable=not progress)):
         s = ts[i + 1] if i + 1 < len(ts) else end
         t_batch = torch.full((B,), t, device=x.device, dtype=torch.long)
@@ -122,7 +136,10 @@ def sample(denoise, schedule, x_T, timesteps, step, *, end=-1, stochastic=True, 
         noise = None
         if stochastic and s >= 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x_s = step(schedule, x, t_batch, s_batch, pred, noise)
+        if state is None:
+            x_s = step(schedule, x, t_batch, s_batch, pred, noise)
+        else:
+            x_s, state = step(schedule, x, t_batch, s_batch, pred, noise, state)
         if callback is not None:
             callback(StepRecord(i, t, s, x, pred, x_s))
         x = x_s
@@ -284,6 +301,21 @@ def consistency_sample(model, schedule, shape=None, *, timesteps, x_T=None, pred
     return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
                 model_kwargs, timesteps, consistency_step, True, lambda r: True, return_trajectory,
                 progress, "consistency sampling")
+
+
+def ode_sample(model, schedule, shape=None, *, steps=50, solver="heun", x_T=None, prediction=None,
+               clip_x0=False, model_kwargs=None, device="cpu", generator=None, return_trajectory=False,
+               progress=True, autocast=None, spacing="linspace", guidance=None, timesteps=None):
+    """Deterministic sampling by a solver of the probability-flow ODE (:mod:`lesson_lib.diffusion.ode`)
+    on ``steps`` timesteps (``spacing`` as in :mod:`lesson_lib.diffusion.timesteps`) or on the list
+    ``timesteps``: ``solver`` is "euler" (= DDIM with eta = 0; N network calls), "heun" (EDM's
+    Algorithm 2; 2N - 1 calls) or "dpmpp2m" (DPM-Solver++(2M); N calls). ``guidance`` wraps the
+    denoiser as in :func:`ddpm_sample`; Heun's second call goes through the same wrapper."""
+    step = ODE_SOLVERS[choice(solver, "solver", tuple(ODE_SOLVERS))]
+    timesteps = spaced(schedule.T, steps, spacing) if timesteps is None else [int(t) for t in timesteps]
+    return _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
+                model_kwargs, timesteps, step, False, lambda r: True, return_trajectory,
+                progress, f"ODE sampling ({solver})", guidance)
 
 
 # --- single steps, for lessons and exercises that take one step by hand -------------------
