@@ -24,6 +24,9 @@ One idea per module, grouped by layer; read them in this order:
                      denoiser, classifier and probability-flow map (for tests and lessons)
         latent       latent diffusion's first stage: the KL to N(0, I) and the autoencoder's objective
                      (AutoencoderLoss: squared error + KL, no noise schedule)
+        cascade      cascaded diffusion: area down- and bilinear upsampling, the conditioning
+                     augmentation (level s = round(s T) forward steps), the SR model's cond dict, its
+                     L_simple, and the two-stage sampler (two calls of one sampler preset)
     models/       the networks (never import diffusion/, training/, evaluation/ or course/)
         base         what every network shares: the recorded config, from_config, prediction,
                      num_classes, data_shape, the input checks
@@ -32,7 +35,8 @@ One idea per module, grouped by layer; read them in this order:
                      attention, down/up-sampling, group_norm, zero_init
         mlp          a small MLP denoiser for 2-D data
         unet         the U-Net denoiser for images, and its presets (lesson 3's tables of its
-                     shapes and parameters: course/inspection)
+                     shapes and parameters: course/inspection); SuperResUNet, the U-Net of a
+                     cascade's super-resolution stage (extra input channels, the augmentation level)
         classifiers  the course's MNIST and CIFAR-10 classifiers
         noisy_classifier  f_phi(y | x_t, t), the guide of classifier guidance (the U-Net's down path)
         autoencoder  the KL-regularised autoencoder of latent diffusion: encode -> (mean, logvar), decode

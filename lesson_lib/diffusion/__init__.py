@@ -6,7 +6,8 @@
     denoiser     any network as one prediction (x0_hat, eps_hat): precision, checks, clipping
     steps        one reverse step t -> s: DDPM (the posterior) and DDIM (Eq. 12)
     timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
-    sampling     the one sampling loop, and DDPM (Algorithm 2) and DDIM as presets of it
+    ode          the probability-flow ODE's solvers as steps: Euler (= DDIM), Heun, DPM-Solver++(2M)
+    sampling     the one sampling loop, and DDPM (Algorithm 2), DDIM and the ODE solvers as presets of it
     guidance     classifier guidance (a denoiser wrapper, or a step) and classifier-free guidance
     distillation progressive distillation's target and objective
     consistency  consistency models: the boundary scalings, f, CD and CT as one objective
@@ -14,6 +15,7 @@
     likelihood   the variational bound in bits/dim, the learned variance, L_hybrid and L_vlb
     oracles      exact answers for Gaussian data and a Gaussian mixture (tests and lessons)
     latent       latent diffusion's first stage: the KL to N(0, I), the autoencoder's objective
+    cascade      cascaded diffusion: down/upsampling, conditioning augmentation, the two-stage sampler
 
 These modules import nothing from the rest of the library but the prediction vocabulary
 (:mod:`lesson_lib.models.base`), :mod:`lesson_lib.files` and :mod:`lesson_lib.arguments`.

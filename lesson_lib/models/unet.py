@@ -30,6 +30,9 @@ optimiser step (the zero layers receive gradient immediately and become non-zero
 With the paper's CIFAR-10 settings (``unet_preset("ddpm_cifar10")``) this module has exactly
 35,746,307 parameters, the paper's "35.7M".
 
+Why one module of about 340 lines: :class:`SuperResUNet` (a cascade's super-resolution stage) is
+the U-Net with a wider first convolution and one more embedding; it lives beside the network it extends.
+
 The layers (ResBlock, attention, down/up-sampling, the embeddings of t and y) are in
 :mod:`lesson_lib.models.layers`, shared with the other networks; this module assembles them.
 Lesson 3's tables of shapes and parameters are in :mod:`lesson_lib.course.inspection`.
@@ -219,7 +222,12 @@ class UNet(Model):
         """eps_theta(x_t, t, y) (or x0/v, see ``prediction``), shaped like ``x``; with
         ``learn_sigma`` the prediction and v, concatenated along the channels."""
         self.check_inputs(x, t, y)
-        emb = self.embed(t, y)
+        return self.trunk(x, self.embed(t, y))
+
+    def trunk(self, x, emb):
+        """The network after its inputs are checked and embedded: ``conv_in`` on ``x`` (the image, or
+        the image and its conditioning channels in :class:`SuperResUNet`), the down path, the middle,
+        the up path and the output head, with ``emb`` inside every ResBlock."""
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:
@@ -231,6 +239,81 @@ class UNet(Model):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = block(h, emb)
         return self.out(h)
+
+
+class SuperResUNet(UNet):
+    """The U-Net of a cascade's super-resolution stage (Ho et al. 2021, Cascaded Diffusion Models,
+    Sec. 3 and 4.1): ``model(x_t, t, y=None, low_res=..., aug_level=...)``.
+
+    The low-resolution image, upsampled to the size of x_t, is concatenated to x_t along the
+    channels, so the first convolution reads ``in_channels + cond_channels`` channels; everything
+    after it is the :class:`UNet`. With ``embed_aug_level`` the level of the conditioning
+    augmentation (the number of forward-process steps k the low-resolution image was noised with,
+    0 = clean; :func:`lesson_lib.diffusion.cascade.augment`) is embedded like the timestep, by a
+    :class:`~lesson_lib.models.layers.TimeEmbedding` of its own, and added to the time embedding.
+    The output has ``in_channels`` channels, as the plain U-Net's (``in_channels`` stays the data's).
+
+    Args:
+        cond_channels: channels of the upsampled low-resolution image (None: ``in_channels``).
+        embed_aug_level: True to take ``aug_level`` (a long tensor (B,) of k in 0..T) and embed it.
+        The rest: as :class:`UNet`.
+
+    A separate class rather than a new argument of :class:`UNet`, so that every plain U-Net's
+    config and state dict stay exactly what they were. :mod:`lesson_lib.diffusion.cascade` builds
+    the ``low_res`` and ``aug_level`` this model takes.
+    """
+
+    def __init__(self, cond_channels=None, embed_aug_level=True, in_channels=1, base_channels=32,
+                 channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(7,), dropout=0.1,
+                 num_classes=None, image_size=28, prediction="eps", attention_heads=1, use_attention=True,
+                 use_skips=True, learn_sigma=False):
+        super().__init__(in_channels=in_channels, base_channels=base_channels, channel_mults=channel_mults,
+                         num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
+                         dropout=dropout, num_classes=num_classes, image_size=image_size, prediction=prediction,
+                         attention_heads=attention_heads, use_attention=use_attention, use_skips=use_skips,
+                         learn_sigma=learn_sigma)
+        cond_channels = in_channels if cond_channels is None else cond_channels
+        if isinstance(cond_channels, bool) or not isinstance(cond_channels, int) or cond_channels < 1:
+            raise ValueError(f"cond_channels must be a positive int (the low-resolution image's channels), or "
+                             f"None for in_channels={in_channels}; got cond_channels={cond_channels!r}")
+        if not isinstance(embed_aug_level, bool):
+            raise TypeError(f"embed_aug_level must be True or False, got embed_aug_level={embed_aug_level!r}")
+        self.cond_channels = cond_channels
+        self.embed_aug_level = embed_aug_level
+        self.conv_in = nn.Conv2d(in_channels + cond_channels, base_channels, 3, padding=1)
+        self.aug_embedding = TimeEmbedding(base_channels, 4 * base_channels) if embed_aug_level else None
+
+    def check_conditioning(self, x, low_res, aug_level):
+        """Raise an error naming the argument unless ``low_res`` (and ``aug_level``) fit ``x``."""
+        shape = (x.shape[0], self.cond_channels, *x.shape[2:])
+        if not isinstance(low_res, torch.Tensor) or not low_res.is_floating_point() or tuple(low_res.shape) != shape:
+            got = (f"shape {tuple(low_res.shape)}, dtype {low_res.dtype}" if isinstance(low_res, torch.Tensor)
+                   else type(low_res).__name__)
+            raise ValueError(f"low_res must be a float tensor of shape {shape} (the low-resolution image upsampled "
+                             f"to x's size: cond=LowResCondition(...)(images) in lesson_lib.diffusion.cascade), "
+                             f"got {got}")
+        if not self.embed_aug_level:
+            if aug_level is not None:
+                raise ValueError("this SuperResUNet does not embed the augmentation level (embed_aug_level=False): "
+                                 "call it without aug_level, or build it with embed_aug_level=True")
+            return
+        if (not isinstance(aug_level, torch.Tensor) or aug_level.is_floating_point() or aug_level.dtype == torch.bool
+                or tuple(aug_level.shape) != (x.shape[0],)):
+            got = (f"dtype {aug_level.dtype} and shape {tuple(aug_level.shape)}" if isinstance(aug_level, torch.Tensor)
+                   else type(aug_level).__name__)
+            raise ValueError(f"aug_level must be a long tensor of shape ({x.shape[0]},): the number of forward "
+                             f"steps k the low-resolution image was noised with (0 = clean), got {got}")
+        if reads_values(x) and aug_level.numel() and int(aug_level.min()) < 0:
+            raise ValueError(f"aug_level must be >= 0 (0 = a clean low-resolution image), got {int(aug_level.min())}")
+
+    def forward(self, x, t, y=None, low_res=None, aug_level=None):
+        """eps_theta(x_t, t, y, z_lr, k) (or x0/v), shaped like ``x``: the U-Net on concat(x_t, z_lr)."""
+        self.check_inputs(x, t, y)
+        self.check_conditioning(x, low_res, aug_level)
+        emb = self.embed(t, y)
+        if self.aug_embedding is not None:
+            emb = emb + self.aug_embedding(aug_level).to(emb.dtype)
+        return self.trunk(torch.cat([x, low_res.to(x.dtype)], dim=1), emb)
 
 
 # ---------------------------------------------------------------------------------------------
