@@ -216,6 +216,19 @@ def test_hflip_is_random_per_example():
     assert torch.equal(x, image)
 
 
+def test_hflip_flips_image_conditioning_with_its_image_and_leaves_labels():
+    """A cascade's low-resolution image must be flipped exactly when its image is; labels never."""
+    image = torch.arange(64 * 8.0).view(64, 1, 2, 4)                          # every example asymmetric
+    low_res = image[:, :, :, ::2].repeat_interleave(2, dim=3) + 1000.0        # a different image, same layout
+    labels = torch.arange(64)
+    x, cond = next(TensorLoader(image, {"low_res": low_res, "y": labels}, batch_size=64, hflip=True, seed=0))
+    order = cond["y"]
+    flipped = (x == image[order].flip(3)).flatten(1).all(1)
+    assert 10 < int(flipped.sum()) < 54
+    expected = torch.where(flipped[:, None, None, None], low_res[order].flip(3), low_res[order])
+    assert torch.equal(cond["low_res"], expected)
+
+
 def test_loader_rejects_bad_arguments():
     with pytest.raises(ValueError, match="batch_size"):
         TensorLoader(torch.zeros(4, 1, 2, 2), batch_size=5)

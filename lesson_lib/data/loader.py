@@ -39,8 +39,9 @@ class TensorLoader:
     in [-1, 1]: uint8 images are converted per batch, which lets the dataset sit on the GPU at
     a quarter of the float32 size. ``cond`` is a dict of per-example tensors (``{"y": labels}``,
     or ``{}``), sliced with the images. ``hflip=True`` flips each example left-right with
-    probability 1/2 (DDPM's CIFAR-10 augmentation), on the device. Randomness comes from a CPU
-    generator seeded with ``seed``.
+    probability 1/2 (DDPM's CIFAR-10 augmentation), on the device, and with it every conditioning
+    entry that is an image too (a 4-D tensor: a cascade's ``{"low_res": ...}``), so that the two stay
+    aligned; labels are left alone. Randomness comes from a CPU generator seeded with ``seed``.
 
     With several processes (:mod:`lesson_lib.training.distributed`) every process builds the
     same loader (the same seed) and passes its ``rank`` of ``world``: all draw the same global
@@ -105,8 +106,11 @@ class TensorLoader:
         self._pos += self.batch_size
         x = self._to_device(self.images[idx])
         x = uint8_to_float(x) if x.dtype == torch.uint8 else x.float()
+        cond = {key: self._to_device(value[idx]) for key, value in self.cond.items()}
         if self.hflip:
             flip = torch.rand(self.batch_size, generator=self.generator) < 0.5     # the global batch's draws
-            flip = self._to_device(flip[self.rank::self.world])
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x, {key: self._to_device(value[idx]) for key, value in self.cond.items()}
+            flip = self._to_device(flip[self.rank::self.world])[:, None, None, None]
+            x = torch.where(flip, x.flip(3), x)
+            cond = {key: torch.where(flip, value.flip(3), value) if value.ndim == 4 else value
+                    for key, value in cond.items()}
+        return x, cond
