@@ -44,7 +44,7 @@ FEATURES = "course MNIST classifier (penultimate layer, d = 128)"
 class Reference:
     """Features of the MNIST test split (all 10,000) and of 10,000 random training images, computed
     once. ``test_subset(n, seed)`` and ``floor(n, seed)`` pick exactly the images that
-    ``compute_metrics`` and ``real_floor`` draw for that n and seed (``_random_subset``), so the
+    ``compute_metrics`` and ``real_floor`` draw for that n and seed (``fid.reference_images``), so the
     figures equal theirs."""
 
     def __init__(self, data_dir=None, device="cpu", pool=10_000, seed=0):

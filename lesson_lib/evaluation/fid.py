@@ -354,6 +354,15 @@ def _random_subset(images, n, seed, name):
     return subset.float() / 127.5 - 1 if subset.dtype == torch.uint8 else subset
 
 
+def reference_images(dataset, split, n, seed=0, data_dir=None):
+    """``n`` images of ``dataset``'s ``split`` drawn without replacement with ``seed``, in [-1, 1]: the
+    references these functions draw, so a caller can hold exactly the images they compare.
+    :func:`compute_metrics` compares with the test split at ``seed``; :func:`real_floor` compares the
+    training split at ``seed`` with the test split at ``seed + 1``."""
+    _check_dataset(dataset)
+    return _random_subset(_load_images(dataset, split, data_dir), n, seed, f"{dataset} {split}")
+
+
 def _metrics(features1, features2, name, kid_subset_size, kid_num_subsets, seed):
     if kid_subset_size is None:  # subsets of all n vectors would all be the same (std = 0)
         kid_subset_size = max(2, min(1000, min(len(features1), len(features2)) // 2))
@@ -379,8 +388,7 @@ def compute_metrics(fake_images, real_images=None, dataset="mnist", extractor=No
     _check_dataset(dataset)
     _check_images(fake_images, "fake_images")
     if real_images is None:
-        real_images = _random_subset(_load_images(dataset, "test", data_dir), len(fake_images),
-                                     seed, f"{dataset} test")
+        real_images = reference_images(dataset, "test", len(fake_images), seed, data_dir)
     extractor = _load_extractor(dataset, extractor, device)
     fake = extract_features(fake_images, extractor, batch_size, device)
     real = extract_features(real_images, extractor, batch_size, device)
@@ -401,8 +409,8 @@ def real_floor(dataset, n, extractor=None, batch_size=500, device=None, data_dir
     _check_dataset(dataset)
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got n={n!r}")
-    train = _random_subset(_load_images(dataset, "train", data_dir), n, seed, f"{dataset} train")
-    test = _random_subset(_load_images(dataset, "test", data_dir), n, seed + 1, f"{dataset} test")
+    train = reference_images(dataset, "train", n, seed, data_dir)
+    test = reference_images(dataset, "test", n, seed + 1, data_dir)
     extractor = _load_extractor(dataset, extractor, device)
     result = _metrics(extract_features(train, extractor, batch_size, device),
                       extract_features(test, extractor, batch_size, device),

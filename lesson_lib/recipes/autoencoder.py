@@ -46,7 +46,7 @@ import torch
 
 from ..data.latents import encode_dataset
 from ..diffusion.latent import AutoencoderLoss
-from ..evaluation.fid import _load_images, _random_subset, compute_metrics, real_floor
+from ..evaluation.fid import compute_metrics, real_floor, reference_images
 from ..evaluation.metrics import psnr
 from ..models.autoencoder import autoencoder_preset
 from ..pretrained import model_from_state, model_payload
@@ -122,8 +122,8 @@ def reconstruction_figures(autoencoder, dataset, train_images, test_images, n, s
     autoencoder.eval()
     train = encode_dataset(autoencoder, train_images, batch_size=batch_size)
     test = encode_dataset(autoencoder, test_images, scale=train.scale_factor, batch_size=batch_size)
-    originals = _random_subset(_load_images(dataset, "test", data_dir), n, seed + 1, f"{dataset} test")
-    references = _random_subset(_load_images(dataset, "train", data_dir), n, seed, f"{dataset} train")
+    originals = reference_images(dataset, "test", n, seed + 1, data_dir)     # real_floor's two sets
+    references = reference_images(dataset, "train", n, seed, data_dir)
     device = next(autoencoder.parameters()).device
     logvar = torch.cat([autoencoder.encode(x.to(device))[1].float().cpu() for x in originals.split(batch_size)])
     reconstructions = reconstruct(autoencoder, originals, batch_size)
