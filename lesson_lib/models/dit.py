@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from ..arguments import integer, number
 from .base import Model, check_prediction, reads_values
 from .embeddings import sinusoidal_embedding
-from .layers import ClassEmbedding, TimeEmbedding, zero_init
+from .layers import ClassEmbedding, TimeEmbedding, embed_t_and_y, zero_init
 
 TIME_FREQUENCIES = 256
 """Sinusoid features of t fed to the time MLP: the reference's ``frequency_embedding_size``."""
@@ -266,12 +266,7 @@ class DiT(Model):
 
     def embed(self, t, y=None):
         """c = TimeEmbedding(t) (+ ClassEmbedding(y), the null class when ``y`` is None): what every block reads."""
-        c = self.time_embedding(t)
-        if self.class_embedding is not None:
-            if y is None:
-                y = self.class_embedding.null_labels(t.shape[0], t.device)
-            c = c + self.class_embedding(y).to(c.dtype)
-        return c
+        return embed_t_and_y(self.time_embedding, self.class_embedding, t, y)
 
     def check_inputs(self, x, t, y=None):
         """The base's checks (:meth:`Model.check_inputs`: x of shape (B, *data_shape), integer t

@@ -7,6 +7,7 @@ Appendix B: the PixelCNN++ backbone, with one self-attention head):
 
     TimeEmbedding    t -> sinusoid -> MLP: the vector every ResBlock adds to its features
     ClassEmbedding   y -> a learned vector; row ``num_classes`` is the null class ("no label")
+    embed_t_and_y    the time embedding plus the class embedding (the null class without a label)
     ResBlock         GroupNorm, SiLU, conv, + time, GroupNorm, SiLU, dropout, conv; + skip
     AttentionBlock   self-attention over the H*W positions of a feature map; + skip
     Downsample       stride-2 convolution (halves H and W)
@@ -91,6 +92,18 @@ class ClassEmbedding(nn.Embedding):
     def forward(self, y):
         """(B,) labels in ``0..num_classes`` (``num_classes``: no label) -> (B, dim)."""
         return super().forward(y.long())
+
+
+def embed_t_and_y(time_embedding, class_embedding, t, y=None):
+    """The vector every block of a network reads: ``time_embedding(t)``, plus ``class_embedding(y)``
+    when the network is class-conditional (``class_embedding`` not None), with the null class when
+    ``y`` is None (the unconditional prediction of classifier-free guidance)."""
+    emb = time_embedding(t)
+    if class_embedding is None:
+        return emb
+    if y is None:
+        y = class_embedding.null_labels(t.shape[0], t.device)
+    return emb + class_embedding(y).to(emb.dtype)
 
 
 class ResBlock(nn.Module):

@@ -44,7 +44,8 @@ import torch
 from torch import nn
 
 from .base import Model, check_prediction, reads_values
-from .layers import AttentionBlock, ClassEmbedding, Downsample, ResBlock, TimeEmbedding, Upsample, group_norm, zero_init
+from .layers import (AttentionBlock, ClassEmbedding, Downsample, ResBlock, TimeEmbedding, Upsample, embed_t_and_y,
+                     group_norm, zero_init)
 
 
 class ResAttnBlock(nn.Module):
@@ -191,12 +192,7 @@ class UNet(Model):
 
     def embed(self, t, y=None):
         """The vector added inside every ResBlock: time embedding (+ class embedding)."""
-        emb = self.time_embedding(t)
-        if self.class_embedding is not None:
-            if y is None:
-                y = self.class_embedding.null_labels(t.shape[0], t.device)
-            emb = emb + self.class_embedding(y).to(emb.dtype)
-        return emb
+        return embed_t_and_y(self.time_embedding, self.class_embedding, t, y)
 
     def check_inputs(self, x, t, y=None):
         """The base's checks (:meth:`Model.check_inputs`) at any image size, and the U-Net's own:
