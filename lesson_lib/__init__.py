@@ -13,6 +13,7 @@ One idea per module, grouped by layer; read them in this order:
         ode          the probability-flow ODE's solvers as steps: Euler (= DDIM), Heun (EDM, Alg. 2)
                      and DPM-Solver++(2M)
         sampling     the one sampling loop; DDPM (Algorithm 2), DDIM and the ODE solvers as presets of it
+        flow_matching the straight path (t = 1 noise), its velocity eps - x_0, logit-normal t, FlowMatching, flow_sample (Euler, Heun)
         guidance     classifier guidance (a denoiser wrapper, or a step: the mean form) and
                      classifier-free guidance (a denoiser wrapper)
         distillation progressive distillation's target x~ (two teacher DDIM steps in one) and objective

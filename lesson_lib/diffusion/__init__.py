@@ -8,6 +8,7 @@
     timesteps    which timesteps a sampler visits: every one, or S of them spaced four ways
     ode          the probability-flow ODE's solvers as steps: Euler (= DDIM), Heun, DPM-Solver++(2M)
     sampling     the one sampling loop, and DDPM (Algorithm 2), DDIM and the ODE solvers as presets of it
+    flow_matching the straight path x_t = (1 - t) x_0 + t eps, its velocity, logit-normal t, the objective, flow_sample
     guidance     classifier guidance (a denoiser wrapper, or a step) and classifier-free guidance
     distillation progressive distillation's target and objective
     consistency  consistency models: the boundary scalings, f, CD and CT as one objective
