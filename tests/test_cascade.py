@@ -24,14 +24,6 @@ from lesson_lib.models.unet import SuperResUNet, UNet
 from lesson_lib.training.trainer import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SCHEDULE = NoiseSchedule.from_name("linear", 1000)
 TINY = dict(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
             attention_resolutions=(4,), dropout=0.0)

@@ -20,15 +20,6 @@ from lesson_lib.pretrained import load_model
 from lesson_lib.training.trainer import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = dict(in_channels=2, image_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=4)
 
 

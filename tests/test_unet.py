@@ -13,15 +13,6 @@ from lesson_lib.models.unet import PRESETS, UNet, unet_preset
 TINY = dict(base_channels=8, num_res_blocks=1, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def perturb(model, scale=0.05, seed=0):
     """Add noise to every weight, so the zero-initialised layers are no longer zero."""
     g = torch.Generator().manual_seed(seed)
