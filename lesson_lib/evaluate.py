@@ -5,7 +5,8 @@
 
 ``--steps`` sets the timesteps of both samplers, as in :mod:`lesson_lib.sample` (DDIM 100 by
 default, DDPM all T by default and fewer as strided DDPM). A shipped latent diffusion model's samples
-are decoded by the autoencoder its card names before they are measured.
+are decoded by the autoencoder its card names before they are measured (a checkpoint of one: pass
+``--autoencoder NAME``).
 
 FID and KID use the course's own classifier features (see docs/metrics.md), so they are
 comparable between runs of this course, not with papers' Inception FID. FID is biased
@@ -25,8 +26,8 @@ from .cli import check_device, positive_int, run
 from .data.images import load_dataset
 from .evaluation.judges import class_accuracy
 from .evaluation.fid import DATASETS, compute_metrics, real_floor
-from .pretrained import available, latent_decoding, model_card
-from .sample import DDIM_STEPS, SAMPLERS, cfg, check_steps, defaults, generate, load
+from .pretrained import available, model_card
+from .sample import DDIM_STEPS, SAMPLERS, cfg, check_steps, decoding, defaults, generate, load
 
 IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}      # (channels, size) of each dataset's images
 
@@ -127,6 +128,8 @@ def main(argv=None):
     p.add_argument("--steps", type=positive_int, help=f"timesteps to visit, at most T: DDIM default {DDIM_STEPS}; "
                    "DDPM default all T, fewer gives strided DDPM (spaced(T, steps), each step with its own beta)")
     p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight w (0: none)")
+    p.add_argument("--autoencoder", metavar="NAME", help="with --checkpoint of a latent diffusion model: the shipped "
+                   "autoencoder whose latents it was trained on")
     p.add_argument("--data-dir", help="the folder of mnist.npz / cifar10.npz (default: $DDPM_DATA_DIR)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -150,13 +153,13 @@ def main(argv=None):
     except FileNotFoundError as error:
         p.error(f"--data-dir: {error}")
     model, schedule = load(p, args)
-    decoding = latent_decoding(args.pretrained, args.device) if args.pretrained else {}
-    if not decoding:                   # a latent model's samples are latents until decoded
+    decoding_args = decoding(p, args, model)
+    if not decoding_args:              # a latent model's samples are latents until decoded
         check_dataset_fits(p, dataset, model)
     sampler, steps, grid = defaults(args)
     check_steps(p, steps, schedule)
     print(format_table(evaluate(model, schedule, dataset, args.n, sampler, steps, args.device, args.data_dir,
-                                guidance=cfg(p, model, args.guidance), grid=grid, **decoding)))
+                                guidance=cfg(p, model, args.guidance), grid=grid, **decoding_args)))
 
 
 if __name__ == "__main__":

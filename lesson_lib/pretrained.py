@@ -264,5 +264,12 @@ def latent_decoding(name, device="cpu", weights_dir=None):
     latent = model_card(name, weights_dir).get("latent")
     if latent is None:
         return {}
-    autoencoder, _ = load_autoencoder(latent["autoencoder"], device=device, weights_dir=weights_dir)
-    return {"decode": latent_decoder(autoencoder, latent["scale_factor"]), "clip_x0": False}
+    return decoding_by(latent["autoencoder"], device, weights_dir, latent["scale_factor"])
+
+
+def decoding_by(autoencoder_name, device="cpu", weights_dir=None, scale=None):
+    """``{"decode": ..., "clip_x0": False}`` for samples of a model trained on the latents of the shipped
+    autoencoder ``autoencoder_name``, scaled by ``scale`` (default: the factor its card records, the one
+    the recipes scale by)."""
+    autoencoder, card_scale = load_autoencoder(autoencoder_name, device=device, weights_dir=weights_dir)
+    return {"decode": latent_decoder(autoencoder, card_scale if scale is None else scale), "clip_x0": False}

@@ -20,7 +20,8 @@ visit DDIM's timesteps (100 by default). ``--guidance W`` is classifier-free gui
 w (0 is the plain conditional model). An ``--out`` ending in ``.npz`` holds the samples as
 uint8 ``images`` ((N, H, W) or (N, H, W, C)) and their ``labels``, to compute metrics of your
 own. A shipped latent diffusion model (``mnist_latent``) is decoded by the autoencoder its card
-names. An existing ``--out`` is replaced only with ``--overwrite``.
+names; a checkpoint of one by ``--autoencoder NAME``. An existing ``--out`` is replaced only with
+``--overwrite``.
 """
 
 import argparse
@@ -38,7 +39,7 @@ from .diffusion.guidance import ClassifierFreeGuidance
 from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample, ode_sample
 from .diffusion.timesteps import spaced
 from .files import atomic_write
-from .pretrained import available, latent_decoding, load_model, load_pretrained, model_card
+from .pretrained import available, decoding_by, latent_decoding, load_model, load_pretrained, model_card
 
 SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m")
 ODE_SAMPLERS = ("heun", "dpmpp2m")       # solvers of the probability-flow ODE (diffusion/ode.py), on DDIM's grid
@@ -134,6 +135,29 @@ def cfg(parser, model, w):
     return lambda denoise: ClassifierFreeGuidance(denoise, w=w)
 
 
+def decoding(parser, args, model):
+    """How the samples become images: ``{}`` for a model of pixels; for a latent model the decoder of
+    the autoencoder its card names (``--pretrained``) or ``--autoencoder`` names (``--checkpoint``)."""
+    if args.pretrained:
+        if args.autoencoder:
+            parser.error("--autoencoder goes with --checkpoint: a shipped latent model names its own autoencoder")
+        return latent_decoding(args.pretrained, args.device)
+    if args.autoencoder is None:
+        if model.data_shape[0] not in (1, 3):
+            shape = "x".join(map(str, model.data_shape))
+            parser.error(f"this checkpoint's model makes {shape} data, not images: it is a latent diffusion model; "
+                         f"pass --autoencoder NAME, the shipped autoencoder it was trained on "
+                         f"({', '.join(available('autoencoder'))})")
+        return {}
+    if args.autoencoder not in available("autoencoder"):
+        parser.error(f"--autoencoder must be one of {', '.join(available('autoencoder'))}, got {args.autoencoder!r}")
+    latent_shape = tuple(model_card(args.autoencoder)["latent_shape"])
+    if tuple(model.data_shape) != latent_shape:
+        parser.error(f"--autoencoder {args.autoencoder} makes latents of shape {latent_shape}, but this checkpoint's "
+                     f"model samples {tuple(model.data_shape)}: pass the autoencoder it was trained on")
+    return decoding_by(args.autoencoder, args.device)
+
+
 def write_samples(x, labels, path):
     """The samples as uint8 images ((N, H, W) or (N, H, W, C)) and their labels, in an .npz file."""
     images = float_to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
@@ -163,6 +187,8 @@ def main(argv=None):
     p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight w "
                    "(eps = (1 + w) eps(x, y) - w eps(x, null); 0 is the plain conditional model)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA (--checkpoint only)")
+    p.add_argument("--autoencoder", metavar="NAME", help="with --checkpoint of a latent diffusion model: the shipped "
+                   "autoencoder whose latents it was trained on (its card's scale factor is used)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -194,10 +220,10 @@ def main(argv=None):
     else:
         n = args.n or 64
     guidance = cfg(p, model, args.guidance)
-    decoding = latent_decoding(args.pretrained, args.device) if args.pretrained else {}
+    decoding_args = decoding(p, args, model)
     start = time.perf_counter()
     x = generate(model, schedule, n, sampler, steps, None if labels is None else {"y": labels}, args.device,
-                 args.seed, guidance=guidance, grid=grid, **decoding)
+                 args.seed, guidance=guidance, grid=grid, **decoding_args)
     seconds = time.perf_counter() - start
     if args.out.lower().endswith(".npz"):
         write_samples(x, labels, args.out)

@@ -58,3 +58,41 @@ def test_the_shipped_autoencoder_scales_held_out_latents_to_unit_std():
     latents = encode_dataset(autoencoder, test[:1000], labels[:1000], scale=scale)
     assert 0.9 <= float(latents.data.std()) <= 1.1
     assert latents.data.shape == (1000, 4, 7, 7) and latents.cond["y"].tolist() == labels[:1000].tolist()
+
+
+def _latent_checkpoint(path, image_size=7):
+    """A briefly trained class-conditional U-Net on 4 x image_size x image_size latents, saved as a checkpoint."""
+    from lesson_lib.diffusion.losses import LSimple
+    from lesson_lib.diffusion.schedules import NoiseSchedule
+    from lesson_lib.models.unet import UNet
+    from lesson_lib.training.trainer import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = UNet(in_channels=4, image_size=image_size, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                 attention_resolutions=(), dropout=0.0, num_classes=10)
+    trainer = Trainer(model, torch.randn(32, 4, image_size, image_size), LSimple(NoiseSchedule.linear(1000)),
+                      TrainConfig(batch_size=8, log_every=10 ** 9), cond={"y": torch.arange(32) % 10},
+                      checkpoint_path=path)
+    trainer.run(2, progress=False)
+    trainer.save()
+    return path
+
+
+def test_a_latent_checkpoint_samples_through_the_autoencoder_it_names(tmp_path, capsys):
+    checkpoint = str(_latent_checkpoint(tmp_path / "latent.pt"))
+    out = tmp_path / "own.npz"
+    sample.main(["--checkpoint", checkpoint, "--autoencoder", "mnist_autoencoder", "--n", "10", "--steps", "2",
+                 "--out", str(out), "--device", "cpu"])
+    with np.load(out) as saved:
+        assert saved["images"].shape == (10, 28, 28)
+    capsys.readouterr()
+    refused = [(["--checkpoint", checkpoint], "it is a latent diffusion model; pass --autoencoder NAME"),
+               (["--pretrained", "mnist_latent", "--autoencoder", "mnist_autoencoder"], "--autoencoder goes with --checkpoint"),
+               (["--checkpoint", checkpoint, "--autoencoder", "nope"], "--autoencoder must be one of mnist_autoencoder"),
+               (["--checkpoint", str(_latent_checkpoint(tmp_path / "eight.pt", 8)), "--autoencoder", "mnist_autoencoder"],
+                "makes latents of shape (4, 7, 7), but this checkpoint's model samples (4, 8, 8)")]
+    for flags, message in refused:
+        with pytest.raises(SystemExit):
+            sample.main([*flags, "--n", "10", "--steps", "2", "--out", str(tmp_path / "x.png"), "--device", "cpu"])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
