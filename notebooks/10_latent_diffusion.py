@@ -158,7 +158,7 @@ print(f"reconstruction FID {e['reconstruction_fid']:.3f} against the real-data f
 # $$\mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big) = \tfrac12\big(\mu^2 + \sigma^2 - 1 - \log\sigma^2\big).$$
 #
 # Decoding a *sample* $z$ rather than the mean, through the reparameterisation $z = \mu + \sigma e$, lets the gradient
-# reach $\mu$ and $\sigma$. With $\lambda = 1$ this is a VAE's negative ELBO for a Gaussian decoder; latent diffusion
+# reach $\mu$ and $\sigma$. With $\lambda = 1$ this is, up to constants, a VAE's negative ELBO for a Gaussian decoder of fixed variance; latent diffusion
 # takes $\lambda = 10^{-6}$ (the reference's value). The KL is not there to make $q(z)$ a standard normal one could
 # sample: that is the diffusion model's job. Its $-\log\sigma^2$ keeps $\sigma$ away from zero, so the decoder learns to
 # map nearby latents to nearby images; its $\mu^2$ pulls the latents' scale gently towards 1. The closed form, checked
