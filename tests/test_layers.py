@@ -7,13 +7,15 @@ import json
 import pytest
 import torch
 
+from lesson_lib.models.autoencoder import AutoencoderKL
 from lesson_lib.models.base import MODEL_CLASSES, Model
 from lesson_lib.models.classifiers import CIFAR10Classifier, MNISTClassifier
+from lesson_lib.models.dit import DiT
 from lesson_lib.models.layers import ClassEmbedding
 from lesson_lib.models.mlp import MLPDenoiser
 from lesson_lib.models.noisy_classifier import NoisyClassifier, noisy_classifier_preset
-from lesson_lib.models.unet import PRESETS, UNet, unet_preset
-from lesson_lib.pretrained import available, load_noisy_classifier, load_pretrained, model_card
+from lesson_lib.models.unet import PRESETS, SuperResUNet, UNet, unet_preset
+from lesson_lib.pretrained import available, load_autoencoder, load_noisy_classifier, load_pretrained, model_card
 
 
 TINY_UNET = dict(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
@@ -223,6 +225,21 @@ def test_the_shipped_noisy_classifier_loads_and_matches_its_pinned_output():
                                atol=5e-5, rtol=0)
 
 
+def test_the_shipped_autoencoder_loads_and_matches_its_pinned_output():
+    """mnist_autoencoder is built from the shared ResBlock (without a timestep): a change to the layers
+    that changed its output would silently change every latent model decoded by it."""
+    autoencoder, _ = load_autoencoder()
+    assert autoencoder.config == model_card("mnist_autoencoder")["model_config"]
+    x = pinned_input()[0].clamp(-1, 1)
+    with torch.no_grad():
+        mean, logvar = autoencoder.encode(x)
+        decoded = autoencoder.decode(mean)
+    measured = [mean.double().mean(), mean.double().abs().mean(), logvar.double().mean(), decoded.double().mean(),
+                decoded.double().abs().mean()]
+    pinned = [-0.417469, 0.772567, -13.593243, -0.156665, 0.657378]          # recorded when it shipped
+    assert [float(v) for v in measured] == pytest.approx(pinned, abs=5e-5)
+
+
 def test_every_class_is_a_model():
-    for cls in (UNet, MLPDenoiser, NoisyClassifier, MNISTClassifier, CIFAR10Classifier):
+    for cls in (UNet, SuperResUNet, DiT, AutoencoderKL, MLPDenoiser, NoisyClassifier, MNISTClassifier, CIFAR10Classifier):
         assert issubclass(cls, Model) and MODEL_CLASSES[cls.__name__] is cls
