@@ -48,6 +48,9 @@ Choices, and why:
   variable). Euler is the same in both (it is DDIM), which the tests check instead.
   Heun corrects every step, the last included (the velocity at t = 0 is finite): N steps cost
   2N network calls.
+* One module of about 300 lines: the path, the objective trained on it and the sampler that
+  integrates it share one convention (t = 1 noise, v = eps - x_0) and its grid; split apart, a
+  reader would meet that convention in three files.
 * The loss weighting. ||v_theta - v||^2 = ||eps_hat - eps||^2 / (1 - t)^2 = ||x0_hat - x_0||^2 / t^2
   on this path: plain flow matching is an eps-loss weighted up near the data; logit-normal t
   (Esser et al., 2024, "SD3", Sec. 3.1) puts 60.3% of the draws in [0.3, 0.7] (40% for uniform).
@@ -56,10 +59,11 @@ Choices, and why:
 import torch
 
 from ..arguments import choice, integer, number
-from .denoiser import Prediction, bf16_supported
+from .denoiser import Prediction
 from .losses import DiffusionObjective, Objective, _mse
 from .schedules import NoiseSchedule
-from .sampling import _check_labels, _check_model_device, _start, evaluating, sample
+from .ode import stateful
+from .sampling import _run
 from .steps import _bcast
 from .timesteps import spaced
 
@@ -249,6 +253,7 @@ def _velocity(pred):
     return pred.eps - pred.x0
 
 
+@stateful
 def flow_euler_step(schedule, x_t, t, s, pred, noise=None, state=None):
     """An Euler step of dx/dt = v on the flow grid ``schedule`` from t to s:
     x_s = x_t + (s - t) v, v = eps_hat - x0_hat; equal to (1 - s) x0_hat + s eps_hat, DDIM (eta = 0)
@@ -257,9 +262,8 @@ def flow_euler_step(schedule, x_t, t, s, pred, noise=None, state=None):
     return x_t + (_time(grid, s, x_t) - _time(grid, t, x_t)) * _velocity(pred), state
 
 
-flow_euler_step.stateful = True
 
-
+@stateful
 def flow_heun_step(schedule, x_t, t, s, pred, noise=None, state=None):
     """Heun's step (the explicit trapezoid) of dx/dt = v from t to s: the Euler step to x'_s, a
     second call of the denoiser there (``state["denoise"]``, the loop's own), and
@@ -273,8 +277,6 @@ def flow_heun_step(schedule, x_t, t, s, pred, noise=None, state=None):
     return x_t + (_time(grid, s, x_t) - _time(grid, t, x_t)) * (_velocity(pred) + _velocity(pred_s)) / 2, state
 
 
-flow_heun_step.stateful = True
-
 FLOW_SOLVERS = {"euler": flow_euler_step, "heun": flow_heun_step}
 
 
@@ -286,23 +288,12 @@ def flow_sample(model, shape=None, *, steps=50, solver="euler", T=1000, x_T=None
     ``steps`` uniform flow times t = 1, 1 - 1/steps, ..., 1/steps (code indices ``spaced(T, steps,
     "trailing")`` on :class:`FlowGrid` (T); exact when steps divides T), or the code indices
     ``timesteps``. ``solver`` is "euler" (``steps`` network calls) or "heun" (2 ``steps`` calls).
-    No guidance yet: :mod:`.guidance` converts eps to x0 on a VP schedule, not on the path. It runs the one loop,
-    :func:`~lesson_lib.diffusion.sampling.sample`, with :class:`VelocityDenoiser` and a flow step;
-    returns x_0, or ``(x_0, trajectory)`` with every state stacked on dim 0."""
+    No guidance yet: :mod:`.guidance` converts eps to x0 on a VP schedule, not on the path. It runs
+    the one loop (:func:`~lesson_lib.diffusion.sampling.sample`) with the presets' set-up, a
+    :class:`VelocityDenoiser` and a flow step; returns x_0, or ``(x_0, trajectory)`` with every
+    state stacked on dim 0."""
     step = FLOW_SOLVERS[choice(solver, "solver", tuple(FLOW_SOLVERS))]
-    grid = FlowGrid(T)
     timesteps = spaced(T, steps, "trailing") if timesteps is None else [int(k) for k in timesteps]
-    x = _start(model, shape, x_T, device, generator)
-    _check_model_device(model, x)
-    _check_labels(model, model_kwargs, x.shape[0])
-    grid = grid.to(x.device)
-    if autocast is None:
-        autocast = bf16_supported(x.device)
-    denoise = VelocityDenoiser(model, grid, autocast)
-    trajectory = [x]
-    record = (lambda r: trajectory.append(r.x_s)) if return_trajectory else None
-    with evaluating(model):
-        x = sample(denoise, grid, x, timesteps, step, stochastic=False, cond=model_kwargs, generator=generator,
-                   callback=record, progress=progress, desc=f"flow sampling ({solver})")
-    return (x, torch.stack(trajectory)) if return_trajectory else x
-
+    return _run(model, FlowGrid(T), shape, x_T, device, generator, None, False, autocast, model_kwargs, timesteps,
+                step, False, lambda r: True, return_trajectory, progress, f"flow sampling ({solver})",
+                denoiser=VelocityDenoiser)

@@ -193,16 +193,19 @@ def _guided(guidance, denoiser):
 
 def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, autocast,
          model_kwargs, timesteps, step, stochastic, keep, return_trajectory, progress, desc,
-         guidance=None):
+         guidance=None, denoiser=None):
     """The shared set-up of the presets: start, checks, denoiser (guided, then clipped, when
-    ``guidance`` is given), eval mode, trajectory."""
+    ``guidance`` is given; ``denoiser(model, schedule, autocast)`` builds another kind, e.g. a flow's
+    :class:`~lesson_lib.diffusion.flow_matching.VelocityDenoiser`), eval mode, trajectory."""
     x = _start(model, shape, x_T, device, generator)
     _check_model_device(model, x)
     _check_labels(model, model_kwargs, x.shape[0])
     schedule = schedule.to(x.device)
     if autocast is None:              # bfloat16 where the GPU supports it (not on Colab's T4), else float32
         autocast = bf16_supported(x.device)
-    if guidance is None:
+    if denoiser is not None:
+        denoise = denoiser(model, schedule, autocast)
+    elif guidance is None:
         denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
     else:
         denoise = ClipX0(_guided(guidance, Denoiser(model, schedule, prediction, False, autocast)), schedule, clip_x0)
