@@ -18,6 +18,7 @@ from lesson_lib.models.dit import (PRESETS, DiT, DiTBlock, dit_parameter_count, 
                                    sincos_2d_position_embedding, unpatchify)
 from lesson_lib.pretrained import load_model
 from lesson_lib.training.trainer import TrainConfig, Trainer
+from model_helpers import perturb
 
 
 SMALL = dict(in_channels=2, image_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=4)
@@ -26,15 +27,6 @@ SMALL = dict(in_channels=2, image_size=8, patch_size=2, hidden_size=32, depth=2,
 def small(seed=0, **overrides):
     torch.manual_seed(seed)
     return DiT(**{**SMALL, **overrides}).eval()
-
-
-def perturb(model, scale=0.05, seed=0):
-    """Add noise to every weight, so the zero-initialised layers are no longer zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return model
 
 
 def inputs(model, batch=3, seed=0):

@@ -9,17 +9,9 @@ from lesson_lib.models.embeddings import sinusoidal_embedding
 from lesson_lib.course.inspection import count_parameters, parameter_table, shape_table
 from lesson_lib.models.layers import AttentionBlock, ResBlock, TimeEmbedding, num_groups
 from lesson_lib.models.unet import PRESETS, UNet, unet_preset
+from model_helpers import perturb
 
 TINY = dict(base_channels=8, num_res_blocks=1, dropout=0.0)
-
-
-def perturb(model, scale=0.05, seed=0):
-    """Add noise to every weight, so the zero-initialised layers are no longer zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return model
 
 
 def tiny(preset="mnist", seed=0, **overrides):
