@@ -64,8 +64,12 @@ def unet_at(factor, **overrides):
                 **{**LATENT_UNET, "channel_mults": levels, **overrides})
 
 
+AUTOENCODER_LEVELS = {2: (1, 2), 4: (1, 2, 2)}
+"""The channel multipliers of the MNIST autoencoder of factor f: one level per halving, plus the first."""
+
+
 def autoencoder_at(factor):
-    return autoencoder_preset("mnist", factor=factor, channel_mults={2: (1, 2), 4: (1, 2, 2)}[factor])
+    return autoencoder_preset("mnist", factor=factor, channel_mults=AUTOENCODER_LEVELS[factor])
 
 
 def timed(fn, repeats):
@@ -114,7 +118,7 @@ def autoencoders(steps=2000, n=2000, log=print):
     rows = []
     for f in (2, 4):
         settings = dict(autoencoder_recipe.SETTINGS["mnist"]["full"], log_every=10 ** 9)
-        settings["autoencoder"] = {"factor": f, "channel_mults": {2: (1, 2), 4: (1, 2, 2)}[f]}
+        settings["autoencoder"] = {"factor": f, "channel_mults": AUTOENCODER_LEVELS[f]}
         trainer = autoencoder_recipe.build(settings, train)
         start = time.perf_counter()
         trainer.run(steps, progress=False)
