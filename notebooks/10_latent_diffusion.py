@@ -262,7 +262,7 @@ print(f"held-out latents times the training factor: std {held_out.data.std():.3f
 
 # %%
 t = torch.arange(1000)
-snr = schedule.alpha_bars / (1 - schedule.alpha_bars)
+snr = schedule.snr                                   # alpha-bar_t / (1 - alpha-bar_t)
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for s, label in ((1.0, "std 1 (scaled latents, or pixels)"), (1 / 0.18215, "std 5.5 (Stable Diffusion's latents, unscaled)"),
                  (0.25, "std 0.25")):
