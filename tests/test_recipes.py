@@ -14,7 +14,7 @@ from lesson_lib import pretrained, train
 from lesson_lib.cards import check_card
 from lesson_lib.evaluation.judges import load_classifier
 from lesson_lib.recipes import RECIPES, recipe_of, run_recipe
-from lesson_lib.recipes import noisy_classifier
+from lesson_lib.recipes import autoencoder, mnist_cond, noisy_classifier
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets")
@@ -35,14 +35,19 @@ def load_back(card, weights_dir):
 
 # --- every recipe, from end to end ----------------------------------------------------------
 
+# Recipes written before their weights ship (so not registered yet): the same end-to-end check. (cifar10_latent
+# needs the shipped cifar10_autoencoder, so it joins when that ships.)
+PENDING = {r.name: r for r in (mnist_cond.DIT, autoencoder.CIFAR10)}
+
+
 @needs_data
-@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("name", list(RECIPES) + list(PENDING))
 def test_each_recipe_runs_its_ci_profile_and_its_export_loads_back(name, tmp_path):
-    weights = tmp_path / "weights"
-    run, _, cards = run_recipe(name, "ci", tmp_path / "run", weights, data_dir=DATA_DIR, device="cpu",
+    weights, made = tmp_path / "weights", RECIPES.get(name) or PENDING[name]
+    run, _, cards = run_recipe(made, "ci", tmp_path / "run", weights, data_dir=DATA_DIR, device="cpu",
                                progress=False, log=lambda line: None)
-    assert [card["name"] for card in cards] == list(RECIPES[name].ships)
-    assert sorted(p.name for p in weights.iterdir()) == sorted(f"{n}{s}" for n in RECIPES[name].ships
+    assert [card["name"] for card in cards] == list(made.ships)
+    assert sorted(p.name for p in weights.iterdir()) == sorted(f"{n}{s}" for n in made.ships
                                                                for s in (".pt", ".json"))
     for card in cards:
         check_card(card)

@@ -24,7 +24,7 @@ Read them in this order:
 """
 
 from . import autoencoder, classifiers, consistency, distilled, latent, likelihood, mnist_cond, noisy_classifier
-from .run import Run
+from .run import Recipe, Run
 
 RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, *likelihood.RECIPES, distilled.RECIPE, consistency.RECIPE,
                                               noisy_classifier.RECIPE, *classifiers.RECIPES,
@@ -54,8 +54,10 @@ def run_recipe(name, profile="full", out=None, export=None, overwrite=False, dat
                progress=True, log=print):
     """Run recipe ``name`` under ``profile`` in the folder ``out`` (resuming what it holds), then, when
     ``export`` names a folder, ship its models there. Everything that can be refused (the folder, the
-    export's files) is refused before training. Returns ``(run, trained, cards)``."""
-    run = Run(recipe(name), profile, out, data_dir, device, progress, log)
+    export's files) is refused before training. ``name`` may also be a :class:`Recipe` itself, one not
+    registered yet because its weights have not shipped (``recipes.mnist_cond.DIT``). Returns
+    ``(run, trained, cards)``."""
+    run = Run(name if isinstance(name, Recipe) else recipe(name), profile, out, data_dir, device, progress, log)
     run.check()
     if export is not None:
         run.check_exports(export, overwrite)
