@@ -97,7 +97,6 @@ def train(run):
     trainer = build(s, latents, run.device, run.path("checkpoint.pt"))
     run.resume(trainer)
     run.train(trainer, s["steps"], checkpoint_every=s["checkpoint_every"])
-    trainer.latent = {"autoencoder": s["autoencoder"], "scale_factor": latents.scale_factor}
     return trainer
 
 
@@ -105,8 +104,8 @@ def export(run, trainer, weights_dir, overwrite=False):
     s, e = run.settings, run.settings["evaluation"]
     payload = model_payload(trainer)
     model, schedule = model_from_state(payload, device=trainer.device)     # the shipped weights, as they load
-    autoencoder, _ = load_autoencoder(s["autoencoder"], device=trainer.device)
-    decode = latent_decoder(autoencoder, trainer.latent["scale_factor"])
+    autoencoder, scale = load_autoencoder(s["autoencoder"], device=trainer.device)     # the scale encode() used
+    decode = latent_decoder(autoencoder, scale)
     evaluation = {"sampler": f"DDIM, {e['steps']} steps, eta=0, x0_hat not clipped, decoded by {s['autoencoder']}",
                   "reconstruction_fid": autoencoder.card["evaluation"]["reconstruction_fid"]}
     for w in e["guidance"]:
@@ -123,7 +122,7 @@ def export(run, trainer, weights_dir, overwrite=False):
     name = run.recipe.name
     card = run.card(name, "diffusion", DESCRIPTIONS[run.recipe.dataset], model, evaluation, weights_dir,
                     model_config=dict(model.config), prediction=model.prediction, schedule=SCHEDULE,
-                    sampling=SAMPLING, latent=trainer.latent, settings=s, steps=trainer.step,
+                    sampling=SAMPLING, latent={"autoencoder": s["autoencoder"], "scale_factor": scale}, settings=s, steps=trainer.step,
                     examples_seen=trainer.step * trainer.config.batch_size)
     return [run.save(payload, weights_dir, name, card, overwrite)]
 
