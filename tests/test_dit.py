@@ -14,7 +14,7 @@ from lesson_lib.diffusion.likelihood import Hybrid, bits_per_dim
 from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.models.base import MODEL_CLASSES
-from lesson_lib.models.dit import (PRESETS, DiT, DiTBlock, dit_parameter_count, dit_preset, modulate, patchify,
+from lesson_lib.models.dit import (PRESETS, DiT, DiTBlock, ViTBlock, dit_parameter_count, dit_preset, modulate, patchify,
                                    sincos_2d_position_embedding, unpatchify)
 from lesson_lib.pretrained import load_model
 from lesson_lib.training.trainer import TrainConfig, Trainer
@@ -397,3 +397,64 @@ def test_bad_inputs_and_presets_name_the_argument():
         dit_preset("DiT-S/8", image_size=28)
     with pytest.raises(ValueError, match=r"^config has arguments DiT does not take: \['width'\]"):
         dit_parameter_count({"width": 3})
+
+
+# ---------------------------------------------------------------------------------------------
+# In-context conditioning, the paper's first baseline (lesson 11's comparison)
+
+def in_context(**overrides):
+    return dit_preset("DiT-T/4", num_classes=10, conditioning="in-context", **overrides)
+
+
+def test_in_context_parameter_count_is_the_closed_form_and_has_no_modulation():
+    model = in_context()
+    assert sum(p.numel() for p in model.parameters()) == dit_parameter_count(dict(model.config))
+    assert not any("modulation" in name for name, _ in model.named_parameters())
+    adaln = dit_preset("DiT-T/4", num_classes=10)
+    D, depth = 128, 6
+    saved = depth * (6 * D * D + 6 * D - 4 * D) + (2 * D * D + 2 * D - 2 * D)
+    assert dit_parameter_count(dict(adaln.config)) - dit_parameter_count(dict(model.config)) == saved
+
+
+def test_in_context_starts_at_zero_and_reads_t_and_y_through_the_extra_tokens():
+    torch.manual_seed(0)
+    model = in_context()
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([5, 500, 999]), torch.tensor([1, 2, 3])
+    assert torch.equal(model(x, t, y), torch.zeros_like(x))
+    torch.nn.init.normal_(model.final_layer.linear.weight)      # trained-looking output layer
+    out = model(x, t, y)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, model(x, t.flip(0), y))      # t matters
+    assert not torch.allclose(out, model(x, t, y.flip(0)))      # y matters
+    assert not torch.allclose(out, model(x, t, None))           # the null class is another token
+    tokens = model.condition_tokens(t, y)
+    assert tokens.shape == (3, 2, 128)
+    assert torch.equal(tokens[:, 0], model.time_embedding(t))
+    assert torch.equal(tokens[:, 1], model.class_embedding(y))
+    assert dit_preset("DiT-T/4", conditioning="in-context").condition_tokens(t).shape == (3, 1, 128)
+
+
+def test_in_context_blocks_are_plain_vit_blocks():
+    torch.manual_seed(0)
+    block = ViTBlock(32, 4)
+    x = torch.randn(2, 5, 32)
+    h = x + block.attention(block.norm1(x))
+    assert torch.allclose(block(x), h + block.mlp(block.norm2(h)), atol=1e-6)
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        dit_preset("DiT-T/4", conditioning="cross-attention")
+
+
+@pytest.mark.parametrize("name,conditioning", [("DiT-T/2", "adaln-zero"), ("DiT-T/4", "adaln-zero"),
+                                               ("DiT-T/7", "in-context")])
+def test_forward_gflops_counts_every_matrix_product_and_the_attention(name, conditioning):
+    """Model.forward_gflops against the FLOPs worked out by hand (a multiply-add is 2 FLOPs)."""
+    model = dit_preset(name, num_classes=10, conditioning=conditioning)
+    D, p, depth = 128, model.patch_size, 6
+    N = model.num_tokens + (2 if conditioning == "in-context" else 0)      # in-context: t and y tokens
+    per_block = 2 * N * (3 * D * D + D * D + 8 * D * D) + 2 * 2 * N * N * D    # qkv, proj, MLP; q k^T and a v
+    modulation = 2 * 6 * D * D * depth + 2 * 2 * D * D if conditioning == "adaln-zero" else 0
+    flops = (2 * model.num_tokens * p * p * D                     # patch embedding
+             + 2 * (256 * D + D * D)                              # time MLP
+             + depth * per_block + modulation
+             + 2 * model.num_tokens * D * p * p)                  # final Linear
+    assert model.forward_gflops() == pytest.approx(flops / 1e9, rel=1e-9)

@@ -136,6 +136,21 @@ class Model(nn.Module):
             return (self.in_channels,)
         return (self.in_channels, self.image_size, self.image_size)
 
+    def forward_gflops(self, t=500):
+        """GFLOPs of one forward pass on one example (zeros of ``data_shape``, class 0 if conditional),
+        counted by ``torch.utils.flop_counter``: a multiply-add is 2 FLOPs; matrix products,
+        convolutions and attention are counted, element-wise operations are not. Attention runs
+        through its plain "math" kernel here, whose matrix products the counter sees (it has no
+        formula for the CPU's fused kernel)."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.utils.flop_counter import FlopCounterMode
+        param = next(self.parameters())
+        x = torch.zeros(1, *self.data_shape, device=param.device, dtype=param.dtype)
+        y = None if self.num_classes is None else torch.zeros(1, dtype=torch.long, device=param.device)
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            self(x, torch.full((1,), t, device=param.device), y=y)
+        return counter.get_total_flops() / 1e9
+
     def check_inputs(self, x, t, y=None, any_image_size=False):
         """Raise an error naming the argument unless ``model(x, t, y)`` fits this network.
 

@@ -23,7 +23,7 @@ The LayerNorms have no weights of their own (eps 1e-6): the scale and shift come
 (adaptive layer norm, as in FiLM and StyleGAN), the same for every token of an example. The MLP is
 Linear(D, 4D), GELU (tanh approximation), Linear(4D, D).
 
-Why one module of about 360 lines: the layers, the model, the closed-form parameter count and the
+Why one module of about 420 lines: the layers, the model, the closed-form parameter count and the
 presets describe one architecture; the formula mirrors the constructor term by term, so a change to
 a block is a change to both, in one place.
 
@@ -72,6 +72,9 @@ from ..arguments import integer, number
 from .base import Model, check_prediction, reads_values
 from .embeddings import sinusoidal_embedding
 from .layers import ClassEmbedding, TimeEmbedding, embed_t_and_y, zero_init
+
+CONDITIONINGS = ("adaln-zero", "in-context")
+"""How c reaches the blocks (:class:`DiT`'s ``conditioning``): the paper's adaLN-Zero, or its in-context baseline."""
 
 TIME_FREQUENCIES = 256
 """Sinusoid features of t fed to the time MLP: the reference's ``frequency_embedding_size``."""
@@ -138,25 +141,31 @@ def _vit_linear(in_features, out_features):
     return layer
 
 
-def _layer_norm(dim):
-    """LayerNorm without its own scale and shift (adaLN supplies them), eps 1e-6."""
-    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+def _layer_norm(dim, affine=False):
+    """LayerNorm, eps 1e-6; without its own scale and shift unless ``affine`` (adaLN supplies them)."""
+    return nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
 
 
-class DiTBlock(nn.Module):
-    """The adaLN-Zero Transformer block (see the module docstring): ``block(x, c)``, x (B, N, D), c (B, D)."""
+class ViTBlock(nn.Module):
+    """The plain pre-norm Transformer block of ViT: ``block(x)``, x (B, N, D).
 
-    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
+        x = x + Attention(LayerNorm(x))
+        x = x + MLP(LayerNorm(x))
+
+    The block of "in-context" conditioning (Sec. 3.2), where c arrives as tokens of the sequence;
+    :class:`DiTBlock` is the same block with its LayerNorms modulated by c instead.
+    """
+
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, affine=True):
         super().__init__()
         self.num_heads = num_heads
         hidden = int(hidden_size * mlp_ratio)
-        self.norm1 = _layer_norm(hidden_size)
+        self.norm1 = _layer_norm(hidden_size, affine)
         self.qkv = _vit_linear(hidden_size, 3 * hidden_size)
         self.proj = _vit_linear(hidden_size, hidden_size)
-        self.norm2 = _layer_norm(hidden_size)
+        self.norm2 = _layer_norm(hidden_size, affine)
         self.mlp = nn.Sequential(_vit_linear(hidden_size, hidden), nn.GELU(approximate="tanh"),
                                  _vit_linear(hidden, hidden_size))
-        self.modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(hidden_size, 6 * hidden_size)))
 
     def attention(self, h):
         """Multi-head self-attention over the N tokens: softmax(q k^T / sqrt(D / heads)) v, per head."""
@@ -165,6 +174,18 @@ class DiTBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)                 # (B, heads, N, D / heads)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
+    def forward(self, x, c=None):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class DiTBlock(ViTBlock):
+    """The adaLN-Zero Transformer block (see the module docstring): ``block(x, c)``, x (B, N, D), c (B, D)."""
+
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
+        super().__init__(hidden_size, num_heads, mlp_ratio, affine=False)
+        self.modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(hidden_size, 6 * hidden_size)))
+
     def forward(self, x, c):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=1)
         x = x + gate1[:, None, :] * self.attention(modulate(self.norm1(x), shift1, scale1))
@@ -172,17 +193,25 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """LayerNorm, adaLN (shift, scale from c), then Linear(D, p^2 C_out) per token; both Linears start at zero."""
+    """LayerNorm, adaLN (shift, scale from c), then Linear(D, p^2 C_out) per token; both Linears start at zero.
 
-    def __init__(self, hidden_size, patch_size, out_channels):
+    With ``adaptive=False`` (in-context conditioning) the LayerNorm has its own scale and shift and
+    c is not read."""
+
+    def __init__(self, hidden_size, patch_size, out_channels, adaptive=True):
         super().__init__()
-        self.norm = _layer_norm(hidden_size)
-        self.modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(hidden_size, 2 * hidden_size)))
+        self.norm = _layer_norm(hidden_size, affine=not adaptive)
+        self.modulation = None
+        if adaptive:
+            self.modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(hidden_size, 2 * hidden_size)))
         self.linear = zero_init(nn.Linear(hidden_size, patch_size * patch_size * out_channels))
 
     def forward(self, x, c):
-        shift, scale = self.modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        h = self.norm(x)
+        if self.modulation is not None:
+            shift, scale = self.modulation(c).chunk(2, dim=1)
+            h = modulate(h, shift, scale)
+        return self.linear(h)
 
 
 class DiT(Model):
@@ -205,16 +234,26 @@ class DiT(Model):
             by :mod:`lesson_lib.diffusion.denoiser` and the objectives of
             :mod:`lesson_lib.diffusion.likelihood`.
         prediction: what the output means, "eps", "x0" or "v".
+        conditioning: how c reaches the blocks. "adaln-zero" (the paper's choice, the default):
+            every block's LayerNorms are modulated by c. "in-context" (the paper's first
+            baseline, Sec. 3.2): the time embedding and the class embedding (null class when
+            ``y`` is None) join the sequence as two more tokens, without a position embedding,
+            through plain :class:`ViTBlock` s, and are dropped before the final layer (which then
+            has its own LayerNorm scale and shift and does not read c). Almost the same Gflops,
+            fewer parameters (no modulation Linears).
 
     The paper's sizes are :func:`dit_preset` ("DiT-S/2" ... "DiT-XL/8"); ``model.config`` holds
     every argument and ``DiT.from_config(config)`` rebuilds the same architecture.
     """
 
     def __init__(self, in_channels=1, image_size=28, patch_size=4, hidden_size=128, depth=6, num_heads=4,
-                 mlp_ratio=4.0, num_classes=None, learn_sigma=False, prediction="eps"):
+                 mlp_ratio=4.0, num_classes=None, learn_sigma=False, prediction="eps", conditioning="adaln-zero"):
         super().__init__()
         self._check_args(in_channels, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio,
                          num_classes, learn_sigma, prediction)
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got conditioning={conditioning!r}")
+        self.conditioning = conditioning
         self.in_channels, self.image_size, self.patch_size = in_channels, image_size, patch_size
         self.num_classes, self.learn_sigma, self.prediction = num_classes, learn_sigma, prediction
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
@@ -230,8 +269,10 @@ class DiT(Model):
         if num_classes is not None:
             self.class_embedding = ClassEmbedding(num_classes, hidden_size)
             nn.init.normal_(self.class_embedding.weight, std=0.02)
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        adaptive = conditioning == "adaln-zero"
+        block = DiTBlock if adaptive else ViTBlock
+        self.blocks = nn.ModuleList(block(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, adaptive)
 
     @staticmethod
     def _check_args(in_channels, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio,
@@ -268,6 +309,15 @@ class DiT(Model):
         """c = TimeEmbedding(t) (+ ClassEmbedding(y), the null class when ``y`` is None): what every block reads."""
         return embed_t_and_y(self.time_embedding, self.class_embedding, t, y)
 
+    def condition_tokens(self, t, y=None):
+        """In-context conditioning's extra tokens (B, 1 or 2, D): TimeEmbedding(t), then ClassEmbedding(y)."""
+        tokens = [self.time_embedding(t)]
+        if self.class_embedding is not None:
+            if y is None:
+                y = self.class_embedding.null_labels(t.shape[0], t.device)
+            tokens.append(self.class_embedding(y).to(tokens[0].dtype))
+        return torch.stack(tokens, dim=1)
+
     def check_inputs(self, x, t, y=None):
         """The base's checks (:meth:`Model.check_inputs`: x of shape (B, *data_shape), integer t
         and labels) and t >= 0 (read on the CPU only, see :func:`~lesson_lib.models.base.reads_values`)."""
@@ -279,11 +329,16 @@ class DiT(Model):
         """eps_theta(x_t, t, y) (or x0/v, see ``prediction``), shaped like ``x``; with
         ``learn_sigma`` the prediction and v, concatenated along the channels."""
         self.check_inputs(x, t, y)
-        c = self.embed(t, y)
         h = self.patch_embedding(patchify(x, self.patch_size))
         h = h + self.position_embedding.to(h.dtype)
+        if self.conditioning == "in-context":
+            h = torch.cat([h, self.condition_tokens(t, y).to(h.dtype)], dim=1)
+            c = None
+        else:
+            c = self.embed(t, y)
         for block in self.blocks:
             h = block(h, c)
+        h = h[:, :self.num_tokens]                      # in-context: drop the condition tokens
         return unpatchify(self.final_layer(h, c), self.patch_size, self.out_channels, self.image_size)
 
 
@@ -304,6 +359,9 @@ def dit_parameter_count(config, parts=False):
                           = 18 D^2 + 15 D at ratio 4
         final layer       (2D^2 + 2D) + (D p^2 C_out + p^2 C_out)
 
+    In-context conditioning replaces each block's modulation (6D^2 + 6D) by the two LayerNorms' own
+    scales and shifts (4D), and the final layer's modulation (2D^2 + 2D) by its LayerNorm's (2D).
+
     The blocks hold almost everything (DiT-XL/2: 28 x (18 x 1152^2 + 15 x 1152) = 669.3M of its
     674.8M), and only the patch embedding and the final Linear depend on p. The position embedding is fixed,
     not a parameter. ``parts=True`` returns these five terms in a dict instead of their sum.
@@ -316,12 +374,13 @@ def dit_parameter_count(config, parts=False):
     C, p, D, K = cfg["in_channels"], cfg["patch_size"], cfg["hidden_size"], cfg["num_classes"]
     h = int(D * cfg["mlp_ratio"])
     out = 2 * C if cfg["learn_sigma"] else C
-    block = (3 * D * D + 3 * D) + (D * D + D) + (2 * D * h + h + D) + (6 * D * D + 6 * D)
+    adaptive = cfg["conditioning"] == "adaln-zero"
+    block = (3 * D * D + 3 * D) + (D * D + D) + (2 * D * h + h + D) + ((6 * D * D + 6 * D) if adaptive else 4 * D)
     counts = {"patch embedding": p * p * C * D + D,
               "time embedding": TIME_FREQUENCIES * D + D + D * D + D,
               "class embedding": 0 if K is None else (K + 1) * D,
               "blocks": cfg["depth"] * block,
-              "final layer": (2 * D * D + 2 * D) + (D * p * p * out + p * p * out)}
+              "final layer": ((2 * D * D + 2 * D) if adaptive else 2 * D) + (D * p * p * out + p * p * out)}
     return counts if parts else sum(counts.values())
 
 
@@ -335,14 +394,14 @@ PAPER_DATA = dict(image_size=32, in_channels=4, num_classes=1000, learn_sigma=Tr
 PRESETS = {f"DiT-{size}/{p}": dict(depth=depth, hidden_size=width, num_heads=heads, patch_size=p, **PAPER_DATA)
            for size, (depth, width, heads) in SIZES.items() for p in (2, 4, 8)}
 # The course's tiny DiT for MNIST 28 x 28 x 1 on a CPU: 6 blocks of width 128, 4 heads, 1.87M
-# parameters (the MNIST U-Net has 1.62M). Forward FLOPs per image (torch.utils.flop_counter, attention
+# parameters (the MNIST U-Net has 1.62M). Forward FLOPs per image (Model.forward_gflops, attention
 # included; a multiply-add is 2 FLOPs): DiT-T/7 16 tokens 0.040 G, DiT-T/4 49 tokens 0.125 G, DiT-T/2
 # 196 tokens 0.58 G (the U-Net: 0.55 G). Counted the same way, the paper's presets give twice its
 # Gflops (which count a multiply-add once): DiT-S/2 12.1 (6.06), DiT-XL/2 237.2 (118.6).
 PRESETS.update({f"DiT-T/{p}": dict(depth=6, hidden_size=128, num_heads=4, patch_size=p, image_size=28,
                                    in_channels=1, num_classes=None, learn_sigma=False) for p in (2, 4, 7)})
 
-DATA_ARGUMENTS = ("image_size", "in_channels", "num_classes", "learn_sigma", "prediction")
+DATA_ARGUMENTS = ("image_size", "in_channels", "num_classes", "learn_sigma", "prediction", "conditioning")
 """What :func:`dit_preset` lets a caller change: the data and the output, not the architecture."""
 
 
@@ -353,8 +412,9 @@ def dit_preset(name, **data):
     The paper's presets default to its 32 x 32 x 4 latents, 1000 classes and learned sigma; the tiny
     ones to MNIST (28 x 28 x 1, unconditional, fixed variance). E.g. ``dit_preset("DiT-S/4",
     image_size=28, in_channels=1, num_classes=10, learn_sigma=False)``. Only ``image_size``,
-    ``in_channels``, ``num_classes``, ``learn_sigma`` and ``prediction`` may be changed: another
-    depth or width is another model, built with ``DiT(...)``.
+    ``in_channels``, ``num_classes``, ``learn_sigma``, ``prediction`` and ``conditioning`` (the
+    in-context baseline of lesson 11's comparison) may be changed: another depth or width is another
+    model, built with ``DiT(...)``.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown DiT preset {name!r}; choose one of {list(PRESETS)}")
