@@ -14,7 +14,7 @@ from lesson_lib import pretrained, train
 from lesson_lib.cards import check_card
 from lesson_lib.evaluation.judges import load_classifier
 from lesson_lib.recipes import RECIPES, recipe_of, run_recipe
-from lesson_lib.recipes import autoencoder, mnist_cond, noisy_classifier
+from lesson_lib.recipes import autoencoder, cascade, mnist_cond, noisy_classifier
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets")
@@ -37,7 +37,7 @@ def load_back(card, weights_dir):
 
 # Recipes written before their weights ship (so not registered yet): the same end-to-end check. (cifar10_latent
 # needs the shipped cifar10_autoencoder, so it joins when that ships.)
-PENDING = {r.name: r for r in (mnist_cond.DIT, autoencoder.CIFAR10)}
+PENDING = {r.name: r for r in (mnist_cond.DIT, autoencoder.CIFAR10, cascade.BASE)}
 
 
 @needs_data
@@ -59,6 +59,24 @@ def test_each_recipe_runs_its_ci_profile_and_its_export_loads_back(name, tmp_pat
         state = torch.load(weights / card["file"], weights_only=True)
         weights_of = state["ema"]["model"] if card["kind"] != "classifier" else state
         assert all(v.dtype == torch.float16 for v in weights_of.values() if v.is_floating_point())
+
+
+@needs_data
+def test_the_cascade_recipes_run_as_a_pair_and_the_sr_export_runs_the_base_beside_it(tmp_path):
+    """mnist_sr's export samples the whole cascade: with the base exported into the same folder (no base is
+    shipped yet, so it can only have come from there), both cards load back and hold the cascade's figures."""
+    weights = tmp_path / "weights"
+    for made in (cascade.BASE, cascade.SR):
+        run_recipe(made, "ci", tmp_path / made.name, weights, data_dir=DATA_DIR, device="cpu", progress=False,
+                   log=lambda line: None)
+    for name in ("mnist_base14", "mnist_sr"):
+        card = json.loads((weights / f"{name}.json").read_text())
+        check_card(card)
+        model = load_back(card, weights)
+        assert model.data_shape == ((1, 14, 14) if name == "mnist_base14" else (1, 28, 28))
+    evaluation = json.loads((weights / "mnist_sr.json").read_text())["evaluation"]
+    for row in ("sr_of_real_14px", "cascade_level_0.2"):
+        assert 0 <= evaluation[row]["class_accuracy"] <= 1 and evaluation[row]["consistency_mse"] > 0
 
 
 # --- the shipped cards ----------------------------------------------------------------------

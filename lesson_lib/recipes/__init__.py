@@ -21,14 +21,15 @@ Read them in this order:
     classifiers       mnist_classifier and cifar10_classifier: the judges and FID's features (SGD, one-cycle)
     autoencoder       mnist_autoencoder: the first stage of latent diffusion (squared error + KL)
     latent            mnist_latent: class-conditional latent diffusion on mnist_autoencoder's latents
+    cascade           mnist_base14 and mnist_sr: lesson 12's cascade, a 14-px base and a 14 -> 28 SR model
 """
 
-from . import autoencoder, classifiers, consistency, distilled, latent, likelihood, mnist_cond, noisy_classifier
+from . import autoencoder, cascade, classifiers, consistency, distilled, latent, likelihood, mnist_cond, noisy_classifier
 from .run import Recipe, Run
 
 RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, *likelihood.RECIPES, distilled.RECIPE, consistency.RECIPE,
                                               noisy_classifier.RECIPE, *classifiers.RECIPES,
-                                              *autoencoder.RECIPES, *latent.RECIPES)}
+                                              *autoencoder.RECIPES, *latent.RECIPES, *cascade.RECIPES)}
 """Every recipe by the name ``--recipe`` takes."""
 
 PROFILES = ("full", "ci")
