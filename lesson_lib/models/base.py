@@ -136,8 +136,9 @@ class Model(nn.Module):
             return (self.in_channels,)
         return (self.in_channels, self.image_size, self.image_size)
 
-    def forward_gflops(self, t=500):
-        """GFLOPs of one forward pass on one example (zeros of ``data_shape``, class 0 if conditional),
+    def forward_gflops(self, t=500, **cond):
+        """GFLOPs of one forward pass on one example (zeros of ``data_shape``, class 0 if conditional,
+        and ``cond``, the other inputs of a model that takes them, e.g. a super-resolution model's),
         counted by ``torch.utils.flop_counter``: a multiply-add is 2 FLOPs; matrix products,
         convolutions and attention are counted, element-wise operations are not. Attention runs
         through its plain "math" kernel here, whose matrix products the counter sees (it has no
@@ -148,7 +149,7 @@ class Model(nn.Module):
         x = torch.zeros(1, *self.data_shape, device=param.device, dtype=param.dtype)
         y = None if self.num_classes is None else torch.zeros(1, dtype=torch.long, device=param.device)
         with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-            self(x, torch.full((1,), t, device=param.device), y=y)
+            self(x, torch.full((1,), t, device=param.device), y=y, **cond)
         return counter.get_total_flops() / 1e9
 
     def check_inputs(self, x, t, y=None, any_image_size=False):
