@@ -2,7 +2,7 @@
 """Lesson 11's table: what the DiT's patch size and conditioning cost and buy, and the DiT against the U-Net, on MNIST.
 
     OMP_NUM_THREADS=1 python benchmarks/dit.py cost      --json docs/dit_table.json   # a minute
-    OMP_NUM_THREADS=1 python benchmarks/dit.py patches   --json docs/dit_table.json   # about 45 min
+    OMP_NUM_THREADS=1 python benchmarks/dit.py patches   --json docs/dit_table.json   # about 1 h
     OMP_NUM_THREADS=1 python benchmarks/dit.py wallclock --json docs/dit_table.json   # about 17 min
 
 Every arm is class-conditional and trained by recipe mnist_dit's settings (L_simple, label dropout 0.1, AdamW,
@@ -98,7 +98,7 @@ def cost(log=print):
     return {"rows": rows, "batch": 128, "sample_batch": 250}
 
 
-def patches(steps=1000, batch=64, n=1000, log=print):
+def patches(steps=2000, batch=64, n=1000, log=print):
     images, labels, _ = load_dataset("mnist", "train", as_uint8=True)
     rows = []
     for arm in ARMS:
@@ -147,7 +147,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("cost", "patches", "wallclock"))
     p.add_argument("--json", required=True, help="the table file (created, or this benchmark's own to update)")
-    p.add_argument("--steps", type=int, default=1000, help="patches: training steps of each arm")
+    p.add_argument("--steps", type=int, default=2000, help="patches: training steps of each arm")
     p.add_argument("--batch", type=int, default=64, help="patches: batch size of each arm")
     p.add_argument("--minutes", type=float, default=15.0, help="wallclock: minutes of training")
     p.add_argument("--n", type=int, default=1000, help="samples to measure each arm by")

@@ -23,7 +23,7 @@ The LayerNorms have no weights of their own (eps 1e-6): the scale and shift come
 (adaptive layer norm, as in FiLM and StyleGAN), the same for every token of an example. The MLP is
 Linear(D, 4D), GELU (tanh approximation), Linear(4D, D).
 
-Why one module of about 420 lines: the layers, the model, the closed-form parameter count and the
+Why one module of about 430 lines: the layers, the model, the closed-form parameter count and the
 presets describe one architecture; the formula mirrors the constructor term by term, so a change to
 a block is a change to both, in one place.
 
@@ -32,8 +32,13 @@ every block is exactly the identity at initialisation; the final Linear also sta
 untrained model outputs exactly 0, as the zero-initialised U-Net does (the first L_simple is then
 E ||eps||^2 = 1). The paper compares four ways of feeding c to the blocks (in-context tokens,
 cross-attention, adaLN, adaLN-Zero; Fig. 5) and adaLN-Zero gives the lowest FID. The other layers
-start as in ViT (Sec. 4, "Training"): xavier-uniform Linear weights and zero biases; the class
-table and the time MLP's weights N(0, 0.02^2), as the reference code does.
+start as in ViT (Sec. 4, "Training"): xavier-uniform Linear weights and zero biases; the time
+MLP's weights N(0, 0.02^2), as the reference code does. The class table is the one departure: it
+keeps ``nn.Embedding``'s N(0, 1), as the course's U-Net does, where the reference draws N(0, 0.02^2).
+A label embedding 100 times smaller than the time embedding it is added to is read by the blocks
+only after thousands of steps: on MNIST (DiT-T/4, AdamW 1e-3, batch 128, one CPU thread), after
+600 steps the noise-prediction error at t = 500 with the right label against a wrong one was
+0.0185 against 0.0197 from N(0, 1), and 0.0192 against 0.0193 from N(0, 0.02^2).
 
 The patch size p sets the cost: halving p multiplies the tokens by 4 and the compute by about 4,
 with the parameters almost unchanged (only the patch embedding and the final Linear depend on p).
@@ -267,8 +272,7 @@ class DiT(Model):
             nn.init.zeros_(layer.bias)
         self.class_embedding = None
         if num_classes is not None:
-            self.class_embedding = ClassEmbedding(num_classes, hidden_size)
-            nn.init.normal_(self.class_embedding.weight, std=0.02)
+            self.class_embedding = ClassEmbedding(num_classes, hidden_size)     # N(0, 1): see the docstring
         adaptive = conditioning == "adaln-zero"
         block = DiTBlock if adaptive else ViTBlock
         self.blocks = nn.ModuleList(block(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
