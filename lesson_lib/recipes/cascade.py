@@ -113,17 +113,17 @@ def train_sr(run):
     return trainer
 
 
-def _fid(x, data_dir, device):
+def fid_against_training_digits(x, data_dir, device):
     """FID and KID of 28-px images ``x`` against as many training digits (drawn with seed 0): the SR
     inputs and the floor's images come from the test split, so the references must not."""
     reference = reference_images("mnist", "train", len(x), 0, data_dir)
     return compute_metrics(x, reference, dataset="mnist", data_dir=data_dir, device=device)
 
 
-def _figures(x, labels, x_low, data_dir, device):
-    """FID (:func:`_fid`), class accuracy and consistency of 28-px images ``x`` drawn for ``labels``
+def figures(x, labels, x_low, data_dir, device):
+    """FID (:func:`fid_against_training_digits`), class accuracy and consistency of 28-px images ``x`` drawn for ``labels``
     from 14-px inputs ``x_low``."""
-    q = _fid(x, data_dir, device)
+    q = fid_against_training_digits(x, data_dir, device)
     accuracy = class_accuracy(x, labels, "mnist", device=device)["accuracy"]
     consistency = (downsample(x) - x_low.to(x.device)).pow(2).mean().item()
     return {"fid": round(q["fid"], 3), "kid": round(q["kid_mean"], 5), "class_accuracy": round(accuracy, 3),
@@ -142,6 +142,20 @@ def super_resolve(sr, schedule, x_low, level, steps, batch_size, seed=0, device=
     return torch.cat(out)
 
 
+def cascade_samples(base, base_schedule, sr, sr_schedule, n, level, steps, batch_size, device="cpu"):
+    """``n`` samples of the cascade (:func:`~lesson_lib.diffusion.cascade.cascade_sample`, DDIM-``steps``
+    per stage, x0 clipped), the classes in turn: ``(x_high, x_low, labels)``."""
+    labels = torch.arange(10).repeat(n // 10 + 1)[:n]
+    highs, lows = [], []
+    for i in range(0, n, batch_size):
+        high, low, _ = cascade_sample(base, sr, base_schedule, len(labels[i:i + batch_size]),
+                                      labels=labels[i:i + batch_size], level=level, sr_schedule=sr_schedule, seed=i,
+                                      device=device, return_stages=True, steps=steps, clip_x0=True, progress=False)
+        highs.append(high.cpu())
+        lows.append(low.cpu())
+    return torch.cat(highs), torch.cat(lows), labels
+
+
 def export_base(run, trainer, weights_dir, overwrite=False):
     e = run.settings["evaluation"]
     payload = model_payload(trainer)
@@ -157,8 +171,8 @@ def export_base(run, trainer, weights_dir, overwrite=False):
         "sampler": f"DDIM, {e['steps']} steps, eta=0, x0 clipped, conditional on the class (no guidance); "
                    f"samples enlarged to 28x28 (bilinear) for the course's feature network",
         "n": n, "references": "as many training digits (seed 0)",
-        "samples": _figures(upsample(x, 28), labels, x, run.data_dir, trainer.device),
-        "real_test_14px_enlarged": _figures(real, test_labels[:n], low_resolution(test[:n]), run.data_dir,
+        "samples": figures(upsample(x, 28), labels, x, run.data_dir, trainer.device),
+        "real_test_14px_enlarged": figures(real, test_labels[:n], low_resolution(test[:n]), run.data_dir,
                                             trainer.device)}
     card = run.card("mnist_base14", "diffusion", DESCRIPTIONS["mnist_base14"], model, evaluation, weights_dir,
                     model_config=dict(model.config), prediction=model.prediction, schedule=SCHEDULE, sampling=SAMPLING,
@@ -175,22 +189,14 @@ def export_sr(run, trainer, weights_dir, overwrite=False):
     x = super_resolve(sr, schedule, x_low, 0.0, e["steps"], e["batch_size"], device=trainer.device)
     evaluation = {"sampler": f"DDIM, {e['steps']} steps per stage, eta=0, x0 clipped", "n": e["n"],
                   "references": "as many training digits (seed 0); the SR inputs are test digits",
-                  "sr_of_real_14px": _figures(x, labels, x_low, run.data_dir, trainer.device)}
+                  "sr_of_real_14px": figures(x, labels, x_low, run.data_dir, trainer.device)}
     # the base model: the one exported beside this one when there is one (a fresh pair), else the shipped one
     beside = s["base"] if (Path(weights_dir) / f"{s['base']}.json").exists() else None
     base, base_schedule = load_pretrained(s["base"], device=trainer.device,
                                           weights_dir=weights_dir if beside else None)
-    labels = torch.arange(10).repeat(e["n"] // 10 + 1)[:e["n"]]
-    highs, lows = [], []
-    for i in range(0, e["n"], e["batch_size"]):
-        high, low, _ = cascade_sample(base, sr, base_schedule, len(labels[i:i + e["batch_size"]]),
-                                      labels=labels[i:i + e["batch_size"]], level=e["level"], sr_schedule=schedule,
-                                      seed=i, device=trainer.device, return_stages=True, steps=e["steps"],
-                                      clip_x0=True, progress=False)
-        highs.append(high.cpu())
-        lows.append(low.cpu())
-    evaluation[f"cascade_level_{e['level']:g}"] = _figures(torch.cat(highs), labels, torch.cat(lows), run.data_dir,
-                                                           trainer.device)
+    x, x_low, labels = cascade_samples(base, base_schedule, sr, schedule, e["n"], e["level"], e["steps"],
+                                       e["batch_size"], trainer.device)
+    evaluation[f"cascade_level_{e['level']:g}"] = figures(x, labels, x_low, run.data_dir, trainer.device)
     card = run.card("mnist_sr", "diffusion", DESCRIPTIONS["mnist_sr"], sr, evaluation, weights_dir,
                     model_config=dict(sr.config), prediction=sr.prediction, schedule=SCHEDULE, sampling=SAMPLING,
                     settings=s, steps=trainer.step, examples_seen=trainer.step * trainer.config.batch_size)
