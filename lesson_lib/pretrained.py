@@ -34,6 +34,7 @@ import torch
 
 from .cards import KINDS, check_card
 from .data.latents import latent_decoder
+from .diffusion.flow_matching import FlowGrid
 from .diffusion.schedules import NoiseSchedule
 from .files import atomic_write, sha256_of
 from .models import MODEL_CLASSES
@@ -134,7 +135,9 @@ def model_from_state(state, ema=True, device="cpu", where="this checkpoint"):
 
     The model comes back with the ``prediction`` it was trained with (it is part of its
     config), so every sampler reads it from the model. A model trained without a noise schedule
-    (an autoencoder: its checkpoint's betas are None) comes back with ``schedule`` None."""
+    (an autoencoder: its checkpoint's betas are None) comes back with ``schedule`` None, and a
+    flow-matching model with the flow's time grid, :class:`~lesson_lib.diffusion.flow_matching.FlowGrid`,
+    by which :func:`lesson_lib.sample.generate` knows to integrate its velocity."""
     missing = [k for k in ("model_config", "betas", "ema") if k not in state]
     if missing:
         raise ValueError(f"{where} is not a checkpoint of lesson_lib: it has no {', '.join(missing)} "
@@ -154,6 +157,9 @@ def model_from_state(state, ema=True, device="cpu", where="this checkpoint"):
                          f"config describes ({str(error).splitlines()[0][:200]}); the file was edited or "
                          f"mixed from two runs") from error
     schedule = None if state["betas"] is None else NoiseSchedule(state["betas"])
+    objective = state.get("objective") or {}
+    if objective.get("name") == "flow_matching":
+        schedule = FlowGrid(objective["T"])
     return model.to(device).eval(), schedule
 
 

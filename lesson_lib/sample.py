@@ -35,14 +35,16 @@ from .arguments import choice
 from .data.images import float_to_uint8, save_grid
 from .cli import check_device, check_output_file, positive_int, run, seed_int
 from .diffusion.distillation import sampler_timesteps
+from .diffusion.flow_matching import FlowGrid, flow_sample
 from .diffusion.guidance import ClassifierFreeGuidance
 from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample, ode_sample
 from .diffusion.timesteps import spaced
 from .files import atomic_write
 from .pretrained import available, decoding_by, latent_decoding, load_model, load_pretrained, model_card
 
-SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m")
+SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m", "euler")
 ODE_SAMPLERS = ("heun", "dpmpp2m")       # solvers of the probability-flow ODE (diffusion/ode.py), on DDIM's grid
+FLOW_SAMPLERS = ("euler", "heun")        # solvers of a flow-matching model's ODE (diffusion/flow_matching.py)
 GRIDS = ("linspace", "distillation")     # DDIM's default spacing, or the nested grid of a distilled student
 DDIM_STEPS = 100          # the default of --steps for DDIM; DDPM's default is every step
 
@@ -74,6 +76,8 @@ def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="
     if cond is not None and not isinstance(cond, dict):
         raise TypeError(f"cond must be a dict of the model's conditioning, e.g. cond={{'y': labels}}, got "
                         f"cond={type(cond).__name__}")
+    if isinstance(schedule, FlowGrid) or sampler == "euler":
+        return _generate_flow(model, schedule, n, sampler, steps, cond, device, seed, progress, guidance, decode)
     timesteps = timesteps_for(schedule, sampler, steps, grid)
     shape = (n, *model.data_shape)
     kwargs = dict(clip_x0=clip_x0, device=device, progress=progress, guidance=guidance,
@@ -91,6 +95,24 @@ def generate(model, schedule, n, sampler="ddim", steps=None, cond=None, device="
         x = ode_sample(model, schedule, shape, timesteps=timesteps, solver=sampler, **kwargs)
     else:
         x = ddim_sample(model, schedule, shape, timesteps=timesteps, **kwargs)
+    return x if decode is None else decode(x)
+
+
+def _generate_flow(model, grid, n, sampler, steps, cond, device, seed, progress, guidance, decode):
+    """:func:`generate` for a flow-matching model (its schedule is a FlowGrid): Euler or Heun on the
+    flow's uniform grid, ``steps`` steps (default 50); x0_hat is never clipped (the velocity is read
+    as it is)."""
+    if not isinstance(grid, FlowGrid):
+        raise ValueError(f"sampler {sampler!r} integrates a flow-matching model, and this model was trained as a "
+                         f"diffusion model; use one of ddpm, ddim, consistency, heun, dpmpp2m")
+    if sampler not in FLOW_SAMPLERS:
+        raise ValueError(f"a flow-matching model is sampled by integrating its velocity: sampler must be one of "
+                         f"{FLOW_SAMPLERS}, got sampler={sampler!r}")
+    if guidance is not None:
+        raise ValueError("guidance is not available for flow-matching models yet; leave it out")
+    x = flow_sample(model, (n, *model.data_shape), steps=50 if steps is None else steps, solver=sampler, T=grid.T,
+                    model_kwargs={key: value.to(device) for key, value in (cond or {}).items()}, device=device,
+                    generator=torch.Generator(device).manual_seed(seed), progress=progress)
     return x if decode is None else decode(x)
 
 

@@ -230,3 +230,28 @@ def test_a_tiny_unet_learns_the_flow_through_the_trainer_and_resumes(tmp_path):
     out = flow_sample(trainer.model, shape=(4, 1, 8, 8), steps=2, solver="heun", model_kwargs={"y": labels[:4]},
                       progress=False)
     assert out.shape == (4, 1, 8, 8) and torch.isfinite(out).all()
+
+
+def test_a_shipped_flow_model_loads_with_its_grid_and_generate_integrates_it():
+    """The payload of a flow-matching run rebuilds the flow's grid (not a noise schedule), and generate
+    dispatches on it: Euler and Heun through flow_sample; a VP sampler, guidance or a VP model refused."""
+    from lesson_lib.pretrained import model_from_state, model_payload
+    from lesson_lib.sample import generate
+    images, labels = torch.randn(64, 1, 8, 8), torch.randint(0, 2, (64,))
+    trainer = Trainer(tiny_unet(), images, FlowMatching(class_dropout=0.1, T=100), TrainConfig(batch_size=16),
+                      cond={"y": labels}, device="cpu")
+    trainer.run(2, progress=False)
+    model, grid = model_from_state(model_payload(trainer))
+    assert isinstance(grid, FlowGrid) and grid.T == 100
+    y = torch.tensor([0, 1, 1])
+    for solver in ("euler", "heun"):
+        x = generate(model, grid, 3, solver, 5, {"y": y}, seed=3, progress=False)
+        direct = flow_sample(model, (3, 1, 8, 8), steps=5, solver=solver, T=100, model_kwargs={"y": y},
+                             generator=torch.Generator().manual_seed(3), progress=False)
+        assert torch.equal(x, direct)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        generate(model, grid, 3, "ddim", 5, {"y": y}, progress=False)
+    with pytest.raises(ValueError, match="guidance"):
+        generate(model, grid, 3, "euler", 5, {"y": y}, progress=False, guidance=lambda d: d)
+    with pytest.raises(ValueError, match="trained as a diffusion model"):
+        generate(model, NoiseSchedule.linear(100), 3, "euler", 5, {"y": y}, progress=False)

@@ -36,7 +36,7 @@ from ..evaluation.judges import class_accuracy
 from ..models.unet import SuperResUNet
 from ..pretrained import load_pretrained, model_from_state, model_payload
 from ..training.trainer import TrainConfig, Trainer
-from . import mnist_cond
+from .mnist_cond import SETTINGS as MNIST_COND, build as build_conditional
 from ..sample import generate
 from .run import Recipe
 
@@ -51,10 +51,10 @@ CI_EVALUATION = dict(n=20, steps=2, batch_size=20)
 SETTINGS = {
     "base": {
         # full: 6,000 steps of batch 128 (13 epochs) on one CPU thread
-        "full": dict(mnist_cond.SETTINGS["full"], unet=BASE_UNET, steps=6000, max_seconds=0, threads=1,
+        "full": dict(MNIST_COND["full"], unet=BASE_UNET, steps=6000, max_seconds=0, threads=1,
                      batch_size=128, evaluation=EVALUATION),
-        "ci": dict(mnist_cond.SETTINGS["ci"], unet=dict(mnist_cond.SETTINGS["ci"]["unet"], image_size=14,
-                                                       attention_resolutions=(7,)), evaluation=CI_EVALUATION),
+        "ci": dict(MNIST_COND["ci"], unet=dict(MNIST_COND["ci"]["unet"], image_size=14,
+                                              attention_resolutions=(7,)), evaluation=CI_EVALUATION),
     },
     "sr": {
         # full: 6,000 steps of batch 64 on one CPU thread
@@ -86,7 +86,7 @@ def low_resolution(images):
 def train_base(run):
     s = run.settings
     images, labels = run.images("train")
-    trainer = mnist_cond.build(s, low_resolution(images), labels, run.device, run.path("checkpoint.pt"))
+    trainer = build_conditional(s, low_resolution(images), labels, run.device, run.path("checkpoint.pt"))
     run.resume(trainer)
     run.train(trainer, s["steps"], s["max_seconds"], s["checkpoint_every"])
     return trainer
