@@ -5,7 +5,8 @@ L_simple (Ho et al. 2020, Algorithm 1) on the linear schedule, T = 1000, with la
 "mnist" with 10 classes and a learned null class. It trains for 150 s of wall-clock time
 (``max_seconds``): on one H200 that was 3,100 steps of batch 256; a CPU makes far fewer in 150 s.
 ``export`` measures FID, KID and class accuracy of DDIM samples of the shipped fp16 weights beside
-the real-data floor (:func:`lesson_lib.evaluate.evaluate`).
+the real-data floor (:func:`lesson_lib.evaluate.evaluate`), and again with classifier-free guidance at
+each w of the settings' ``evaluation["guidance"]`` (mnist_dit: w = 2).
 
 ``mnist_dit`` trains lesson 11's Diffusion Transformer the same way (the same objective, label dropout,
 Trainer, sampler and evaluation): the course's tiny preset "DiT-T/4" (6 adaLN-Zero blocks of width 128,
@@ -17,6 +18,7 @@ still ignored the labels after 3,500 steps).
 
 import torch
 
+from ..diffusion.guidance import ClassifierFreeGuidance
 from ..diffusion.losses import LSimple
 from ..diffusion.schedules import NoiseSchedule
 from ..evaluate import evaluate
@@ -40,10 +42,10 @@ SETTINGS_DIT = {
     # full: 8,000 steps of batch 128 (17 epochs) on one CPU thread
     "full": dict(architecture="dit", preset="DiT-T/4", batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
                  class_dropout=0.1, seed=0, log_every=100, steps=8000, max_seconds=0, checkpoint_every=500, threads=1,
-                 evaluation=dict(n=2000, steps=100, batch_size=500)),
+                 evaluation=dict(n=2000, steps=50, batch_size=500, guidance=(2.0,))),
     "ci": dict(architecture="dit", preset="DiT-T/7", batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.9,
                class_dropout=0.1, seed=0, log_every=2, steps=4, max_seconds=0, checkpoint_every=2, n_train=256,
-               evaluation=dict(n=20, steps=2, batch_size=20)),
+               evaluation=dict(n=20, steps=2, batch_size=20, guidance=(2.0,))),
 }
 SCHEDULE = "linear, T=1000, beta 1e-4 -> 0.02"
 SAMPLING = {"sampler": "ddim", "steps": 100, "grid": "linspace"}
@@ -93,6 +95,14 @@ def export(run, trainer, weights_dir, overwrite=False):
         "fid_floor_train_vs_test": round(q["fid_floor"], 3), "kid_floor": round(q["kid_floor"], 5),
         "class_accuracy": round(q["class_accuracy"], 3), "mean_confidence": round(q["confidence"], 3),
         "feature_network": q["feature_network"], "samples_per_second": round(q["samples_per_s"], 1)}
+    for w in e.get("guidance", ()):                 # the same samples' seeds, with classifier-free guidance
+        q = evaluate(model, schedule, "mnist", n=e["n"], sampler="ddim", steps=e["steps"], device=trainer.device,
+                     data_dir=run.data_dir, batch_size=e["batch_size"], progress=False,
+                     guidance=lambda denoise, w=w: ClassifierFreeGuidance(denoise, w=w))
+        evaluation[f"guidance_{w:g}"] = {"fid": round(q["fid"], 3), "kid": round(q["kid_mean"], 5),
+                                         "class_accuracy": round(q["class_accuracy"], 3),
+                                         "mean_confidence": round(q["confidence"], 3),
+                                         "samples_per_second": round(q["samples_per_s"], 1)}
     name = run.recipe.name
     card = run.card(name, "diffusion", DESCRIPTIONS[name], model, evaluation, weights_dir, model_config=dict(model.config), prediction=model.prediction,
                     schedule=SCHEDULE, sampling=SAMPLING, settings=run.settings, steps=trainer.step,
