@@ -18,6 +18,11 @@ the course classifier's features (:mod:`lesson_lib.evaluation.fid`), next to the
 machine (benchmarks/sample_size.py measures; the samples of each cell are kept there, so a run cut
 short resumes).
 
+``--table ode`` (lesson 13): FID, class accuracy and the distance to a 1000-step solution against the
+number of network calls, for DDIM, DPM-Solver++(2M) and Heun from the same x_T:
+
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ode --n 1000 --json docs/ode_table.json
+
 Other tables plug in as one function ``table_NAME(model, schedule, args, log) -> dict`` and one
 entry in ``TABLES`` (e.g. the distillation ladder of a run of the recipe ``mnist_distilled``); the
 command line, the JSON writer and the header are shared.
@@ -32,7 +37,8 @@ import time
 import torch
 
 from lesson_lib.cards import hardware
-from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample
+from lesson_lib.diffusion.ode import SOLVERS as ODE_SOLVERS
+from lesson_lib.diffusion.sampling import ddim_sample, ddpm_sample, ode_sample
 from lesson_lib.diffusion.timesteps import spaced
 from lesson_lib.pretrained import load_pretrained
 from lesson_lib.recipes.distilled import ladder
@@ -52,6 +58,8 @@ def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50):
                       model_kwargs={"y": labels[i:i + batch].to(device)})
         if sampler == "ddim":
             out.append(ddim_sample(model, schedule, steps=S, eta=eta, **kwargs).cpu())
+        elif sampler in ODE_SOLVERS:
+            out.append(ode_sample(model, schedule, steps=S, solver=sampler, **kwargs).cpu())
         else:
             out.append(ddpm_sample(model, schedule, timesteps=spaced(schedule.T, S, "linspace"), **kwargs).cpu())
     return torch.cat(out)
@@ -82,6 +90,45 @@ def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
     return result
 
 
+def calls(solver, S):
+    """Network calls of ``S`` steps of ``solver``: S, or 2S - 1 for Heun (its last step is not corrected)."""
+    return 2 * S - 1 if solver == "heun" else S
+
+
+def table_ode(model, schedule, args, log=print, partial=lambda result: None):
+    """Lesson 13's NFE table: for every budget of network calls in ``--nfe``, DDIM (eta = 0: Euler on
+    the probability-flow ODE), DPM-Solver++(2M) (NFE steps) and Heun (the most steps within the
+    budget, 2S - 1 calls), all from the same x_T on the course's default spacing, with every figure of
+    :func:`sample_size.measure`, and the root-mean-square distance of the first ``--reference-n``
+    samples to DDIM-1000 from the same x_T (the ODE's solution, nearly)."""
+    reference = Reference(args.data, args.device)
+    floor = reference.floor(args.n)
+    log(f"real-data floor at n = {args.n}: FID {floor['fid']:.3f}")
+    labels = torch.arange(10).repeat(args.n // 10 + 1)[:args.n]
+    m = args.reference_n
+    exact, _, _ = cached(f"mnist_cond-ddim1000-eta0.0-n{m}-seed{args.seed}-batch{args.batch}",
+                         lambda: (draw(model, schedule, m, "ddim", 1000, 0.0, args.seed, args.device, batch=args.batch),
+                                  labels[:m]))
+    rows = []
+    result = dict(table="ode", floor_fid=round(floor["fid"], 3), floor=rounded(floor), spacing="linspace",
+                  clip_x0=True, reference=f"DDIM-1000 from the same x_T, first {m} samples", rows=rows)
+    for nfe in args.nfe:
+        for solver in ("ddim", "dpmpp2m", "heun"):
+            S = (nfe + 1) // 2 if solver == "heun" else nfe
+            if S < 2:
+                continue
+            key = f"mnist_cond-{solver}{S}-eta0.0-n{args.n}-seed{args.seed}-batch{args.batch}"
+            images, _, seconds = cached(key, lambda: (draw(model, schedule, args.n, solver, S, 0.0, args.seed,
+                                                           args.device, batch=args.batch), labels))
+            distance = (images[:m] - exact).pow(2).flatten(1).mean(1).sqrt().mean().item()
+            row = dict(solver=solver, S=S, nfe=calls(solver, S), rms_to_ddim1000=distance,
+                       **measure(images, labels, reference, seconds))
+            rows.append(rounded(row))
+            partial(result)
+            log(f"{solver:>8}  NFE={calls(solver, S):<3} S={S:<3} distance {distance:.4f}  {verdict(row, floor)}")
+    return result
+
+
 def table_distillation(model, schedule, args, log=print, partial=lambda result: None):
     """The distillation ladder of lesson 7 (:func:`lesson_lib.recipes.distilled.ladder`): FID and class
     accuracy against network calls for each student of the run in ``--run`` and for DDIM of its teacher
@@ -89,7 +136,7 @@ def table_distillation(model, schedule, args, log=print, partial=lambda result: 
     return dict(table="distillation", **ladder(args.run, args.n, data_dir=args.data, log=log))
 
 
-TABLES = {"ddim": table_ddim, "distillation": table_distillation}
+TABLES = {"ddim": table_ddim, "ode": table_ode, "distillation": table_distillation}
 
 
 def main(argv=None):
@@ -99,6 +146,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000], help="step counts S")
     p.add_argument("--etas", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="DDIM eta values (none: strided DDPM only)")
     p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
+    p.add_argument("--nfe", type=int, nargs="+", default=[4, 6, 8, 10, 15, 20, 35, 50],
+                   help="--table ode: budgets of network calls")
+    p.add_argument("--reference-n", type=int, default=100,
+                   help="--table ode: samples compared with DDIM-1000 from the same x_T")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=50,
                    help="samples per network call (50 is the fastest on one CPU thread; the step noise is seeded per batch)")
