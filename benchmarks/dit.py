@@ -2,7 +2,7 @@
 """Lesson 11's table: what the DiT's patch size and conditioning cost and buy, and the DiT against the U-Net, on MNIST.
 
     OMP_NUM_THREADS=1 python benchmarks/dit.py cost      --json docs/dit_table.json   # a minute
-    OMP_NUM_THREADS=1 python benchmarks/dit.py patches   --json docs/dit_table.json   # about 1 h
+    OMP_NUM_THREADS=1 python benchmarks/dit.py patches   --json docs/dit_table.json   # about 50 min
     OMP_NUM_THREADS=1 python benchmarks/dit.py wallclock --json docs/dit_table.json   # about 20 min, after cost
 
 Every arm is class-conditional and trained by recipe mnist_dit's settings (L_simple, label dropout 0.1, AdamW,
@@ -54,8 +54,9 @@ LATENT_TABLE = "docs/latent_table.json"
 def settings_of(arm, **changes):
     """mnist_dit's full settings for ``arm`` (a key of ARMS), with ``changes``."""
     preset, conditioning = ARMS[arm]
-    return {**mnist_cond.SETTINGS_DIT["full"], "preset": preset, "unet": {"conditioning": conditioning},
-            "log_every": 10 ** 9, **changes}
+    full = mnist_cond.SETTINGS_DIT["full"]
+    return {**full, "preset": preset, "unet": {**full["unet"], "conditioning": conditioning}, "log_every": 10 ** 9,
+            **changes}
 
 
 def timed(fn, repeats):
@@ -100,7 +101,7 @@ def cost(log=print):
     return {"rows": rows, "batch": 128, "sample_batch": 250}
 
 
-def patches(steps=2000, batch=64, n=1000, log=print):
+def patches(steps=1000, batch=64, n=1000, log=print):
     images, labels, _ = load_dataset("mnist", "train", as_uint8=True)
     rows = []
     for arm in ARMS:
@@ -152,7 +153,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("cost", "patches", "wallclock"))
     p.add_argument("--json", required=True, help="the table file (created, or this benchmark's own to update)")
-    p.add_argument("--steps", type=int, default=2000, help="patches: training steps of each arm")
+    p.add_argument("--steps", type=int, default=1000, help="patches: training steps of each arm")
     p.add_argument("--batch", type=int, default=64, help="patches: batch size of each arm")
     p.add_argument("--n", type=int, default=1000, help="samples to measure each arm by")
     args = p.parse_args()
