@@ -28,14 +28,14 @@ import time
 
 import torch
 
-from lesson_lib.cards import hardware
 from lesson_lib.data.images import load_dataset
 from lesson_lib.diffusion.cascade import downsample
 from lesson_lib.evaluation.fid import real_floor
-from lesson_lib.files import atomic_write
 from lesson_lib.pretrained import load_pretrained, model_from_state, model_payload
 from lesson_lib.recipes import cascade
 from lesson_lib.sample import generate
+
+from tables import read_table, write_section
 
 MARK = "benchmarks/cascade.py"
 LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)
@@ -97,17 +97,6 @@ def table(out, n=2000, steps=50, batch_size=500, log=print):
     return {"rows": rows, "n": n, "fid_floor": round(floor["fid"], 3), "sampler": f"DDIM-{steps} per stage, x0 clipped"}
 
 
-def write_section(path, name, section):
-    table = {"benchmark": MARK}
-    if os.path.exists(path):
-        with open(path) as f:
-            table = json.load(f)
-        if table.get("benchmark") != MARK:
-            raise SystemExit(f"--json {path} was not written by {MARK}; name a new file")
-    table[name] = {**section, "hardware": hardware("cpu"), "torch": torch.__version__}
-    atomic_write(path, lambda f: f.write((json.dumps(table, indent=1) + "\n").encode()))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("no_augmentation", "table"))
@@ -116,12 +105,9 @@ def main():
     p.add_argument("--n", type=int, default=2000, help="table: samples per row")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    if os.path.exists(args.json):
-        with open(args.json) as f:
-            if json.load(f).get("benchmark") != MARK:
-                raise SystemExit(f"--json {args.json} was not written by {MARK}; name a new file")
+    read_table(args.json, MARK)                   # refuse another benchmark's file before any work
     section = no_augmentation(args.out) if args.part == "no_augmentation" else table(args.out, args.n)
-    write_section(args.json, args.part, section)
+    write_section(args.json, MARK, args.part, section)
     print(f"wrote the {args.part} section of {args.json}")
 
 

@@ -33,13 +33,13 @@ import time
 
 import torch
 
-from lesson_lib.cards import hardware
 from lesson_lib.data.images import load_dataset
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.evaluate import evaluate
-from lesson_lib.files import atomic_write
 from lesson_lib.recipes import mnist_cond
 from lesson_lib.sample import generate
+
+from tables import read_table, write_section
 
 MARK = "benchmarks/dit.py"
 ARMS = {                      # name: (preset, conditioning)
@@ -138,17 +138,6 @@ def wallclock(cost_rows, n=1000, log=print):
     return {"rows": [dit, unet], "sampler": "DDIM-50, no guidance"}
 
 
-def write_section(path, name, section):
-    table = {"benchmark": MARK}
-    if os.path.exists(path):
-        with open(path) as f:
-            table = json.load(f)
-        if table.get("benchmark") != MARK:
-            raise SystemExit(f"--json {path} was not written by {MARK}; name a new file")
-    table[name] = {**section, "hardware": hardware("cpu"), "torch": torch.__version__}
-    atomic_write(path, lambda f: f.write((json.dumps(table, indent=1) + "\n").encode()))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("cost", "patches", "wallclock"))
@@ -158,23 +147,17 @@ def main():
     p.add_argument("--n", type=int, default=1000, help="samples to measure each arm by")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    if os.path.exists(args.json):
-        with open(args.json) as f:
-            if json.load(f).get("benchmark") != MARK:
-                raise SystemExit(f"--json {args.json} was not written by {MARK}; name a new file")
+    read_table(args.json, MARK)                   # refuse another benchmark's file before any work
     if args.part == "cost":
         section = cost()
     elif args.part == "patches":
         section = patches(args.steps, args.batch, args.n)
     else:
-        cost_section = {}
-        if os.path.exists(args.json):
-            with open(args.json) as f:
-                cost_section = json.load(f).get("cost", {})
+        cost_section = read_table(args.json, MARK).get("cost")
         if not cost_section:
             raise SystemExit(f"run the cost part first: wallclock reads its training speeds from {args.json}")
         section = wallclock(cost_section["rows"], args.n)
-    write_section(args.json, args.part, section)
+    write_section(args.json, MARK, args.part, section)
     print(f"wrote the {args.part} section of {args.json}")
 
 

@@ -34,14 +34,12 @@ import time
 
 import torch
 
-from lesson_lib.cards import hardware
 from lesson_lib.data.images import load_dataset
 from lesson_lib.data.latents import encode_dataset, encode_means, latent_decoder
 from lesson_lib.diffusion.guidance import ClassifierFreeGuidance
 from lesson_lib.diffusion.losses import LSimple
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.evaluate import evaluate
-from lesson_lib.files import atomic_write
 from lesson_lib.models.autoencoder import autoencoder_preset
 from lesson_lib.models.unet import UNet, unet_preset
 from lesson_lib.pretrained import load_autoencoder
@@ -52,6 +50,8 @@ from lesson_lib.training.trainer import TrainConfig, Trainer
 
 FACTORS = (1, 2, 4)
 LATENT_CHANNELS = 4
+from tables import read_table, write_section
+
 MARK = "benchmarks/latent.py"
 
 
@@ -153,17 +153,6 @@ def generation(minutes=15.0, n=1000, log=print):
     return {"rows": rows, "sampler": "DDIM-50, no guidance", "feature_network": q["feature_network"]}
 
 
-def write_section(path, name, section):
-    table = {"benchmark": MARK}
-    if os.path.exists(path):
-        with open(path) as f:
-            table = json.load(f)
-        if table.get("benchmark") != MARK:
-            raise SystemExit(f"--json {path} was not written by {MARK}; name a new file")
-    table[name] = {**section, "hardware": hardware("cpu"), "torch": torch.__version__}
-    atomic_write(path, lambda f: f.write((json.dumps(table, indent=1) + "\n").encode()))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("speed", "autoencoders", "generation"))
@@ -173,17 +162,14 @@ def main():
     p.add_argument("--n", type=int, default=None, help="samples / test images to measure (default 2000, generation 1000)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    if os.path.exists(args.json):
-        with open(args.json) as f:
-            if json.load(f).get("benchmark") != MARK:
-                raise SystemExit(f"--json {args.json} was not written by {MARK}; name a new file")
+    read_table(args.json, MARK)                   # refuse another benchmark's file before any work
     if args.part == "speed":
         section = speed()
     elif args.part == "autoencoders":
         section = autoencoders(args.steps, args.n or 2000)
     else:
         section = generation(args.minutes, args.n or 1000)
-    write_section(args.json, args.part, section)
+    write_section(args.json, MARK, args.part, section)
     print(f"wrote the {args.part} section of {args.json}")
 
 

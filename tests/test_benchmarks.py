@@ -67,3 +67,18 @@ def test_sample_size_reference_draws_the_images_of_compute_metrics_and_real_floo
     assert arm["fid"] == pytest.approx(compute_metrics(fake)["fid"], rel=1e-5)
     assert arm["accuracy"] > 0.95 and 0.8 < arm["trace_ratio"] < 1.25
     assert set(arm["fid_by_n"]) == {100, 200} and arm["fid_by_n"][100][0] > arm["fid_by_n"][200][0]
+
+
+def test_a_benchmark_table_keeps_its_other_parts_and_refuses_another_benchmarks_file(tmp_path):
+    import json
+
+    import tables
+    path = tmp_path / "table.json"
+    tables.write_section(path, "benchmarks/a.py", "speed", {"rows": [1]})
+    tables.write_section(path, "benchmarks/a.py", "quality", {"rows": [2]})
+    table = json.loads(path.read_text())
+    assert table["benchmark"] == "benchmarks/a.py" and table["speed"]["rows"] == [1] and table["quality"]["rows"] == [2]
+    assert "hardware" in table["speed"] and table["speed"]["torch"] == torch.__version__
+    with pytest.raises(SystemExit, match="was not written by benchmarks/b.py"):
+        tables.write_section(path, "benchmarks/b.py", "speed", {"rows": [3]})
+    assert json.loads(path.read_text()) == table
