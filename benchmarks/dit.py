@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/dit.py cost      --json docs/dit_table.json   # a minute
     OMP_NUM_THREADS=1 python benchmarks/dit.py patches   --json docs/dit_table.json   # about 50 min
+    OMP_NUM_THREADS=1 python benchmarks/dit.py prediction --json docs/dit_table.json --steps 1000  # about 25 min
     OMP_NUM_THREADS=1 python benchmarks/dit.py wallclock --json docs/dit_table.json   # about 20 min, after cost
 
 Every arm is class-conditional and trained by recipe mnist_dit's settings (L_simple, label dropout 0.1, AdamW,
@@ -16,6 +17,10 @@ EMA 0.999) on one CPU thread, and measured as the latent benchmark measures its 
                conditioning, each trained for ``--steps`` steps of batch ``--batch`` from the same seed: the paper's
                claim that a smaller patch (more Gflops, almost no more parameters) lowers FID at equal steps, and
                its comparison of adaLN-Zero with in-context conditioning at (almost) equal Gflops.
+``prediction`` DiT-T/4 predicting eps (the paper's choice) and predicting v (mnist_dit's), each trained for
+               ``--steps`` steps of batch 128 with mnist_dit's settings from the same seed, then read through
+               the course classifier: the class accuracy of x0_hat on ``--n`` noised test digits at t = 200, 500
+               and 800 (what the network knows of the digit at each noise level), and of n DDIM-50 samples.
 ``wallclock``  DiT-T/4 with mnist_dit's full settings beside the U-Net (mnist_cond's settings) trained for 15 min
                of wall-clock on one thread of this CPU, read from lesson 10's table (docs/latent_table.json, its
                pixel arm): equal time, and parameters within 15% (1.87M and 1.62M). The DiT gets the U-Net's
@@ -33,9 +38,12 @@ import time
 
 import torch
 
-from lesson_lib.data.images import load_dataset
+from lesson_lib.data.images import load_dataset, uint8_to_float
+from lesson_lib.diffusion.denoiser import Denoiser
+from lesson_lib.diffusion.forward import q_sample
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.evaluate import evaluate
+from lesson_lib.evaluation.judges import class_accuracy
 from lesson_lib.recipes import mnist_cond
 from lesson_lib.sample import generate
 
@@ -116,6 +124,30 @@ def patches(steps=1000, batch=64, n=1000, log=print):
             "settings": f"mnist_dit's full settings but the preset, the conditioning, {steps} steps of batch {batch}"}
 
 
+def prediction(steps=1000, n=1000, log=print):
+    images, labels, _ = load_dataset("mnist", "train", as_uint8=True)
+    test, test_labels, _ = load_dataset("mnist", "test", as_uint8=True)
+    x0, y = uint8_to_float(test[:n]), test_labels[:n].long()
+    schedule, rows = NoiseSchedule.linear(1000), []
+    for target in ("eps", "v"):
+        settings = settings_of("DiT-T/4", batch_size=128, max_seconds=0)
+        settings["unet"] = {**settings["unet"], "prediction": target}
+        trainer = mnist_cond.build(settings, images, labels)
+        trainer.run(steps, progress=False)
+        model = trainer.ema.model.eval()
+        row = {"prediction": target, "steps": steps, "batch": 128}
+        generator = torch.Generator().manual_seed(0)
+        for t in (200, 500, 800):
+            x_t = q_sample(schedule, x0, torch.full((n,), t), torch.randn(x0.shape, generator=generator))
+            with torch.no_grad():
+                x0_hat = Denoiser(model, schedule, clip_x0=True)(x_t, torch.full((n,), t), y=y).x0
+            row[f"x0_hat_accuracy_t{t}"] = round(class_accuracy(x0_hat, y, "mnist")["accuracy"], 3)
+        row.update(measure(model, n, log))
+        rows.append(row)
+        log(json.dumps(row))
+    return {"rows": rows, "n_test_digits": n, "sampler": "DDIM-50, no guidance"}
+
+
 def wallclock(cost_rows, n=1000, log=print):
     with open(LATENT_TABLE) as f:
         unet = next(row for row in json.load(f)["generation"]["rows"] if row["factor"] == 1)
@@ -140,9 +172,9 @@ def wallclock(cost_rows, n=1000, log=print):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("cost", "patches", "wallclock"))
+    p.add_argument("part", choices=("cost", "patches", "prediction", "wallclock"))
     p.add_argument("--json", required=True, help="the table file (created, or this benchmark's own to update)")
-    p.add_argument("--steps", type=int, default=1000, help="patches: training steps of each arm")
+    p.add_argument("--steps", type=int, default=1000, help="patches, prediction: training steps of each arm")
     p.add_argument("--batch", type=int, default=64, help="patches: batch size of each arm")
     p.add_argument("--n", type=int, default=1000, help="samples to measure each arm by")
     args = p.parse_args()
@@ -152,6 +184,8 @@ def main():
         section = cost()
     elif args.part == "patches":
         section = patches(args.steps, args.batch, args.n)
+    elif args.part == "prediction":
+        section = prediction(args.steps, args.n)
     else:
         cost_section = read_table(args.json, MARK).get("cost")
         if not cost_section:
