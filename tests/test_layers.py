@@ -193,7 +193,8 @@ PINNED = {"mnist_cond": (0.158656, 0.9426), "mnist_distilled_1": (0.243598, 0.71
           "mnist_distilled_2": (0.278602, 0.714158), "mnist_distilled_4": (0.305855, 0.740665),
           "mnist_distilled_8": (0.313306, 0.738804), "mnist_learned_variance": (-0.274201, 0.838451),
           "mnist_vlb": (-0.322699, 0.976074), "mnist_v_teacher": (0.384756, 0.744103),
-          "mnist_consistency": (0.346006, 0.762249), "mnist_latent": (0.209885, 0.906263)}
+          "mnist_consistency": (0.346006, 0.762249), "mnist_latent": (0.209885, 0.906263),
+          "mnist_dit": (0.390018, 0.766962)}
 PINNED_GUIDE = [-2.33311, -1.3719, -0.14596, -0.91996, 1.29006, -2.71694, -0.98369, -3.05881, 3.0576, -1.40878]
 
 

@@ -121,4 +121,3 @@ RECIPE = Recipe("mnist_cond", "mnist", ("mnist_cond",), SETTINGS, train, export,
                 "the class-conditional MNIST DDPM (L_simple, label dropout), 150 s on a GPU")
 DIT = Recipe("mnist_dit", "mnist", ("mnist_dit",), SETTINGS_DIT, train, export,
              "lesson 11's class-conditional DiT-T/4 on MNIST (L_simple on v, label dropout), 4,000 steps on one CPU thread")
-"""Registered in lesson_lib.recipes once its weights ship."""
