@@ -157,7 +157,7 @@ def main(argv=None):
     if not decoding_args:              # a latent model's samples are latents until decoded
         check_dataset_fits(p, dataset, model)
     sampler, steps, grid = defaults(args)
-    check_steps(p, steps, schedule)
+    check_steps(p, steps, schedule, sampler)
     print(format_table(evaluate(model, schedule, dataset, args.n, sampler, steps, args.device, args.data_dir,
                                 guidance=cfg(p, model, args.guidance), grid=grid, **decoding_args)))
 

@@ -42,7 +42,8 @@ from .diffusion.timesteps import spaced
 from .files import atomic_write
 from .pretrained import available, decoding_by, latent_decoding, load_model, load_pretrained, model_card
 
-SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m", "euler")
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m")
+SAMPLERS = DIFFUSION_SAMPLERS + ("euler",)     # euler: a flow-matching model's (FLOW_SAMPLERS)
 ODE_SAMPLERS = ("heun", "dpmpp2m")       # solvers of the probability-flow ODE (diffusion/ode.py), on DDIM's grid
 FLOW_SAMPLERS = ("euler", "heun")        # solvers of a flow-matching model's ODE (diffusion/flow_matching.py)
 GRIDS = ("linspace", "distillation")     # DDIM's default spacing, or the nested grid of a distilled student
@@ -125,8 +126,16 @@ def defaults(args):
     return sampler, steps, card.get("grid", "linspace") if steps == card.get("steps") else "linspace"
 
 
-def check_steps(parser, steps, schedule):
-    """``--steps`` must not exceed the model's number of timesteps T."""
+def check_steps(parser, steps, schedule, sampler=None):
+    """``--steps`` must not exceed the model's number of timesteps T, and ``--sampler`` must suit the model:
+    Euler and Heun on the flow for a flow-matching model, the diffusion samplers for the others."""
+    flow = isinstance(schedule, FlowGrid)
+    if sampler is not None and flow and sampler not in FLOW_SAMPLERS:
+        parser.error(f"--sampler must be one of {', '.join(FLOW_SAMPLERS)} for a flow-matching model, got --sampler "
+                     f"{sampler}")
+    if sampler is not None and not flow and sampler not in DIFFUSION_SAMPLERS:
+        parser.error(f"--sampler {sampler} integrates a flow-matching model; this model is a diffusion model: "
+                     f"choose one of {', '.join(DIFFUSION_SAMPLERS)}")
     if steps is not None and steps > schedule.T:
         parser.error(f"--steps must be at most T = {schedule.T}, the model's number of timesteps, got --steps {steps}")
 
@@ -221,7 +230,7 @@ def main(argv=None):
 
     model, schedule = load(p, args)
     sampler, steps, grid = defaults(args)
-    check_steps(p, steps, schedule)
+    check_steps(p, steps, schedule, sampler)
     k = model.num_classes
     nrow, labels = 8, None
     if args.label is not None and k is None:
