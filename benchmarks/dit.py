@@ -34,7 +34,6 @@ Run at most one part per core: the training arms are timed.
 import argparse
 import json
 import os
-import time
 
 import torch
 
@@ -47,7 +46,7 @@ from lesson_lib.evaluation.judges import class_accuracy
 from lesson_lib.recipes import mnist_cond
 from lesson_lib.sample import generate
 
-from tables import read_table, write_section
+from tables import read_table, timed, write_section
 
 MARK = "benchmarks/dit.py"
 ARMS = {                      # name: (preset, conditioning)
@@ -65,14 +64,6 @@ def settings_of(arm, **changes):
     full = mnist_cond.SETTINGS_DIT["full"]
     return {**full, "preset": preset, "unet": {**full["unet"], "conditioning": conditioning}, "log_every": 10 ** 9,
             **changes}
-
-
-def timed(fn, repeats):
-    fn()                                                     # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def measure(model, n, log):

@@ -50,7 +50,7 @@ from lesson_lib.training.trainer import TrainConfig, Trainer
 
 FACTORS = (1, 2, 4)
 LATENT_CHANNELS = 4
-from tables import read_table, write_section
+from tables import read_table, timed, write_section
 
 MARK = "benchmarks/latent.py"
 
@@ -70,14 +70,6 @@ AUTOENCODER_LEVELS = {2: (1, 2), 4: (1, 2, 2)}
 
 def autoencoder_at(factor):
     return autoencoder_preset("mnist", factor=factor, channel_mults=AUTOENCODER_LEVELS[factor])
-
-
-def timed(fn, repeats):
-    fn()                                                     # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def speed(batch=128, train_steps=20, sample_batch=100, log=print):

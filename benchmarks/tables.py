@@ -1,4 +1,4 @@
-"""The table files the lesson benchmarks write (docs/latent_table.json, docs/dit_table.json, ...): one JSON
+"""What the lesson benchmarks share: the table files they write (docs/latent_table.json, docs/dit_table.json, ...): one JSON
 file per benchmark, one section per part, each section stamped with the hardware and torch version.
 
 A file is marked with the benchmark that writes it; another benchmark's file (or any other file) is refused,
@@ -6,6 +6,7 @@ so that a mistyped ``--json`` never replaces a table it did not make."""
 
 import json
 import os
+import time
 
 import torch
 
@@ -29,3 +30,12 @@ def write_section(path, mark, name, section):
     table = read_table(path, mark)
     table[name] = {**section, "hardware": hardware("cpu"), "torch": torch.__version__}
     atomic_write(path, lambda f: f.write((json.dumps(table, indent=1) + "\n").encode()))
+
+
+def timed(fn, repeats):
+    """Seconds per call of ``fn()``, averaged over ``repeats`` calls after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
