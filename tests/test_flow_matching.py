@@ -17,6 +17,7 @@ from lesson_lib.diffusion.flow_matching import (FlowGrid, FlowMatching, Velocity
                                                 flow_heun_step, flow_sample, flow_time, logit_normal,
                                                 network_time, path, to_x0_eps, velocity_target, vp_level,
                                                 vp_scale)
+from lesson_lib.diffusion.guidance import ClassifierFreeGuidance
 from lesson_lib.diffusion.oracles import GaussianData
 from lesson_lib.diffusion.schedules import NoiseSchedule
 from lesson_lib.diffusion.steps import ddim_step
@@ -234,7 +235,7 @@ def test_a_tiny_unet_learns_the_flow_through_the_trainer_and_resumes(tmp_path):
 
 def test_a_shipped_flow_model_loads_with_its_grid_and_generate_integrates_it():
     """The payload of a flow-matching run rebuilds the flow's grid (not a noise schedule), and generate
-    dispatches on it: Euler and Heun through flow_sample; a VP sampler, guidance or a VP model refused."""
+    dispatches on it: Euler and Heun through flow_sample, guided or not; a VP sampler or a VP model refused."""
     from lesson_lib.pretrained import model_from_state, model_payload
     from lesson_lib.sample import generate
     images, labels = torch.randn(64, 1, 8, 8), torch.randint(0, 2, (64,))
@@ -251,7 +252,38 @@ def test_a_shipped_flow_model_loads_with_its_grid_and_generate_integrates_it():
         assert torch.equal(x, direct)
     with pytest.raises(ValueError, match="sampler must be one of"):
         generate(model, grid, 3, "ddim", 5, {"y": y}, progress=False)
-    with pytest.raises(ValueError, match="guidance"):
-        generate(model, grid, 3, "euler", 5, {"y": y}, progress=False, guidance=lambda d: d)
+    guided = generate(model, grid, 3, "euler", 5, {"y": y}, seed=3, progress=False,
+                      guidance=lambda d: ClassifierFreeGuidance(d, w=2.0))
+    assert guided.shape == x.shape and not torch.equal(guided, generate(model, grid, 3, "euler", 5, {"y": y}, seed=3,
+                                                                         progress=False))
     with pytest.raises(ValueError, match="trained as a diffusion model"):
         generate(model, NoiseSchedule.linear(100), 3, "euler", 5, {"y": y}, progress=False)
+
+
+class LabelledVelocity(torch.nn.Module):
+    """A velocity that depends on x, t and the label (null class 2): enough to tell the mixes apart."""
+
+    prediction, num_classes, image_size, in_channels = "v", 2, None, 3
+
+    def forward(self, x_t, k, y=None):
+        return torch.sin(x_t + 0.01 * k[:, None]) + torch.tensor([0.5, -0.3, 0.0], dtype=x_t.dtype)[y][:, None]
+
+
+def test_classifier_free_guidance_of_a_flow_mixes_the_velocity():
+    """On the flow's grid CFG gives v' = (1 + w) v(x_t, y) - w v(x_t, null), read as both ends of the path,
+    at t = 1 too (where x0_hat cannot be recovered from eps_hat); guided Euler sampling takes that velocity."""
+    net, grid, w = LabelledVelocity().double(), FlowGrid(10), 1.5
+    guided = ClassifierFreeGuidance(VelocityDenoiser(net, grid), w=w)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1])
+    for k in (9, 4, 0):                                       # t = 1, 0.5, 0.1
+        t = torch.full((4,), k)
+        tau = (k + 1) / 10
+        v = (1 + w) * net(x, t, y=y) - w * net(x, t, y=torch.full_like(y, 2))
+        pred = guided(x, t, y=y)
+        assert torch.allclose(pred.x0, x - tau * v, atol=1e-13) and torch.allclose(pred.eps, x + (1 - tau) * v, atol=1e-13)
+    one = flow_sample(net, x_T=x, steps=1, T=10, model_kwargs={"y": y}, progress=False,
+                      guidance=lambda d: ClassifierFreeGuidance(d, w=w))
+    assert torch.allclose(one, guided(x, torch.full((4,), 9), y=y).x0, atol=1e-13)     # one Euler step from t = 1
+    with pytest.raises(ValueError, match="rescale"):
+        ClassifierFreeGuidance(VelocityDenoiser(net, grid), w=w, rescale=0.5)

@@ -229,19 +229,19 @@ def _time(grid, t, x):
 
 class VelocityDenoiser:
     """``VelocityDenoiser(model, grid)(x_t, k, **cond) -> Prediction``: a velocity network on the
-    flow grid ``grid`` read as x0_hat = x_t - t v, eps_hat = x_t + (1 - t) v (:func:`to_x0_eps`),
+    flow grid ``grid`` (kept as ``.schedule``, where guidance reads it) read as x0_hat = x_t - t v, eps_hat = x_t + (1 - t) v (:func:`to_x0_eps`),
     t = t_k. The network is called as ``model(x_t, network_time(t_k, T), **cond)``; ``autocast``
     runs it under bfloat16 autocast as :class:`~lesson_lib.diffusion.denoiser.Denoiser` does."""
 
     def __init__(self, model, grid, autocast=False):
         if isinstance(model, VelocityDenoiser) or not callable(model) or hasattr(model, "denoise"):
             raise TypeError(f"model must be a velocity network model(x_t, t, **cond), got {type(model).__name__}")
-        self.model, self.grid, self.autocast = model, _check_grid(grid), autocast
+        self.model, self.schedule, self.autocast = model, _check_grid(grid), autocast
 
     def __call__(self, x_t, t, **cond):
-        tau = self.grid.times_with_0.to(t.device)[t + 1]
+        tau = self.schedule.times_with_0.to(t.device)[t + 1]
         with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            v = self.model(x_t, network_time(tau, self.grid.T), **cond)
+            v = self.model(x_t, network_time(tau, self.schedule.T), **cond)
         if v.shape != x_t.shape:
             raise ValueError(f"the model returned shape {tuple(v.shape)} for x_t of shape {tuple(x_t.shape)}; "
                              f"a velocity has the shape of x_t")
@@ -282,13 +282,15 @@ FLOW_SOLVERS = {"euler": flow_euler_step, "heun": flow_heun_step}
 
 def flow_sample(model, shape=None, *, steps=50, solver="euler", T=1000, x_T=None, model_kwargs=None,
                 device="cpu", generator=None, return_trajectory=False, progress=True, autocast=None,
-                timesteps=None):
+                timesteps=None, guidance=None):
     """Sample a velocity network by integrating dx/dt = v_theta from t = 1 (x_1 ~ N(0, I)) to t = 0.
 
     ``steps`` uniform flow times t = 1, 1 - 1/steps, ..., 1/steps (code indices ``spaced(T, steps,
     "trailing")`` on :class:`FlowGrid` (T); exact when steps divides T), or the code indices
     ``timesteps``. ``solver`` is "euler" (``steps`` network calls) or "heun" (2 ``steps`` calls).
-    No guidance yet: :mod:`.guidance` converts eps to x0 on a VP schedule, not on the path. It runs
+    ``guidance`` wraps the :class:`VelocityDenoiser` as it wraps a diffusion model's denoiser, e.g.
+    ``guidance=lambda d: ClassifierFreeGuidance(d, w=2)``: on the path x0_hat and eps_hat are both
+    affine in v, so guiding them guides the velocity, v' = (1 + w) v(x_t, y) - w v(x_t, null). It runs
     the one loop (:func:`~lesson_lib.diffusion.sampling.sample`) with the presets' set-up, a
     :class:`VelocityDenoiser` and a flow step; returns x_0, or ``(x_0, trajectory)`` with every
     state stacked on dim 0."""
@@ -296,4 +298,4 @@ def flow_sample(model, shape=None, *, steps=50, solver="euler", T=1000, x_T=None
     timesteps = spaced(T, steps, "trailing") if timesteps is None else [int(k) for k in timesteps]
     return _run(model, FlowGrid(T), shape, x_T, device, generator, None, False, autocast, model_kwargs, timesteps,
                 step, False, lambda r: True, return_trajectory, progress, f"flow sampling ({solver})",
-                denoiser=VelocityDenoiser)
+                guidance=guidance, denoiser=VelocityDenoiser)

@@ -54,6 +54,7 @@ import torch
 
 from ..arguments import choice, integer, labels, number
 from .denoiser import Prediction, check_denoiser
+from .flow_matching import FlowGrid
 from .forward import x0_from_eps
 from .sampling import evaluating
 from .schedules import extract
@@ -316,7 +317,9 @@ class ClassifierFreeGuidance:
 
     One network call on the batch [x_t, x_t] with labels [y, null] gives eps(x_t, y) and
     eps(x_t, null); they are combined by :func:`cfg_eps`, optionally rescaled
-    (:func:`rescale_cfg` with ``rescale=phi``), and x0_hat is derived from the result.
+    (:func:`rescale_cfg` with ``rescale=phi``), and x0_hat is derived from the result. On a
+    flow-matching model's grid (:class:`~lesson_lib.diffusion.flow_matching.FlowGrid`) x0_hat is mixed
+    the same way instead: both ends are affine in the velocity, so this is v' = (1 + w) v_c - w v_u.
 
     Args:
         denoise: a denoiser of a class-conditional model with a null class (label dropout).
@@ -351,6 +354,11 @@ class ClassifierFreeGuidance:
         null_class = integer(null_class, "null_class", minimum=1, hint="the model's 'no label' index, its num_classes")
         self.denoise, self.w, self.null_class, self.rescale = denoise, w, null_class, rescale
         self.schedule = _schedule_of(denoise, schedule)
+        # a flow's grid (lesson 13): x0_hat cannot be read back from eps_hat at t = 1 (x_t = eps there)
+        self.flow = isinstance(self.schedule, FlowGrid)
+        if self.flow and rescale:
+            raise ValueError("rescale (Lin et al.) is defined for a VP schedule's eps; leave it at 0 for a "
+                             "flow-matching model")
         self.interval = _check_interval(interval, self.schedule.T)
         self.check_labels = _LabelCheck(self.null_class, "classifier-free guidance (the null class is not a target)")
 
@@ -372,7 +380,12 @@ class ClassifierFreeGuidance:
         inside = _in_interval(t, self.interval, x_t)
         if inside is not None:
             eps = torch.where(inside, eps, eps_c)
+        if self.flow:          # x0_hat = x_t - t v is affine in v as eps_hat is: the same mix guides both
+            x0_c, x0_u = both.x0.chunk(2)
+            x0 = cfg_eps(x0_c, x0_u, self.w) if inside is None else torch.where(inside, cfg_eps(x0_c, x0_u, self.w), x0_c)
+        else:
+            x0 = x0_from_eps(self.schedule, x_t, t, eps)
         # A learned variance is the conditional prediction's (as GLIDE samples it); guidance moves the mean only.
         variance = {name: value.chunk(2)[0] for name, value in (("log_variance", both.log_variance),
                                                                  ("frac", both.frac)) if value is not None}
-        return Prediction(x0_from_eps(self.schedule, x_t, t, eps), eps, **variance)
+        return Prediction(x0, eps, **variance)

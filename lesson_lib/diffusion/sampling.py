@@ -203,8 +203,9 @@ def _run(model, schedule, shape, x_T, device, generator, prediction, clip_x0, au
     schedule = schedule.to(x.device)
     if autocast is None:              # bfloat16 where the GPU supports it (not on Colab's T4), else float32
         autocast = bf16_supported(x.device)
-    if denoiser is not None:
+    if denoiser is not None:          # it reads the network as it is (no clipping), so guidance wraps it directly
         denoise = denoiser(model, schedule, autocast)
+        denoise = denoise if guidance is None else _guided(guidance, denoise)
     elif guidance is None:
         denoise = Denoiser(model, schedule, prediction, clip_x0, autocast)
     else:
