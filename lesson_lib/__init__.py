@@ -69,7 +69,8 @@ One idea per module, grouped by layer; read them in this order:
                   messages), sandbox (bubblewrap), session (one submission's run), batch (a
                   whole class), flags (what an instructor should look at); checks/judging
                   (what the lessons' checks share); feedback (the grader's checks of one
-                  exercise, run in the student's notebook for the student's own feedback)
+                  exercise, run in the student's notebook for the student's own feedback);
+                  playground (lesson 13's panel over every shipped MNIST generator)
 
 Command lines: ``python -m lesson_lib.train`` (``--config`` or ``--recipe``), ``.sample``, ``.evaluate`` and, for
 instructors, ``python -m lesson_lib.course.assignments`` (exercises from solutions) and
