@@ -22,6 +22,8 @@ short resumes).
 number of network calls, for DDIM, DPM-Solver++(2M) and Heun from the same x_T:
 
     OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ode --n 1000 --json docs/ode_table.json
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ode --n 1000 --nfe 10 20 --no-clip \
+        --json docs/ode_table_noclip.json          # the same cells without clipping x0_hat
 
 Other tables plug in as one function ``table_NAME(model, schedule, args, log) -> dict`` and one
 entry in ``TABLES`` (e.g. the distillation ladder of a run of the recipe ``mnist_distilled``); the
@@ -45,15 +47,15 @@ from lesson_lib.recipes.distilled import ladder
 from sample_size import FEATURES, Reference, cached, measure, rounded, verdict
 
 
-def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50):
+def draw(model, schedule, n, sampler, S, eta, seed, device, batch=50, clip=True):
     """``n`` class-balanced samples of one cell, in batches; x_T and the step noise come from ``seed``,
-    so every cell starts from the same x_T."""
+    so every cell starts from the same x_T. ``clip`` clips x0_hat to [-1, 1] at every step."""
     labels = torch.arange(10).repeat(n // 10 + 1)[:n]
     gen = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, model.in_channels, model.image_size, model.image_size), generator=gen, device=device)
     out = []
     for i in range(0, n, batch):
-        kwargs = dict(x_T=x_T[i:i + batch], clip_x0=True, device=device, progress=False,
+        kwargs = dict(x_T=x_T[i:i + batch], clip_x0=clip, device=device, progress=False,
                       generator=torch.Generator(device).manual_seed(seed + 1 + i),
                       model_kwargs={"y": labels[i:i + batch].to(device)})
         if sampler == "ddim":
@@ -105,21 +107,22 @@ def table_ode(model, schedule, args, log=print, partial=lambda result: None):
     floor = reference.floor(args.n)
     log(f"real-data floor at n = {args.n}: FID {floor['fid']:.3f}")
     labels = torch.arange(10).repeat(args.n // 10 + 1)[:args.n]
-    m = args.reference_n
-    exact, _, _ = cached(f"mnist_cond-ddim1000-eta0.0-n{m}-seed{args.seed}-batch{args.batch}",
-                         lambda: (draw(model, schedule, m, "ddim", 1000, 0.0, args.seed, args.device, batch=args.batch),
-                                  labels[:m]))
+    m, clip = args.reference_n, not args.no_clip
+    tag = "" if clip else "-noclip"
+    exact, _, _ = cached(f"mnist_cond-ddim1000-eta0.0-n{m}-seed{args.seed}-batch{args.batch}{tag}",
+                         lambda: (draw(model, schedule, m, "ddim", 1000, 0.0, args.seed, args.device, batch=args.batch,
+                                       clip=clip), labels[:m]))
     rows = []
     result = dict(table="ode", floor_fid=round(floor["fid"], 3), floor=rounded(floor), spacing="linspace",
-                  clip_x0=True, reference=f"DDIM-1000 from the same x_T, first {m} samples", rows=rows)
+                  clip_x0=clip, reference=f"DDIM-1000 from the same x_T, first {m} samples", rows=rows)
     for nfe in args.nfe:
         for solver in ("ddim", "dpmpp2m", "heun"):
             S = (nfe + 1) // 2 if solver == "heun" else nfe
             if S < 2:
                 continue
-            key = f"mnist_cond-{solver}{S}-eta0.0-n{args.n}-seed{args.seed}-batch{args.batch}"
+            key = f"mnist_cond-{solver}{S}-eta0.0-n{args.n}-seed{args.seed}-batch{args.batch}{tag}"
             images, _, seconds = cached(key, lambda: (draw(model, schedule, args.n, solver, S, 0.0, args.seed,
-                                                           args.device, batch=args.batch), labels))
+                                                           args.device, batch=args.batch, clip=clip), labels))
             distance = (images[:m] - exact).pow(2).flatten(1).mean(1).sqrt().mean().item()
             row = dict(solver=solver, S=S, nfe=calls(solver, S), rms_to_ddim1000=distance,
                        **measure(images, labels, reference, seconds))
@@ -148,6 +151,8 @@ def main(argv=None):
     p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 6, 8, 10, 15, 20, 35, 50],
                    help="--table ode: budgets of network calls")
+    p.add_argument("--no-clip", action="store_true",
+                   help="--table ode: integrate the ODE as it is, without clipping x0_hat to [-1, 1] at each step")
     p.add_argument("--reference-n", type=int, default=100,
                    help="--table ode: samples compared with DDIM-1000 from the same x_T")
     p.add_argument("--seed", type=int, default=0)
