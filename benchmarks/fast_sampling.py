@@ -24,6 +24,8 @@ number of network calls, for DDIM, DPM-Solver++(2M) and Heun from the same x_T:
     OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ode --n 1000 --json docs/ode_table.json
     OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ode --n 1000 --nfe 10 20 --no-clip \
         --json docs/ode_table_noclip.json          # the same cells without clipping x0_hat
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ode --n 5000 --nfe 10 20 --solvers ddim dpmpp2m \
+        --json docs/ode_table_n5000.json           # the cells of lesson 13's aim at an n that separates them
 
 Other tables plug in as one function ``table_NAME(model, schedule, args, log) -> dict`` and one
 entry in ``TABLES`` (e.g. the distillation ladder of a run of the recipe ``mnist_distilled``); the
@@ -116,7 +118,7 @@ def table_ode(model, schedule, args, log=print, partial=lambda result: None):
     result = dict(table="ode", floor_fid=round(floor["fid"], 3), floor=rounded(floor), spacing="linspace",
                   clip_x0=clip, reference=f"DDIM-1000 from the same x_T, first {m} samples", rows=rows)
     for nfe in args.nfe:
-        for solver in ("ddim", "dpmpp2m", "heun"):
+        for solver in args.solvers:
             S = (nfe + 1) // 2 if solver == "heun" else nfe
             if S < 2:
                 continue
@@ -151,6 +153,8 @@ def main(argv=None):
     p.add_argument("--no-strided", action="store_true", help="leave out the strided-DDPM rows")
     p.add_argument("--nfe", type=int, nargs="+", default=[4, 6, 8, 10, 15, 20, 35, 50],
                    help="--table ode: budgets of network calls")
+    p.add_argument("--solvers", nargs="+", choices=("ddim", "dpmpp2m", "heun"), default=["ddim", "dpmpp2m", "heun"],
+                   help="--table ode: the solvers to run at every budget")
     p.add_argument("--no-clip", action="store_true",
                    help="--table ode: integrate the ODE as it is, without clipping x0_hat to [-1, 1] at each step")
     p.add_argument("--reference-n", type=int, default=100,
