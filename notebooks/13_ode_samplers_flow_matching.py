@@ -400,7 +400,9 @@ if ode is not None:
 # at the floor, the measured quality does not reward the smaller solver error. Clipping $\hat x_0$ at every step is
 # not the cause: without it (`benchmarks/fast_sampling.py --table ode --nfe 10 20 --no-clip`, stored in
 # `docs/ode_table_noclip.json`, same $n$ and $x_T$) DPM-Solver++(2M) at 10 calls scores FID 0.412 and accuracy 0.961,
-# DDIM at 20 calls 0.303 and 0.974.
+# DDIM at 20 calls 0.303 and 0.974. Nor is the small $n$: at $n = 5{,}000$ (`--n 5000 --nfe 10 20 --solvers ddim
+# dpmpp2m`, stored in `docs/ode_table_n5000.json`; floor 0.049) DPM-Solver++(2M) at 10 calls scores FID 0.230 and
+# accuracy 0.970, DDIM at 20 calls 0.160 and 0.976.
 #
 # The same $x_T$ through the three solvers at 6 network calls (Heun: 3 steps, 5 calls), with DDIM at 50 steps as
 # the reference, one digit per class, by the same `generate` call as `python -m lesson_lib.sample --sampler ...`:
