@@ -110,7 +110,8 @@ def _generate_flow(model, grid, n, sampler, steps, cond, device, seed, progress,
         raise ValueError(f"a flow-matching model is sampled by integrating its velocity: sampler must be one of "
                          f"{FLOW_SAMPLERS}, got sampler={sampler!r}")
     x = flow_sample(model, (n, *model.data_shape), steps=50 if steps is None else steps, solver=sampler, T=grid.T,
-                    guidance=guidance, model_kwargs={key: value.to(device) for key, value in (cond or {}).items()}, device=device,
+                    guidance=guidance, model_kwargs={key: value.to(device) for key, value in (cond or {}).items()},
+                    device=device,
                     generator=torch.Generator(device).manual_seed(seed), progress=progress)
     return x if decode is None else decode(x)
 

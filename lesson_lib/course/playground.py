@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
+from ..diffusion.guidance import ClassifierFreeGuidance
 from ..pretrained import available, latent_decoding, load_pretrained, model_card
 from ..sample import DIFFUSION_SAMPLERS, FLOW_SAMPLERS, defaults, generate
 
@@ -76,7 +77,6 @@ def draw(name, sampler=None, steps=None, w=0.0, seed=0, per_class=1, device="cpu
     if w:
         if sampler == "consistency":
             raise ValueError("a consistency model was distilled without guidance: leave w at 0")
-        from ..diffusion.guidance import ClassifierFreeGuidance
         guidance = lambda denoise: ClassifierFreeGuidance(denoise, w=w)      # noqa: E731
     if labels is None:
         labels = torch.arange(model.num_classes).repeat_interleave(per_class)

@@ -1,6 +1,10 @@
 """Flow matching (Lipman et al., 2023; Liu et al., 2023, "rectified flow"): the straight path, its
 velocity, logit-normal t, the objective, and its sampler as a preset of the one loop.
 
+Why one module of about 300 lines: the path, the objective trained on it and the sampler that
+integrates it share one convention (t = 1 noise, v = eps - x_0) and its grid; split apart, a
+reader would meet that convention in three files.
+
 The convention, stated once and kept: t = 1 is the noise, t = 0 the data (the direction of the
 course's timesteps, and of minRF and Stable Diffusion 3), on the straight path
 
@@ -48,9 +52,6 @@ Choices, and why:
   variable). Euler is the same in both (it is DDIM), which the tests check instead.
   Heun corrects every step, the last included (the velocity at t = 0 is finite): N steps cost
   2N network calls.
-* One module of about 300 lines: the path, the objective trained on it and the sampler that
-  integrates it share one convention (t = 1 noise, v = eps - x_0) and its grid; split apart, a
-  reader would meet that convention in three files.
 * The loss weighting. ||v_theta - v||^2 = ||eps_hat - eps||^2 / (1 - t)^2 = ||x0_hat - x_0||^2 / t^2
   on this path: plain flow matching is an eps-loss weighted up near the data; logit-normal t
   (Esser et al., 2024, "SD3", Sec. 3.1) puts 60.3% of the draws in [0.3, 0.7] (40% for uniform).
@@ -229,8 +230,8 @@ def _time(grid, t, x):
 
 class VelocityDenoiser:
     """``VelocityDenoiser(model, grid)(x_t, k, **cond) -> Prediction``: a velocity network on the
-    flow grid ``grid`` (kept as ``.schedule``, where guidance reads it) read as x0_hat = x_t - t v, eps_hat = x_t + (1 - t) v (:func:`to_x0_eps`),
-    t = t_k. The network is called as ``model(x_t, network_time(t_k, T), **cond)``; ``autocast``
+    flow grid ``grid`` (kept as ``.schedule``, where guidance reads it) read as x0_hat = x_t - t v,
+    eps_hat = x_t + (1 - t) v (:func:`to_x0_eps`), t = t_k. The network is called as ``model(x_t, network_time(t_k, T), **cond)``; ``autocast``
     runs it under bfloat16 autocast as :class:`~lesson_lib.diffusion.denoiser.Denoiser` does."""
 
     def __init__(self, model, grid, autocast=False):

@@ -382,7 +382,9 @@ class ClassifierFreeGuidance:
             eps = torch.where(inside, eps, eps_c)
         if self.flow:          # x0_hat = x_t - t v is affine in v as eps_hat is: the same mix guides both
             x0_c, x0_u = both.x0.chunk(2)
-            x0 = cfg_eps(x0_c, x0_u, self.w) if inside is None else torch.where(inside, cfg_eps(x0_c, x0_u, self.w), x0_c)
+            x0 = cfg_eps(x0_c, x0_u, self.w)
+            if inside is not None:
+                x0 = torch.where(inside, x0, x0_c)
         else:
             x0 = x0_from_eps(self.schedule, x_t, t, eps)
         # A learned variance is the conditional prediction's (as GLIDE samples it); guidance moves the mean only.
