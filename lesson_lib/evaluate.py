@@ -139,7 +139,14 @@ def main(argv=None):
     if args.pretrained and args.pretrained not in available():
         p.error(f"--pretrained must be one of {', '.join(available())}, got --pretrained {args.pretrained!r}")
     if args.pretrained:
-        dataset = model_card(args.pretrained)["dataset"]
+        card = model_card(args.pretrained)
+        smaller = card.get("latent") is None and card.get("model_config", {}).get("image_size", 0) < \
+            IMAGE_SHAPES[card["dataset"]][1]                    # the cascade's base model: digits shrunk to 14 px
+        if card.get("settings", {}).get("base") or smaller:     # the SR model: its card names its base
+            p.error(f"--pretrained {args.pretrained} is a stage of lesson 12's cascade, which this command does not "
+                    f"sample; its card holds its FID, class accuracy and consistency (n = 2,000), benchmarks/cascade.py "
+                    f"measures the whole cascade, and python -m lesson_lib.sample --pretrained mnist_sr draws it")
+        dataset = card["dataset"]
         if args.dataset not in (None, dataset):
             p.error(f"--dataset {args.dataset}, but {args.pretrained} was trained on {dataset}; leave --dataset out")
     elif not args.dataset:

@@ -7,6 +7,7 @@
     python -m lesson_lib.sample --pretrained mnist_consistency --steps 2 --out two_calls.png
     python -m lesson_lib.sample --pretrained mnist_cond --sampler dpmpp2m --steps 10 --out ten_calls.png
     python -m lesson_lib.sample --pretrained mnist_latent --guidance 2 --out latent_digits.png
+    python -m lesson_lib.sample --pretrained mnist_sr --level 0.2 --out cascade.png
 
 Class-conditional models get one row per class unless ``--label`` picks one. A shipped model
 samples with its own defaults (its card's ``sampling``: a distilled student on the steps of its
@@ -20,8 +21,11 @@ visit DDIM's timesteps (100 by default). ``--guidance W`` is classifier-free gui
 w (0 is the plain conditional model). An ``--out`` ending in ``.npz`` holds the samples as
 uint8 ``images`` ((N, H, W) or (N, H, W, C)) and their ``labels``, to compute metrics of your
 own. A shipped latent diffusion model (``mnist_latent``) is decoded by the autoencoder its card
-names; a checkpoint of one by ``--autoencoder NAME``. An existing ``--out`` is replaced only with
-``--overwrite``.
+names; a checkpoint of one by ``--autoencoder NAME``. A shipped super-resolution model (``mnist_sr``)
+samples the whole cascade: the base model its card names draws the low-resolution digits, one per
+label, and the SR model enlarges them, the conditioning augmented at ``--level`` s (default: its
+card's; :func:`lesson_lib.diffusion.cascade.cascade_sample`, DDIM or DDPM in both stages). An
+existing ``--out`` is replaced only with ``--overwrite``.
 """
 
 import argparse
@@ -34,6 +38,7 @@ import torch
 from .arguments import choice
 from .data.images import float_to_uint8, save_grid
 from .cli import check_device, check_output_file, positive_int, run, seed_int
+from .diffusion.cascade import cascade_sample
 from .diffusion.distillation import sampler_timesteps
 from .diffusion.flow_matching import FlowGrid, flow_sample
 from .diffusion.guidance import ClassifierFreeGuidance
@@ -188,6 +193,23 @@ def decoding(parser, args, model):
     return decoding_by(args.autoencoder, args.device)
 
 
+def cascade_base(parser, args, model):
+    """For a shipped super-resolution model (its card's settings name the ``base`` model it follows): the
+    base model, its schedule and the augmentation level to sample at (``--level``, else the card's). Else
+    None, and ``--level`` is refused."""
+    base = model_card(args.pretrained).get("settings", {}).get("base") if args.pretrained else None
+    if base is None:
+        if args.level is not None:
+            parser.error("--level is the conditioning augmentation of a cascade's super-resolution model "
+                         "(--pretrained mnist_sr); leave it out for this model")
+        return None
+    if args.level is not None and not 0 <= args.level <= 1:
+        parser.error(f"--level must lie in [0, 1] (a fraction of the schedule: 0 = no augmentation, 0.2 is usual), "
+                     f"got --level {args.level:g}")
+    level = args.level if args.level is not None else model_card(args.pretrained)["sampling"].get("level", 0.0)
+    return (*load_pretrained(base, device=args.device), level)
+
+
 def write_samples(x, labels, path):
     """The samples as uint8 images ((N, H, W) or (N, H, W, C)) and their labels, in an .npz file."""
     images = float_to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
@@ -216,6 +238,8 @@ def main(argv=None):
     p.add_argument("--label", type=int, help="sample only this class (a class-conditional model)")
     p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight w "
                    "(eps = (1 + w) eps(x, y) - w eps(x, null); 0 is the plain conditional model)")
+    p.add_argument("--level", type=float, metavar="S", help="a cascade's super-resolution model (mnist_sr): the "
+                   "augmentation level s in [0, 1] its low-resolution input is noised at (default: its card's)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA (--checkpoint only)")
     p.add_argument("--autoencoder", metavar="NAME", help="with --checkpoint of a latent diffusion model: the shipped "
                    "autoencoder whose latents it was trained on (its card's scale factor is used)")
@@ -230,7 +254,10 @@ def main(argv=None):
     model, schedule = load(p, args)
     sampler, steps, grid = defaults(args)
     check_steps(p, steps, schedule, sampler)
-    k = model.num_classes
+    cascade = cascade_base(p, args, model)
+    if cascade is not None and (sampler not in ("ddim", "ddpm") or args.guidance is not None):
+        p.error("a cascade samples both stages with --sampler ddim or ddpm, without --guidance")
+    k = model.num_classes if cascade is None else cascade[0].num_classes
     nrow, labels = 8, None
     if args.label is not None and k is None:
         p.error("--label needs a class-conditional model; this one is unconditional: leave --label out")
@@ -252,14 +279,21 @@ def main(argv=None):
     guidance = cfg(p, model, args.guidance)
     decoding_args = decoding(p, args, model)
     start = time.perf_counter()
-    x = generate(model, schedule, n, sampler, steps, None if labels is None else {"y": labels}, args.device,
-                 args.seed, guidance=guidance, grid=grid, **decoding_args)
+    if cascade is None:
+        x = generate(model, schedule, n, sampler, steps, None if labels is None else {"y": labels}, args.device,
+                     args.seed, guidance=guidance, grid=grid, **decoding_args)
+    else:
+        base, base_schedule, level = cascade
+        x = cascade_sample(base, model, base_schedule, n, labels=labels, level=level, sr_schedule=schedule,
+                           sampler=ddim_sample if sampler == "ddim" else ddpm_sample, seed=args.seed,
+                           device=args.device, timesteps=timesteps_for(schedule, sampler, steps), clip_x0=True)
     seconds = time.perf_counter() - start
     if args.out.lower().endswith(".npz"):
         write_samples(x, labels, args.out)
     else:
         save_grid(x, args.out, nrow=nrow)
     what = f"{sampler}, {steps or schedule.T} steps" + (f", guidance w = {args.guidance:g}" if guidance else "")
+    what += "" if cascade is None else f" per stage, augmentation level s = {cascade[2]:g}"
     print(f"wrote {n} samples to {args.out} ({what}, {n / seconds:.1f} samples/s on {args.device})")
 
 

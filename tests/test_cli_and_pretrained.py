@@ -191,6 +191,50 @@ def test_a_shipped_model_samples_with_its_own_defaults_and_writes_npz(tmp_path, 
         assert saved["labels"].tolist() == [k for k in range(10) for _ in range(2)]
 
 
+def test_the_shipped_sr_model_samples_the_whole_cascade_from_the_command_line(tmp_path, capsys):
+    """--pretrained mnist_sr runs the base model its card names, then the SR model at --level: the digits of
+    each row are the class the base was asked for, and the samples are those of cascade_sample itself."""
+    import numpy as np
+
+    from lesson_lib import sample
+    from lesson_lib.diffusion.cascade import cascade_sample
+    from lesson_lib.pretrained import load_pretrained
+    out = tmp_path / "cascade.npz"
+    sample.main(["--pretrained", "mnist_sr", "--n", "10", "--steps", "2", "--level", "0.3", "--seed", "4",
+                 "--out", str(out), "--device", "cpu"])
+    assert "ddim, 2 steps per stage, augmentation level s = 0.3" in capsys.readouterr().out
+    base, base_schedule = load_pretrained("mnist_base14")
+    sr, schedule = load_pretrained("mnist_sr")
+    x = cascade_sample(base, sr, base_schedule, 10, labels=torch.arange(10), level=0.3, sr_schedule=schedule,
+                       seed=4, steps=2, clip_x0=True, progress=False)
+    with np.load(out) as saved:
+        assert saved["images"].shape == (10, 28, 28) and saved["labels"].tolist() == list(range(10))
+        expected = ((x[:, 0].clamp(-1, 1) + 1) * 127.5).round()
+        assert (torch.from_numpy(saved["images"]).double() - expected.double()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("name", ["mnist_base14", "mnist_sr"])
+def test_evaluate_says_where_a_cascade_stage_is_measured(capsys, name):
+    from lesson_lib import evaluate
+    with pytest.raises(SystemExit):
+        evaluate.main(["--pretrained", name, "--n", "20"])
+    assert f"--pretrained {name} is a stage of lesson 12's cascade" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--pretrained", "mnist_cond", "--level", "0.2"], "--level is the conditioning augmentation of a cascade"),
+    (["--pretrained", "mnist_sr", "--level", "1.5"], "--level must lie in [0, 1]"),
+    (["--pretrained", "mnist_sr", "--sampler", "heun"], "a cascade samples both stages with --sampler ddim or ddpm"),
+    (["--pretrained", "mnist_sr", "--guidance", "2"], "a cascade samples both stages with --sampler ddim or ddpm"),
+])
+def test_cascade_flags_are_refused_where_they_do_not_apply(tmp_path, capsys, flags, message):
+    from lesson_lib import sample
+    out = tmp_path / "x.png"
+    with pytest.raises(SystemExit):
+        sample.main(flags + ["--n", "10", "--out", str(out), "--device", "cpu"])
+    assert message in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.parametrize("w", ["-2", "nan", "inf"])
 def test_a_guidance_weight_below_minus_one_is_refused_before_sampling(tmp_path, capsys, w):
     """w < -1 (s = 1 + w < 0) means nothing; the command says so and writes nothing."""

@@ -194,13 +194,24 @@ PINNED = {"mnist_cond": (0.158656, 0.9426), "mnist_distilled_1": (0.243598, 0.71
           "mnist_distilled_8": (0.313306, 0.738804), "mnist_learned_variance": (-0.274201, 0.838451),
           "mnist_vlb": (-0.322699, 0.976074), "mnist_v_teacher": (0.384756, 0.744103),
           "mnist_consistency": (0.346006, 0.762249), "mnist_latent": (0.209885, 0.906263),
-          "mnist_dit": (0.390018, 0.766962), "mnist_latent_flow": (0.469115, 1.207396)}
+          "mnist_dit": (0.390018, 0.766962), "mnist_latent_flow": (0.469115, 1.207396),
+          "mnist_base14": (0.276856, 1.023578), "mnist_sr": (0.115843, 0.935486)}
 PINNED_GUIDE = [-2.33311, -1.3719, -0.14596, -0.91996, 1.29006, -2.71694, -0.98369, -3.05881, 3.0576, -1.40878]
 
 
 def pinned_input(shape=(1, 28, 28)):
     g = torch.Generator().manual_seed(0)
     return torch.randn(2, *shape, generator=g), torch.tensor([5, 700]), torch.tensor([3, 10])
+
+
+def pinned_conditioning(model, x, y):
+    """The labels ``y``; for a super-resolution model (not class-conditional) a fixed upsampled low-resolution
+    input and augmentation levels (0: none, and k = 200) instead."""
+    if not hasattr(model, "cond_channels"):
+        return {"y": y}
+    g = torch.Generator().manual_seed(1)
+    return {"low_res": torch.randn(x.shape[0], model.cond_channels, *x.shape[2:], generator=g),
+            "aug_level": torch.tensor([0, 200])}
 
 
 def test_shipped_diffusion_models_load_and_match_their_pinned_output():
@@ -211,7 +222,7 @@ def test_shipped_diffusion_models_load_and_match_their_pinned_output():
         stored = model_card(name)["model_config"]
         assert {k: model.config[k] for k in stored} == stored, name
         with torch.no_grad():
-            out = model(x, t, y).double()
+            out = model(x, t, **pinned_conditioning(model, x, y)).double()
         assert out.mean().item() == pytest.approx(mean, abs=2e-5), name
         assert out.abs().mean().item() == pytest.approx(abs_mean, abs=2e-5), name
 

@@ -34,7 +34,7 @@ from ..diffusion.schedules import NoiseSchedule
 from ..evaluation.fid import compute_metrics, reference_images
 from ..evaluation.judges import class_accuracy
 from ..models.unet import SuperResUNet
-from ..pretrained import load_pretrained, model_from_state, model_payload
+from ..pretrained import load_pretrained, model_card, model_from_state, model_payload
 from ..training.trainer import TrainConfig, Trainer
 from .mnist_cond import SETTINGS as MNIST_COND, build as build_conditional
 from ..sample import generate
@@ -68,6 +68,7 @@ SETTINGS = {
 }
 SCHEDULE = "linear, T=1000, beta 1e-4 -> 0.02"
 SAMPLING = {"sampler": "ddim", "steps": 50, "grid": "linspace"}
+"""Both stages' defaults in lesson_lib.sample; the SR card adds the augmentation level it samples at."""
 DESCRIPTIONS = {
     "mnist_base14": "Class-conditional DDPM on MNIST shrunk to 14x14 (area downsampling): the first stage of lesson "
                     "12's cascade. U-Net 14 -> 7 (widths 32-64, attention at 7x7), 10 classes + a learned null class, "
@@ -191,14 +192,15 @@ def export_sr(run, trainer, weights_dir, overwrite=False):
                   "references": "as many training digits (seed 0); the SR inputs are test digits",
                   "sr_of_real_14px": figures(x, labels, x_low, run.data_dir, trainer.device)}
     # the base model: the one exported beside this one when there is one (a fresh pair), else the shipped one
-    beside = s["base"] if (Path(weights_dir) / f"{s['base']}.json").exists() else None
-    base, base_schedule = load_pretrained(s["base"], device=trainer.device,
-                                          weights_dir=weights_dir if beside else None)
+    base_dir = weights_dir if (Path(weights_dir) / f"{s['base']}.json").exists() else None
+    base, base_schedule = load_pretrained(s["base"], device=trainer.device, weights_dir=base_dir)
     x, x_low, labels = cascade_samples(base, base_schedule, sr, schedule, e["n"], e["level"], e["steps"],
                                        e["batch_size"], trainer.device)
     evaluation[f"cascade_level_{e['level']:g}"] = figures(x, labels, x_low, run.data_dir, trainer.device)
+    evaluation["cascade_base"] = {"name": s["base"], "sha256": model_card(s["base"], base_dir)["sha256"]}
     card = run.card("mnist_sr", "diffusion", DESCRIPTIONS["mnist_sr"], sr, evaluation, weights_dir,
-                    model_config=dict(sr.config), prediction=sr.prediction, schedule=SCHEDULE, sampling=SAMPLING,
+                    model_config=dict(sr.config), prediction=sr.prediction, schedule=SCHEDULE,
+                    sampling=dict(SAMPLING, level=e["level"]),
                     settings=s, steps=trainer.step, examples_seen=trainer.step * trainer.config.batch_size)
     return [run.save(payload, weights_dir, "mnist_sr", card, overwrite)]
 
@@ -207,5 +209,5 @@ BASE = Recipe("mnist_base14", "mnist", ("mnist_base14",), SETTINGS["base"], trai
               "lesson 12's 14x14 class-conditional base model (mnist_cond's recipe on shrunk digits)")
 SR = Recipe("mnist_sr", "mnist", ("mnist_sr",), SETTINGS["sr"], train_sr, export_sr,
             "lesson 12's 14 -> 28 super-resolution model with conditioning augmentation (needs mnist_base14)")
-RECIPES = ()
-"""The recipes whose models ship (lesson_lib.recipes registers them); BASE and SR join when their weights do."""
+RECIPES = (BASE, SR)
+"""The recipes whose models ship (lesson_lib.recipes registers them)."""
