@@ -6,6 +6,8 @@ one clear line."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -126,6 +128,27 @@ def test_running_a_recipe_again_resumes_its_run(tmp_path, monkeypatch):
     _, third, _ = run_recipe("mnist_noisy_classifier", "ci", tmp_path, data_dir=DATA_DIR, device="cpu",
                              progress=False, log=lines.append)
     assert third.step == 4 and (tmp_path / "checkpoint.pt").read_bytes() == checkpoint   # finished: nothing more
+
+
+@needs_data
+def test_a_run_killed_outright_keeps_its_clock_up_to_its_last_checkpoint(tmp_path):
+    """A process killed without unwinding (SIGKILL, a closed session) runs no ``finally``: the run's clock is
+    written at every checkpoint, so the card's wall time still counts the steps that were kept."""
+    script = (
+        "import os, sys, time\n"
+        "from lesson_lib.recipes import cascade, run_recipe\n"
+        "from lesson_lib.training.trainer import Trainer\n"
+        "save = Trainer.save\n"
+        "def save_then_die(self, *args, **kwargs):\n"
+        "    save(self, *args, **kwargs)\n"
+        "    if self.step == 4: os._exit(3)\n"          # killed at the second checkpoint (every 2 steps)
+        "    time.sleep(0.2)\n"
+        "Trainer.save = save_then_die\n"
+        "run_recipe(cascade.SR, 'ci', sys.argv[1], data_dir=sys.argv[2], device='cpu', progress=False)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path), DATA_DIR], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 3, done.stderr
+    assert json.loads((tmp_path / "clock.json").read_text())["seconds"] >= 0.2
 
 
 @needs_data

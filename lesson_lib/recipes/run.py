@@ -139,12 +139,18 @@ class Run:
 
     @contextlib.contextmanager
     def clock(self):
-        """Add the time spent inside to the run's clock (also when training is interrupted)."""
-        start = time.perf_counter()
+        """Add the time spent inside to the run's clock, at the end (also when training is interrupted)
+        and whenever the ``tick`` it yields is called: :meth:`train` ticks at every checkpoint, so a run
+        killed outright (no ``finally``) loses from its clock only the steps it will redo."""
+        start, before = time.perf_counter(), self.seconds()
+
+        def tick(*_):
+            _write_json(self.path("clock.json"), {"seconds": before + time.perf_counter() - start})
+
         try:
-            yield
+            yield tick
         finally:
-            _write_json(self.path("clock.json"), {"seconds": self.seconds() + time.perf_counter() - start})
+            tick()
 
     def resume(self, trainer, what="training"):
         """Resume ``trainer`` from its checkpoint when there is one, and say so."""
@@ -163,8 +169,9 @@ class Run:
             trainer.config.max_seconds = left        # free to change between resumptions
         if trainer.step >= steps:
             return
-        with self.clock():
-            trainer.run(steps, progress=self.progress, checkpoint_every=checkpoint_every)
+        with self.clock() as tick:
+            trainer.run(steps, progress=self.progress, checkpoint_every=checkpoint_every,
+                        callback_every=checkpoint_every, callback=tick)
         self.own_files.update(trainer.own_files)
 
     # --- shipping -----------------------------------------------------------------------
