@@ -29,7 +29,7 @@ SMALLEST = {
     "-m lesson_lib.sample --pretrained mnist_latent --guidance 2 --out latent.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_cond --sampler dpmpp2m --steps 10 --out ode.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_dit --guidance 2 --out dit.png": ["--n", "10", "--steps", "2"],
-    "-m lesson_lib.sample --pretrained mnist_sr --level 0.2 --out cascade.png": ["--n", "10", "--steps", "2"],
+    "-m lesson_lib.sample --pretrained mnist_sr --out cascade.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_latent_flow --sampler heun --steps 8 --out flow.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.evaluate --pretrained mnist_cond --n 1000 --steps 20": ["--n", "20", "--steps", "2"],
     "-m lesson_lib.train --recipe mnist_noisy_classifier --export lesson_lib/weights": [
