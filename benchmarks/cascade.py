@@ -74,6 +74,11 @@ no-augmentation model can run while it trains)."""
 ORDER = ("SR of real", "cascade, SR trained without", "cascade, SR with", "direct")
 
 
+def in_order(rows):
+    """``rows`` in the table's order: by group (:data:`ORDER`), the levels by s."""
+    return sorted(rows, key=lambda row: ([row["row"].startswith(o) for o in ORDER].index(True), row["row"]))
+
+
 SHOWN = 20
 """Samples kept per row for the lesson's side-by-side grid: the first 20 (the classes 0-9 twice). Every cascade row
 draws its base samples from the same seeds, so its first 20 share one 14-px input."""
@@ -109,8 +114,7 @@ def table(out, n=2000, steps=50, batch_size=500, rows=ROWS, levels=LEVELS, done=
         save(section())
 
     def section():
-        ordered = sorted(table_rows.values(), key=lambda row: [row["row"].startswith(o) for o in ORDER].index(True))
-        return {"rows": ordered, "n": n, "fid_floor": floor,
+        return {"rows": in_order(table_rows.values()), "n": n, "fid_floor": floor,
                 "sampler": f"DDIM-{steps} per stage, x0 clipped"}
 
     floor = round(real_floor("mnist", n)["fid"], 3)
@@ -147,7 +151,7 @@ def rows_at(path, n, mine=()):
     kept = read_table(path, MARK).get("table", {})
     rows = {row["row"]: row for row in (kept.get("rows", []) if kept.get("n") == n else [])}
     rows.update({row["row"]: row for row in mine})
-    return sorted(rows.values(), key=lambda row: [row["row"].startswith(o) for o in ORDER].index(True))
+    return in_order(rows.values())
 
 
 def save_rows(path, section):
