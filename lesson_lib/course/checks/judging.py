@@ -191,3 +191,19 @@ def _unravel(flat, shape):
         flat //= size
     index = tuple(reversed(index))
     return index[0] if len(index) == 1 else index
+
+
+def naming(mistake, hint):
+    """``hint``, after the name of the usual mistake the answer is, when it is one (``mistake`` None: the hint)."""
+    return f"That is {mistake}. {hint}" if mistake else hint
+
+
+def tolerance(x):
+    """``(rtol, atol)`` for comparing an answer in ``x``'s dtype: float32 or float64 arithmetic."""
+    import torch
+    return (1e-5, 1e-6) if x.dtype == torch.float32 else (1e-10, 1e-12)
+
+
+def shape_of(x):
+    """``x``'s shape and dtype as a hint names them: "shape (2, 3), float32"."""
+    return f"shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')}"

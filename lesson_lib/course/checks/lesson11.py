@@ -48,7 +48,7 @@ Total: 10 points.
 import torch
 
 from lesson_lib.course.checks import check
-from lesson_lib.course.checks.judging import call_each, expect_close, expect_tensor, field, pairs
+from lesson_lib.course.checks.judging import call_each, expect_close, expect_tensor, field, naming, pairs
 from lesson_lib.models.dit import DiTBlock
 
 # What the worker loads besides this module (see lesson_lib/course/box.py): the DiT module, for the blocks the
@@ -131,11 +131,6 @@ def _mistake(got, x, p):
     return None
 
 
-def _hint(mistake, hint):
-    """``hint``, after the name of the usual mistake the answer is, when it is one."""
-    return f"That is {mistake}. {hint}" if mistake else hint
-
-
 def _patchify_case():
     calls = []
     for index, (B, C, size, p) in enumerate(PATCH_CONFIGS + (_drawn_config(),)):
@@ -153,7 +148,7 @@ def patchify_matches_the_library(case, answer):
         what = _what("patchify", x.shape, p)
         expect_tensor(got, what, shape=expected.shape, dtype=expected.dtype)
         if not torch.equal(got, expected):
-            expect_close(got, expected, what, rtol=0, atol=0, hint=_hint(_mistake(got, x, p), PATCHIFY_HINT))
+            expect_close(got, expected, what, rtol=0, atol=0, hint=naming(_mistake(got, x, p), PATCHIFY_HINT))
 
 
 def _origin_case():
@@ -293,7 +288,7 @@ def modulate_matches_the_library(case, answer):
         expect_tensor(got, what, shape=expected.shape, dtype=expected.dtype)
         rtol, atol = (1e-5, 1e-6) if x.dtype == torch.float32 else (1e-12, 1e-12)
         mistake = _modulate_mistake(got, x, shift, scale) if torch.isfinite(got).all() else None
-        expect_close(got, expected, what, rtol=rtol, atol=atol, hint=_hint(mistake, MODULATE_HINT))
+        expect_close(got, expected, what, rtol=rtol, atol=atol, hint=naming(mistake, MODULATE_HINT))
 
 
 def _modulate_property_case():
@@ -437,7 +432,7 @@ def dit_block_forward_is_the_blocks_forward_pass(case, answer):
         what = _block_what(block_case)
         expect_tensor(got, what, shape=expected.shape, dtype=expected.dtype)
         mistake = _block_mistake(got, block, x, c) if torch.isfinite(got).all() else None
-        expect_close(got, expected, what, rtol=BLOCK_RTOL, atol=BLOCK_ATOL, hint=_hint(mistake, BLOCK_HINT))
+        expect_close(got, expected, what, rtol=BLOCK_RTOL, atol=BLOCK_ATOL, hint=naming(mistake, BLOCK_HINT))
 
 
 def _zero_case():

@@ -57,7 +57,8 @@ import torch
 import torch.nn.functional as F
 
 from lesson_lib.course.checks import check
-from lesson_lib.course.checks.judging import call_each, expect_close, expect_tensor, field, pairs
+from lesson_lib.course.checks.judging import (call_each, expect_close, expect_tensor, field, naming,
+                                              pairs, shape_of, tolerance)
 
 # The probes call only the student's functions, on tensors and numbers the cases drew and computed in the grader;
 # the references (diffusion/cascade.py, schedules.py) are imported inside cases and judges.
@@ -108,19 +109,6 @@ def _named(mistakes, got):
     return "; or ".join(names) or None
 
 
-def _hint(mistake, hint):
-    """``hint``, after the name of the usual mistake the answer is, when it is one."""
-    return f"That is {mistake}. {hint}" if mistake else hint
-
-
-def _tol(x):
-    return (1e-5, 1e-6) if x.dtype == torch.float32 else (1e-10, 1e-12)
-
-
-def _shape(x):
-    return f"shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')}"
-
-
 def _batch_size(*others):
     """A batch size from 2 to 6 that equals none of ``others``."""
     return _pick([b for b in range(2, 7) if b not in others])
@@ -162,10 +150,10 @@ def area_downsample_matches_the_library(case, answer):
     from lesson_lib.diffusion.cascade import downsample
     for (args, kwargs), got in pairs(case["calls"], answer):
         x, f = args[0], kwargs.get("factor", 2)
-        what = f"area_downsample(x of {_shape(x)}{', factor=' + str(f) if kwargs else ''})"
-        rtol, atol = _tol(x)
+        what = f"area_downsample(x of {shape_of(x)}{', factor=' + str(f) if kwargs else ''})"
+        rtol, atol = tolerance(x)
         expect_close(got, downsample(x, f), what, rtol=rtol, atol=atol,
-                     hint=_hint(_named(_down_mistakes(x, f), got), DOWN_HINT))
+                     hint=naming(_named(_down_mistakes(x, f), got), DOWN_HINT))
 
 
 def _down_properties_case():
@@ -198,7 +186,7 @@ def area_downsample_is_a_block_mean(case, answer):
     f, x, c, a, d = (case[k] for k in ("factor", "x", "c", "a", "d"))
     B, C, H, W = x.shape
     low = (B, C, H // f, W // f)
-    what = f"area_downsample(x of {_shape(x)}, factor={f})"
+    what = f"area_downsample(x of {shape_of(x)}, factor={f})"
     parts = {}
     for key in ("constant", "x", "y", "mix", "bumped"):
         parts[key] = field(answer, key)
@@ -310,11 +298,11 @@ def augment_matches_the_library(case, answer):
         x, level, alpha_bars, e = c["args"]
         schedule = _schedule(c["schedule"])
         expected = augment(x, level, schedule, torch.Generator().manual_seed(c["seed"]))[0]
-        what = (f"augment(x_low of {_shape(x)}, level {_level_described(level)}, alpha_bars of the "
+        what = (f"augment(x_low of {shape_of(x)}, level {_level_described(level)}, alpha_bars of the "
                 f"{c['schedule'][0]} schedule with T = {len(alpha_bars) - 1}, e)")
         rtol, atol = (1e-5, 1e-5) if x.dtype == torch.float32 else (1e-10, 1e-12)
         expect_close(got, expected, what, rtol=rtol, atol=atol,
-                     hint=_hint(_named(_augment_mistakes(x, level, alpha_bars, e), got), AUG_HINT))
+                     hint=naming(_named(_augment_mistakes(x, level, alpha_bars, e), got), AUG_HINT))
 
 
 def _augment_properties_case():
@@ -338,13 +326,13 @@ def augment_is_the_identity_at_0_and_preserves_variance(case, answer):
     """At s = 0 the student's z is x_low bit for bit; for Var(x_low) = v, Var(z) = ab_k v + 1 - ab_k (n = 49,152)."""
     x, alpha_bars, v, s = case["x"], case["alpha_bars"], case["v"], case["s"]
     got = field(answer, "at_0")
-    what = f"augment(x_low of {_shape(x)}, level 0.0, alpha_bars, e)"
+    what = f"augment(x_low of {shape_of(x)}, level 0.0, alpha_bars, e)"
     expect_tensor(got, what, shape=x.shape, dtype=x.dtype)
     if not torch.equal(got, x):
         expect_close(got, x, what + ", against x_low (bit for bit)", rtol=0, atol=0,
-                     hint=_hint(_named(_augment_mistakes(x, 0.0, alpha_bars, case["e"]), got), IDENTITY_HINT))
+                     hint=naming(_named(_augment_mistakes(x, 0.0, alpha_bars, case["e"]), got), IDENTITY_HINT))
     got = field(answer, "wide")
-    what = f"augment(x_low of {_shape(case['x_wide'])} with variance {v:.3f}, level {s}, alpha_bars, fresh e)"
+    what = f"augment(x_low of {shape_of(case['x_wide'])} with variance {v:.3f}, level {s}, alpha_bars, fresh e)"
     expect_tensor(got, what, shape=case["x_wide"].shape, dtype=case["x_wide"].dtype)
     if not bool(torch.isfinite(got).all()):
         raise AssertionError(f"{what} contains NaN or inf. {VARIANCE_HINT}")
@@ -356,7 +344,7 @@ def augment_is_the_identity_at_0_and_preserves_variance(case, answer):
         mistake = _named(_augment_mistakes(case["x_wide"], s, alpha_bars, case["e_fresh"]), got)
         raise AssertionError(f"{what}: the variance of z is {variance:.4f}, expected ab_k v + 1 - ab_k = {a:.4f} x "
                              f"{v:.3f} + {1 - a:.4f} = {want:.4f} within {tolerance:.4f} (five standard errors at "
-                             f"n = {n}). {_hint(mistake, VARIANCE_HINT)}")
+                             f"n = {n}). {naming(mistake, VARIANCE_HINT)}")
 
 
 def _per_sample_case():
@@ -379,7 +367,7 @@ def augment_reads_one_level_per_sample(case, answer):
     """With a (B,) level each sample of the student's z is its own z alone at its level; the s = 0 one is x_low."""
     x, e, levels, alpha_bars = case["x"], case["e"], case["levels"], case["alpha_bars"]
     B = x.shape[0]
-    what = (f"augment(x_low of {_shape(x)}, level = {[round(v, 4) for v in levels.tolist()]}, alpha_bars, e)")
+    what = (f"augment(x_low of {shape_of(x)}, level = {[round(v, 4) for v in levels.tolist()]}, alpha_bars, e)")
     batch = field(answer, "batch")
     expect_tensor(batch, what, shape=x.shape, dtype=x.dtype)
     each = field(answer, "each")
@@ -403,7 +391,7 @@ def augment_reads_one_level_per_sample(case, answer):
     if torch.allclose(batch.double(), ab.sqrt() * x.double() + (1 - ab).sqrt() * e.double(), rtol=1e-4, atol=1e-5):
         along = "the levels multiplied along the last axis of x_low (a (B,) level broadcast against the width)"
     expect_close(batch, torch.cat(alone), what + ", against each sample augmented alone at its level", rtol=1e-5,
-                 atol=1e-6, hint=_hint(along, PER_SAMPLE_HINT))
+                 atol=1e-6, hint=naming(along, PER_SAMPLE_HINT))
 
 
 # --- 3 · the SR network's input --------------------------------------------------------------------
@@ -441,14 +429,14 @@ def sr_model_input_matches_the_library(case, answer):
     """sr_model_input is torch.cat([x_t, upsample(z_low)], dim=1), the SR U-Net's input: 14 -> 28, 8 -> 32, others."""
     for (args, _), got in pairs(case["calls"], answer):
         x_t, z = args
-        what = f"sr_model_input(x_t of {_shape(x_t)}, z_low of shape {tuple(z.shape)})"
+        what = f"sr_model_input(x_t of {shape_of(x_t)}, z_low of shape {tuple(z.shape)})"
         expected = _sr_reference(x_t, z)
         if type(got) is torch.Tensor and got.ndim == 4 and got.shape[1] == x_t.shape[1] and \
                 got.shape != expected.shape:
             raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}: the two "
                                  f"parts are stacked along the channels, dim 1. {SR_HINT}")
-        rtol, atol = _tol(x_t)
-        expect_close(got, expected, what, rtol=rtol, atol=atol, hint=_hint(_named(_sr_mistakes(x_t, z), got), SR_HINT))
+        rtol, atol = tolerance(x_t)
+        expect_close(got, expected, what, rtol=rtol, atol=atol, hint=naming(_named(_sr_mistakes(x_t, z), got), SR_HINT))
 
 
 def _sr_properties_case():
@@ -473,7 +461,7 @@ def sr_model_input_is_x_t_then_the_upsampled_image(case, answer):
     x_t, z, c = case["x_t"], case["z"], case["c"]
     B, C_x, H, W = x_t.shape
     C_low = z.shape[1]
-    what = f"sr_model_input(x_t of {_shape(x_t)}, z_low of shape {tuple(z.shape)})"
+    what = f"sr_model_input(x_t of {shape_of(x_t)}, z_low of shape {tuple(z.shape)})"
     parts = {}
     for key in ("input", "other_x_t", "constant"):
         parts[key] = field(answer, key)
@@ -487,7 +475,7 @@ def sr_model_input_is_x_t_then_the_upsampled_image(case, answer):
     if not torch.equal(got[:, :C_x], x_t):
         mistake = "the upsampled z_low first" if torch.equal(got[:, C_low:], x_t) else None
         expect_close(got[:, :C_x], x_t, what + f"[:, :{C_x}], against x_t (bit for bit)", rtol=0, atol=0,
-                     hint=_hint(mistake, SR_PARTS_HINT))
+                     hint=naming(mistake, SR_PARTS_HINT))
     if not torch.equal(got[:, C_x:], parts["other_x_t"][:, C_x:]):
         raise AssertionError(f"{what}[:, {C_x}:] changed when only x_t changed: the upsampled part must be made from "
                              f"z_low alone. {SR_PARTS_HINT}")

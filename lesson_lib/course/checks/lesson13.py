@@ -57,7 +57,8 @@ Total: 10 points.
 import torch
 
 from lesson_lib.course.checks import check
-from lesson_lib.course.checks.judging import call_each, expect_close, expect_tensor, field, pairs
+from lesson_lib.course.checks.judging import (call_each, expect_close, expect_tensor, field, naming,
+                                              pairs, shape_of, tolerance)
 
 # The probes call only the student's functions, on tensors and numbers the cases drew and computed in the grader;
 # the references (diffusion/flow_matching.py, ode.py, steps.py, oracles.py) are imported inside cases and judges.
@@ -119,19 +120,6 @@ def _named(mistakes, got):
     return None
 
 
-def _hint(mistake, hint):
-    """``hint``, after the name of the usual mistake the answer is, when it is one."""
-    return f"That is {mistake}. {hint}" if mistake else hint
-
-
-def _tol(x):
-    return (1e-5, 1e-6) if x.dtype == torch.float32 else (1e-10, 1e-12)
-
-
-def _shape(x):
-    return f"shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')}"
-
-
 # --- 1 · the straight path and its target -------------------------------------------------------
 
 def _image_shape(B):
@@ -177,14 +165,14 @@ def flow_matching_pair_is_the_straight_path(case, answer):
     """flow_matching_pair is the library's path (1 - t) x0 + t eps and target eps - x0, on points and images."""
     from lesson_lib.diffusion.flow_matching import path, velocity_target
     for ((x0, eps, t), _), got in pairs(case["calls"], answer):
-        what = f"flow_matching_pair(x0 and eps of {_shape(x0)}, t of shape ({t.shape[0]},))"
+        what = f"flow_matching_pair(x0 and eps of {shape_of(x0)}, t of shape ({t.shape[0]},))"
         x_t, v = _expect_pair(got, what)
         mistakes = _pair_mistakes(x0, eps, t)
-        rtol, atol = _tol(x0)
+        rtol, atol = tolerance(x0)
         expect_close(x_t, path(x0, eps, t), what + "[0], x_t", rtol=rtol, atol=atol,
-                     hint=_hint(_named(mistakes["x_t"], x_t), PAIR_HINT))
+                     hint=naming(_named(mistakes["x_t"], x_t), PAIR_HINT))
         expect_close(v, velocity_target(x0, eps), what + "[1], v", rtol=rtol, atol=atol,
-                     hint=_hint(_named(mistakes["v"], v), PAIR_HINT))
+                     hint=naming(_named(mistakes["v"], v), PAIR_HINT))
 
 
 def _ends_case():
@@ -206,7 +194,7 @@ def _ends_probe(ns, case):
 def flow_matching_pair_ends_and_slope(case, answer):
     """x_t is x0 where t = 0 and eps where t = 1, example by example, and v is dx_t/dt of the student's own path."""
     x0, eps, ends, t, h = case["x0"], case["eps"], case["ends"], case["t"], case["h"]
-    what = f"flow_matching_pair(x0 and eps of {_shape(x0)}, t = {[int(v) for v in ends.tolist()]})"
+    what = f"flow_matching_pair(x0 and eps of {shape_of(x0)}, t = {[int(v) for v in ends.tolist()]})"
     x_t, _ = _expect_pair(field(answer, "ends"), what)
     expect_tensor(x_t, what + "[0]", shape=x0.shape, dtype=x0.dtype)
     expected = torch.where(_col(ends, x0) == 1, eps, x0)
@@ -216,7 +204,7 @@ def flow_matching_pair_ends_and_slope(case, answer):
     if mistake is None and torch.allclose(x_t, torch.where(_col(ends, x0) == 1, x0, eps), rtol=1e-10, atol=1e-12):
         mistake = "the other convention's path: there t = 0 is the noise and t = 1 the data"
     expect_close(x_t, expected, what + "[0], x_t, against x0 where t = 0 and eps where t = 1", rtol=1e-12, atol=1e-12,
-                 hint=_hint(mistake, ENDS_HINT))
+                 hint=naming(mistake, ENDS_HINT))
     at, after, before = (_expect_pair(field(answer, key), f"flow_matching_pair at t {sign}")
                          for key, sign in (("at", ""), ("after", "+ h"), ("before", "- h")))
     for value, name in ((at[1], "v"), (after[0], "x_t at t + h"), (before[0], "x_t at t - h")):
@@ -227,7 +215,7 @@ def flow_matching_pair_ends_and_slope(case, answer):
     mistake = _named({"eps, the noise (a DDPM's target)": eps, "x0 - eps, minus the path's derivative": -slope}, at[1])
     expect_close(at[1], slope, f"flow_matching_pair(x0, eps, t = {[round(v, 3) for v in t.tolist()]})[1], v, against "
                  f"(x_t(t + h) - x_t(t - h)) / 2h of your path, h = {h:g}", rtol=1e-6, atol=1e-7,
-                 hint=_hint(mistake, SLOPE_HINT))
+                 hint=naming(mistake, SLOPE_HINT))
 
 
 # --- 2 · one Euler step of the flow ----------------------------------------------------------------
@@ -285,9 +273,9 @@ def euler_flow_step_matches_the_library(case, answer):
         x, v, t, s = c["args"]
         pred = Prediction(*to_x0_eps(x.double(), _col(t, x), v.double()))
         expected = flow_euler_step(grid, x.double(), c["k_t"], c["k_s"], pred)[0].to(x.dtype)
-        what = f"euler_flow_step(x_t and v of {_shape(x)}, t = {_times(t)}, s = {_times(s)})"
+        what = f"euler_flow_step(x_t and v of {shape_of(x)}, t = {_times(t)}, s = {_times(s)})"
         rtol, atol = (1e-5, 1e-5) if x.dtype == torch.float32 else (1e-10, 1e-12)
-        expect_close(got, expected, what, rtol=rtol, atol=atol, hint=_hint(_named(_euler_mistakes(x, v, t, s), got),
+        expect_close(got, expected, what, rtol=rtol, atol=atol, hint=naming(_named(_euler_mistakes(x, v, t, s), got),
                                                                             EULER_HINT))
 
 
@@ -337,17 +325,17 @@ def euler_flow_step_lands_on_the_posterior_mean(case, answer):
     mean = torch.full_like(x_1, m)
     for key, times in (("from_1", "t = 1.0, s = 0.0"), ("from_1_tensors", "t = ones(B), s = zeros(B)")):
         got = field(answer, key)
-        what = (f"euler_flow_step(x_1 of {_shape(x_1)} drawn 3 times wider than the noise, the exact velocity of "
+        what = (f"euler_flow_step(x_1 of {shape_of(x_1)} drawn 3 times wider than the noise, the exact velocity of "
                 f"N({m:.3f}, {sd:.3f}^2) data, {times})")
         mistake = _named(_euler_mistakes(x_1, case["v_1"], 1.0, 0.0), got)
         expect_close(got, mean, what + ", against the data mean", rtol=1e-10, atol=1e-10,
-                     hint=_hint(mistake, MEAN_HINT))
+                     hint=naming(mistake, MEAN_HINT))
     _, x0_hat = _exact_velocity(GaussianData(grid, m, sd), grid, case["x_t"], k)
     got = field(answer, "from_t")
     what = (f"euler_flow_step(x_t, the exact velocity of N({m:.3f}, {sd:.3f}^2) data, t = "
             f"{[round(v, 3) for v in case['t'].tolist()]}, s = 0)")
     mistake = _named(_euler_mistakes(case["x_t"], case["v_t"], case["t"], 0.0), got)
-    expect_close(got, x0_hat, what + ", against E[x_0 | x_t]", rtol=1e-10, atol=1e-10, hint=_hint(mistake, MEAN_HINT))
+    expect_close(got, x0_hat, what + ", against E[x_0 | x_t]", rtol=1e-10, atol=1e-10, hint=naming(mistake, MEAN_HINT))
 
 
 def _ddim_case():
@@ -369,14 +357,14 @@ def euler_flow_step_is_ddim(case, answer):
     from lesson_lib.diffusion.flow_matching import FlowGrid, to_x0_eps, vp_scale
     from lesson_lib.diffusion.steps import ddim_step
     x_t, v, t, s = case["x_t"], case["v"], case["t"], case["s"]
-    what = (f"euler_flow_step(x_t of {_shape(x_t)}, any v, t = {[round(x, 3) for x in t.tolist()]}, "
+    what = (f"euler_flow_step(x_t of {shape_of(x_t)}, any v, t = {[round(x, 3) for x in t.tolist()]}, "
             f"s = {[round(x, 3) for x in s.tolist()]}) / vp_scale(s)")
     expect_tensor(answer, what, shape=x_t.shape, dtype=x_t.dtype)
     pred = Prediction(*to_x0_eps(x_t, _col(t, x_t), v))
     ddim = ddim_step(FlowGrid(T_FLOW), x_t / _col(vp_scale(t), x_t), case["k_t"], case["k_s"], pred)
     mistake = _named(_euler_mistakes(x_t, v, t, s), answer)
     expect_close(answer / _col(vp_scale(s), x_t), ddim, what + ", against DDIM from alpha-bar(t) to alpha-bar(s)",
-                 rtol=1e-10, atol=1e-10, hint=_hint(mistake, DDIM_HINT))
+                 rtol=1e-10, atol=1e-10, hint=naming(mistake, DDIM_HINT))
 
 
 # --- 3 · DPM-Solver++(2M) --------------------------------------------------------------------------
@@ -464,7 +452,7 @@ def _dpm_variants(e):
 def _dpm_what(e):
     def levels(key):
         return [int(k) for k in e[key].tolist()]
-    return (f"dpmpp_2m_update(x_t of {_shape(e['x_t'])}, the levels of the linear schedule at "
+    return (f"dpmpp_2m_update(x_t of {shape_of(e['x_t'])}, the levels of the linear schedule at "
             f"t_prev = {levels('t_prev')}, t = {levels('t')}, s = {levels('s')})")
 
 
@@ -483,7 +471,7 @@ def dpmpp_2m_update_matches_the_library(case, answer):
         state = {"x0": e["x0_prev"], "lam": _lambda(e["alpha_bar_prev"])}
         expected, _ = dpmpp_2m_step(schedule, x_t, t, s, pred, None, state)
         rtol, atol = (1e-4, 1e-5) if x_t.dtype == torch.float32 else (1e-8, 1e-9)
-        expect_close(got, expected, _dpm_what(e), rtol=rtol, atol=atol, hint=_hint(_named(_dpm_variants(e), got),
+        expect_close(got, expected, _dpm_what(e), rtol=rtol, atol=atol, hint=naming(_named(_dpm_variants(e), got),
                                                                                     DPM_HINT))
 
 
@@ -549,7 +537,7 @@ def dpmpp_2m_update_is_second_order(case, answer):
     x_t = case["steps"][0]["x_t"]
     errors = []
     for k, (step, got) in enumerate(pairs(case["steps"], answer)):
-        what = f"dpmpp_2m_update(x_t of {_shape(x_t)}, an x0_hat linear in lambda, steps h / {2 ** k})"
+        what = f"dpmpp_2m_update(x_t of {shape_of(x_t)}, an x0_hat linear in lambda, steps h / {2 ** k})"
         expect_tensor(got, what, shape=x_t.shape, dtype=x_t.dtype)
         if not bool(torch.isfinite(got).all()):
             raise AssertionError(f"{what} contains NaN or inf. {ORDER_HINT}")
@@ -568,4 +556,4 @@ def dpmpp_2m_update_is_second_order(case, answer):
         if not bool(((ratios >= 6) & (ratios <= 10.5)).all()):
             raise AssertionError(f"{what}: each halving divides the error by "
                                  f"{', '.join(f'{v:.2f}' for v in ratios.tolist())}, expected about 8. "
-                                 f"{_hint(mistake, ORDER_HINT)}")
+                                 f"{naming(mistake, ORDER_HINT)}")
