@@ -361,37 +361,25 @@ for s in (0.0, 0.2):
 # beside the real-data floor at the same $n$ (training digits against test digits).
 
 # %%
-def read_table(name):
-    """A measured table from docs/, or None while the benchmark has not written it."""
-    path = DOCS / name
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 ROWS = ["SR of real 14-px test digits (s = 0)", "cascade, SR trained without augmentation",
         *[f"cascade, SR with augmentation, sampled at s = {s:g}" for s in LEVELS], "direct 28-px model (mnist_cond)"]
-measured = (read_table("cascade_table.json") or {})
-part = measured.get("table", {})
-rows = {r["row"]: r for r in part.get("rows", [])}
-if part:
-    print(f"{part['sampler']}; n = {part['n']:,}; real-data floor FID {part['fid_floor']:.3f}; {part['hardware']}; "
-          f"complete: {part['complete']}")
+measured = json.loads((DOCS / "cascade_table.json").read_text())
+part = measured["table"]
+rows = {r["row"]: r for r in part["rows"]}
+print(f"{part['sampler']}; n = {part['n']:,}; real-data floor FID {part['fid_floor']:.3f}; {part['hardware']}; "
+      f"complete: {part['complete']}")
 print(f"{'row':<50} {'FID':>7} {'FID - floor':>11} {'KID':>8} {'accuracy':>9} {'consistency':>12} {'s / image':>10}")
 for name in ROWS:
-    r = rows.get(name)
-    if r is None:
-        print(f"{name:<50} (not measured yet)")
-        continue
+    r = rows[name]
     consistency = "-" if r["consistency_mse"] is None else f"{r['consistency_mse']:.5f}"
     print(f"{name:<50} {r['fid']:>7.3f} {r['fid'] - part['fid_floor']:>11.3f} {r['kid']:>8.5f} "
           f"{r['class_accuracy']:>9.3f} {consistency:>12} {r['seconds_per_image']:>10.3f}")
-if "no_augmentation" in measured:
-    na = measured["no_augmentation"]
-    print(f"\nthe SR model without augmentation: {na['settings']}, {na['steps']:,} steps, trained in "
-          f"{na['train_seconds_this_call'] / 60:.0f} min ({na['hardware']})")
+na = measured["no_augmentation"]
+print(f"\nthe SR model without augmentation: {na['settings']}, {na['steps']:,} steps, trained in "
+      f"{na['train_seconds_this_call'] / 60:.0f} min ({na['hardware']})")
 
 # %%
-levels = [(s, rows[f"cascade, SR with augmentation, sampled at s = {s:g}"]) for s in LEVELS
-          if f"cascade, SR with augmentation, sampled at s = {s:g}" in rows]
+levels = [(s, rows[f"cascade, SR with augmentation, sampled at s = {s:g}"]) for s in LEVELS]
 lines = [(ROWS[0], "SR of real 14-px digits", "tab:green", "--"),
          (ROWS[1], "cascade, SR without augmentation", "tab:red", ":"),
          (ROWS[-1], "direct 28-px model (mnist_cond)", "tab:purple", "-.")]
@@ -399,13 +387,12 @@ fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
 for ax, key, label in zip(axes, ("fid", "class_accuracy", "consistency_mse"),
                           ("FID (course MNIST features)", "class accuracy (course classifier)",
                            "consistency: mean (downsample(x) - x_14)^2")):
-    if levels:
-        ax.plot([s for s, _ in levels], [r[key] for _, r in levels], "o-", color="tab:blue",
-                label="cascade, SR with augmentation, sampled at s")
+    ax.plot([s for s, _ in levels], [r[key] for _, r in levels], "o-", color="tab:blue",
+            label="cascade, SR with augmentation, sampled at s")
     for name, line_label, colour, style in lines:
-        if name in rows and rows[name][key] is not None:
+        if rows[name][key] is not None:                     # the direct model has no consistency
             ax.axhline(rows[name][key], color=colour, ls=style, lw=1.5, label=line_label)
-    if key == "fid" and part:
+    if key == "fid":
         ax.axhline(part["fid_floor"], color="grey", ls="-", lw=1, label="real-data floor (train vs test)")
     if key == "class_accuracy":
         aim = ax.axhline(0.95, color="black", ls=(0, (1, 3)), lw=1, label="aim (b): 0.95")
@@ -422,7 +409,7 @@ axes[0].set_ylabel("FID (course MNIST features), log scale")
 axes[0].legend(fontsize=7.5, loc="upper left")
 axes[2].set_yscale("log")
 axes[2].set_ylabel("mean (downsample(x) - x_14)^2, log scale")
-fig.suptitle(f"the cascade against the augmentation level (n = {part.get('n', 0):,} per point, DDIM-50 per stage)")
+fig.suptitle(f"the cascade against the augmentation level (n = {part['n']:,} per point, DDIM-50 per stage)")
 plt.show()
 
 # %% [markdown]
@@ -449,19 +436,16 @@ plt.show()
 # sample size's); (b) the class accuracy of the cascade's samples should be at least 0.95.
 
 # %%
-if levels and ROWS[0] in rows:
-    floor = part["fid_floor"]
-    best_s, best = min(levels, key=lambda item: item[1]["fid"])
-    gap_real, gap_best = rows[ROWS[0]]["fid"] - floor, best["fid"] - floor
-    print(f"FID gap of SR of real digits: {rows[ROWS[0]]['fid']:.3f} - {floor:.3f} = {gap_real:.3f}")
-    print(f"best level s = {best_s:g}: FID gap {best['fid']:.3f} - {floor:.3f} = {gap_best:.3f}, "
-          f"{gap_best / gap_real:.2f} times SR of real's; aim (a), at most 1.5 times: "
-          f"{'holds' if gap_best <= 1.5 * gap_real else 'does not hold'}")
-    print(f"class accuracy at s = {best_s:g}: {best['class_accuracy']:.3f}; over the levels measured "
-          f"{min(r['class_accuracy'] for _, r in levels):.3f} to {max(r['class_accuracy'] for _, r in levels):.3f}; "
-          f"aim (b), at least 0.95 at the best level: {'holds' if best['class_accuracy'] >= 0.95 else 'does not hold'}")
-else:
-    print("the rows for the aims are not measured yet")
+floor = part["fid_floor"]
+best_s, best = min(levels, key=lambda item: item[1]["fid"])
+gap_real, gap_best = rows[ROWS[0]]["fid"] - floor, best["fid"] - floor
+print(f"FID gap of SR of real digits: {rows[ROWS[0]]['fid']:.3f} - {floor:.3f} = {gap_real:.3f}")
+print(f"best level s = {best_s:g}: FID gap {best['fid']:.3f} - {floor:.3f} = {gap_best:.3f}, "
+      f"{gap_best / gap_real:.2f} times SR of real's; aim (a), at most 1.5 times: "
+      f"{'holds' if gap_best <= 1.5 * gap_real else 'does not hold'}")
+print(f"class accuracy at s = {best_s:g}: {best['class_accuracy']:.3f}; over the levels measured "
+      f"{min(r['class_accuracy'] for _, r in levels):.3f} to {max(r['class_accuracy'] for _, r in levels):.3f}; "
+      f"aim (b), at least 0.95 at the best level: {'holds' if best['class_accuracy'] >= 0.95 else 'does not hold'}")
 
 # %% [markdown]
 # Aim (a) does not hold: the best level, $s = 0$, leaves an FID gap of 0.059, 7.37 times the 0.008 of SR of real
@@ -506,21 +490,16 @@ for name in (ROWS[1], "cascade, SR with augmentation, sampled at s = 0", ROWS[-1
 # SR arm; the direct model's row (last) is other digits of the same classes.
 
 # %%
-samples_path = DOCS / "cascade_samples.npz"
-kept = dict(np.load(samples_path)) if samples_path.exists() else {}
+kept = dict(np.load(DOCS / "cascade_samples.npz"))
 to_float = lambda a: torch.from_numpy(a).float() / 127.5 - 1
 arms = [("base 14-px samples", "base sample\n14 px (doubled)"), (ROWS[1], "SR without\naugmentation")]
 arms += [(f"cascade, SR with augmentation, sampled at s = {s:g}", f"SR with aug.\ns = {s:g}") for s in LEVELS]
 arms += [(ROWS[-1], "direct model\n(other digits)")]
-shown = [(key, label) for key, label in arms if key in kept]
-if shown:
-    grid = [pixels_doubled(to_float(kept[key])) if key == "base 14-px samples" else to_float(kept[key])
-            for key, _ in shown]
-    show_grid(torch.stack(grid), row_labels=[label for _, label in shown], col_labels=list(range(10)) * 2,
-              col_title="class", title="the same 20 base samples through each SR arm (DDIM-50 per stage)",
-              figsize=(16, 0.85 * len(shown) + 1.0))
-print("rows shown:", [key for key, _ in shown])
-print("not yet in docs/cascade_samples.npz:", [key for key, _ in arms if key not in kept] or "none")
+grid = [pixels_doubled(to_float(kept[key])) if key == "base 14-px samples" else to_float(kept[key])
+        for key, _ in arms]
+show_grid(torch.stack(grid), row_labels=[label for _, label in arms], col_labels=list(range(10)) * 2,
+          col_title="class", title="the same 20 base samples through each SR arm (DDIM-50 per stage)",
+          figsize=(16, 0.85 * len(arms) + 1.0))
 
 # %% [markdown]
 # The rows without augmentation and at $s = 0$ are sharp 28-px copies of the base samples, nearly identical to each
