@@ -26,7 +26,7 @@ from .cli import check_device, positive_int, run
 from .data.images import load_dataset
 from .evaluation.judges import class_accuracy
 from .evaluation.fid import DATASETS, compute_metrics, real_floor
-from .pretrained import available, model_card
+from .pretrained import available, cascade_base, model_card
 from .sample import DDIM_STEPS, SAMPLERS, cfg, check_steps, decoding, defaults, generate, load
 
 IMAGE_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}      # (channels, size) of each dataset's images
@@ -142,7 +142,7 @@ def main(argv=None):
         card = model_card(args.pretrained)
         smaller = card.get("latent") is None and card.get("model_config", {}).get("image_size", 0) < \
             IMAGE_SHAPES[card["dataset"]][1]                    # the cascade's base model: digits shrunk to 14 px
-        if card.get("settings", {}).get("base") or smaller:     # the SR model: its card names its base
+        if cascade_base(args.pretrained) or smaller:            # the SR model: its card names its base
             p.error(f"--pretrained {args.pretrained} is a stage of lesson 12's cascade, which this command does not "
                     f"sample; its card holds its FID, class accuracy and consistency (n = 2,000), benchmarks/cascade.py "
                     f"measures the whole cascade, and python -m lesson_lib.sample --pretrained mnist_sr draws it")

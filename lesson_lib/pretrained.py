@@ -261,6 +261,12 @@ def load_autoencoder(name="mnist_autoencoder", device="cpu", weights_dir=None):
     return autoencoder, autoencoder.card["scale_factor"]
 
 
+def cascade_base(name, weights_dir=None):
+    """The base model a shipped super-resolution model follows (its card's settings name it: ``mnist_sr``
+    -> ``mnist_base14``, lesson 12's cascade), or None for a model that is not a cascade's SR stage."""
+    return model_card(name, weights_dir).get("settings", {}).get("base")
+
+
 def latent_decoding(name, device="cpu", weights_dir=None):
     """How to turn the samples of shipped model ``name`` into images, as keyword arguments of
     :func:`lesson_lib.sample.generate` and :func:`lesson_lib.evaluate.evaluate`: ``{}`` for a model

@@ -1,5 +1,10 @@
 """Sample from a trained model: a PNG grid, or the samples themselves (.npz).
 
+Why one module of about 300 lines: ``generate`` (what the notebooks, the playground and
+``evaluate`` call) and the command that wraps it share every default (:func:`defaults`,
+:func:`timesteps_for`) and every refusal of a flag; one module keeps the command and the function
+from drifting apart. The samplers themselves live in :mod:`lesson_lib.diffusion`.
+
     python -m lesson_lib.sample --checkpoint runs/mnist-cpu/checkpoint.pt --out samples.png
     python -m lesson_lib.sample --pretrained mnist_cond --sampler ddim --steps 50 --out digits.png
     python -m lesson_lib.sample --pretrained mnist_cond --label 3 --n 16 --guidance 2 --out threes.png
@@ -45,7 +50,8 @@ from .diffusion.guidance import ClassifierFreeGuidance
 from .diffusion.sampling import consistency_sample, ddim_sample, ddpm_sample, ode_sample
 from .diffusion.timesteps import spaced
 from .files import atomic_write
-from .pretrained import available, decoding_by, latent_decoding, load_model, load_pretrained, model_card
+from .pretrained import (available, cascade_base, decoding_by, latent_decoding, load_model, load_pretrained,
+                         model_card)
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "consistency", "heun", "dpmpp2m")
 SAMPLERS = DIFFUSION_SAMPLERS + ("euler",)     # euler: a flow-matching model's (FLOW_SAMPLERS)
@@ -193,11 +199,11 @@ def decoding(parser, args, model):
     return decoding_by(args.autoencoder, args.device)
 
 
-def cascade_base(parser, args, model):
+def cascade_stage(parser, args):
     """For a shipped super-resolution model (its card's settings name the ``base`` model it follows): the
     base model, its schedule and the augmentation level to sample at (``--level``, else the card's). Else
     None, and ``--level`` is refused."""
-    base = model_card(args.pretrained).get("settings", {}).get("base") if args.pretrained else None
+    base = cascade_base(args.pretrained) if args.pretrained else None
     if base is None:
         if args.level is not None:
             parser.error("--level is the conditioning augmentation of a cascade's super-resolution model "
@@ -254,7 +260,7 @@ def main(argv=None):
     model, schedule = load(p, args)
     sampler, steps, grid = defaults(args)
     check_steps(p, steps, schedule, sampler)
-    cascade = cascade_base(p, args, model)
+    cascade = cascade_stage(p, args)
     if cascade is not None and (sampler not in ("ddim", "ddpm") or args.guidance is not None):
         p.error("a cascade samples both stages with --sampler ddim or ddpm, without --guidance")
     k = model.num_classes if cascade is None else cascade[0].num_classes
