@@ -57,7 +57,7 @@ One idea per module, grouped by layer; read them in this order:
                   likelihood (mnist_learned_variance, mnist_vlb), distilled (mnist_v_teacher, mnist_distilled_N),
                   consistency (mnist_consistency), noisy_classifier (lesson 5's guide), classifiers
                   (the judges), autoencoder (lesson 10's mnist_autoencoder and cifar10_autoencoder),
-                  latent (mnist_latent, lesson 10's latent diffusion model)
+                  latent (lesson 10's mnist_latent and cifar10_latent, lesson 13's mnist_latent_flow)
     files         atomic writes and sha256, used by every layer
     arguments     checks of arguments where they enter, with errors that name the fix
     cli           what the command lines share: argument types, one-line errors

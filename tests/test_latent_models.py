@@ -1,6 +1,6 @@
-"""The shipped latent diffusion models (lesson 10): a latent model's card names its autoencoder and scale,
-the command lines decode its samples (never clipping x0_hat), and the shipped autoencoder's scale factor
-holds on held-out digits."""
+"""The shipped latent diffusion models (lesson 10, MNIST and CIFAR-10): a latent model's card names its
+autoencoder and scale, the command lines decode its samples (never clipping x0_hat), and each shipped
+autoencoder's scale factor holds on held-out images."""
 
 import argparse
 import os
@@ -18,11 +18,19 @@ DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets")
 
 
-def test_a_latent_card_names_its_autoencoder_and_a_positive_scale():
-    card = pretrained.model_card("mnist_latent")
-    assert card["latent"] == {"autoencoder": "mnist_autoencoder",
-                              "scale_factor": pretrained.model_card("mnist_autoencoder")["scale_factor"]}
+LATENT_MODELS = {"mnist_latent": "mnist_autoencoder", "cifar10_latent": "cifar10_autoencoder"}
+
+
+@pytest.mark.parametrize("name", list(LATENT_MODELS))
+def test_a_shipped_latent_card_names_its_autoencoder_and_its_scale(name):
+    card = pretrained.model_card(name)
+    assert card["latent"] == {"autoencoder": LATENT_MODELS[name],
+                              "scale_factor": pretrained.model_card(LATENT_MODELS[name])["scale_factor"]}
     check_card(card)
+
+
+def test_a_card_with_a_malformed_latent_is_refused():
+    card = pretrained.model_card("mnist_latent")
     for bad in ({"autoencoder": "mnist_autoencoder"}, {"autoencoder": 3, "scale_factor": 1.0},
                 {"autoencoder": "mnist_autoencoder", "scale_factor": 0.0}, "mnist_autoencoder"):
         with pytest.raises(ValueError, match="latent must be a dict of autoencoder"):
@@ -39,25 +47,27 @@ def test_latent_decoding_is_empty_for_pixels_and_decodes_without_clipping_for_la
         torch.testing.assert_close(decoding["decode"](z), autoencoder.decode(z / scale))
 
 
-def test_the_sample_command_decodes_a_latent_model_to_digits(tmp_path, capsys):
+@pytest.mark.parametrize("name, shape, steps", [("mnist_latent", (10, 28, 28), 50), ("cifar10_latent", (10, 32, 32, 3), 25)])
+def test_the_sample_command_decodes_a_latent_model_to_images(name, shape, steps, tmp_path, capsys):
     out = tmp_path / "latent.npz"
-    args = argparse.Namespace(pretrained="mnist_latent", sampler=None, steps=None)
-    assert sample.defaults(args) == ("ddim", 50, "linspace")
-    sample.main(["--pretrained", "mnist_latent", "--n", "10", "--steps", "4", "--guidance", "2", "--out", str(out),
+    args = argparse.Namespace(pretrained=name, sampler=None, steps=None)
+    assert sample.defaults(args) == ("ddim", steps, "linspace")            # the card's own sampling
+    sample.main(["--pretrained", name, "--n", "10", "--steps", "4", "--guidance", "2", "--out", str(out),
                  "--device", "cpu"])
     assert "ddim, 4 steps, guidance w = 2" in capsys.readouterr().out
     with np.load(out) as saved:
-        assert saved["images"].shape == (10, 28, 28) and saved["images"].dtype == np.uint8
-        assert saved["images"].std() > 20                  # decoded digits, not a flat latent read as an image
+        assert saved["images"].shape == shape and saved["images"].dtype == np.uint8
+        assert saved["images"].std() > 20                  # decoded images, not a flat latent read as an image
 
 
 @needs_data
-def test_the_shipped_autoencoder_scales_held_out_latents_to_unit_std():
-    autoencoder, scale = pretrained.load_autoencoder("mnist_autoencoder")
-    test, labels, _ = load_dataset("mnist", "test", data_dir=DATA_DIR, as_uint8=True)
+@pytest.mark.parametrize("dataset, shape", [("mnist", (4, 7, 7)), ("cifar10", (8, 8, 8))])
+def test_the_shipped_autoencoders_scale_held_out_latents_to_unit_std(dataset, shape):
+    autoencoder, scale = pretrained.load_autoencoder(f"{dataset}_autoencoder")
+    test, labels, _ = load_dataset(dataset, "test", data_dir=DATA_DIR, as_uint8=True)
     latents = encode_dataset(autoencoder, test[:1000], labels[:1000], scale=scale)
     assert 0.9 <= float(latents.data.std()) <= 1.1
-    assert latents.data.shape == (1000, 4, 7, 7) and latents.cond["y"].tolist() == labels[:1000].tolist()
+    assert latents.data.shape == (1000, *shape) and latents.cond["y"].tolist() == labels[:1000].tolist()
 
 
 def _latent_checkpoint(path, image_size=7):
@@ -88,7 +98,7 @@ def test_a_latent_checkpoint_samples_through_the_autoencoder_it_names(tmp_path, 
     capsys.readouterr()
     refused = [(["--checkpoint", checkpoint], "it is a latent diffusion model; pass --autoencoder NAME"),
                (["--pretrained", "mnist_latent", "--autoencoder", "mnist_autoencoder"], "--autoencoder goes with --checkpoint"),
-               (["--checkpoint", checkpoint, "--autoencoder", "nope"], "--autoencoder must be one of mnist_autoencoder"),
+               (["--checkpoint", checkpoint, "--autoencoder", "nope"], "--autoencoder must be one of cifar10_autoencoder, mnist_autoencoder"),
                (["--checkpoint", str(_latent_checkpoint(tmp_path / "eight.pt", 8)), "--autoencoder", "mnist_autoencoder"],
                 "makes latents of shape (4, 7, 7), but this checkpoint's model samples (4, 8, 8)")]
     for flags, message in refused:

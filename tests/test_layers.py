@@ -195,7 +195,8 @@ PINNED = {"mnist_cond": (0.158656, 0.9426), "mnist_distilled_1": (0.243598, 0.71
           "mnist_vlb": (-0.322699, 0.976074), "mnist_v_teacher": (0.384756, 0.744103),
           "mnist_consistency": (0.346006, 0.762249), "mnist_latent": (0.209885, 0.906263),
           "mnist_dit": (0.390018, 0.766962), "mnist_latent_flow": (0.469115, 1.207396),
-          "mnist_base14": (0.276856, 1.023578), "mnist_sr": (0.115843, 0.935486)}
+          "mnist_base14": (0.276856, 1.023578), "mnist_sr": (0.115843, 0.935486),
+          "cifar10_latent": (0.010946, 0.550572)}
 PINNED_GUIDE = [-2.33311, -1.3719, -0.14596, -0.91996, 1.29006, -2.71694, -0.98369, -3.05881, 3.0576, -1.40878]
 
 
@@ -237,19 +238,25 @@ def test_the_shipped_noisy_classifier_loads_and_matches_its_pinned_output():
                                atol=5e-5, rtol=0)
 
 
-def test_the_shipped_autoencoder_loads_and_matches_its_pinned_output():
-    """mnist_autoencoder is built from the shared ResBlock (without a timestep): a change to the layers
-    that changed its output would silently change every latent model decoded by it."""
-    autoencoder, _ = load_autoencoder()
-    assert autoencoder.config == model_card("mnist_autoencoder")["model_config"]
-    x = pinned_input()[0].clamp(-1, 1)
+# mean and mean |.| of the posterior means, mean log-variance, mean and mean |.| of the decoded means of the
+# input below, recorded when each autoencoder shipped
+PINNED_AUTOENCODERS = {"mnist_autoencoder": [-0.417469, 0.772567, -13.593243, -0.156665, 0.657378],
+                       "cifar10_autoencoder": [-0.050501, 0.500837, -16.077149, -0.01988, 0.242137]}
+
+
+@pytest.mark.parametrize("name", list(PINNED_AUTOENCODERS))
+def test_the_shipped_autoencoders_load_and_match_their_pinned_output(name):
+    """The autoencoders are built from the shared ResBlock (without a timestep): a change to the layers
+    that changed their output would silently change every latent model decoded by them."""
+    autoencoder, _ = load_autoencoder(name)
+    assert autoencoder.config == model_card(name)["model_config"]
+    x = pinned_input((autoencoder.in_channels, autoencoder.image_size, autoencoder.image_size))[0].clamp(-1, 1)
     with torch.no_grad():
         mean, logvar = autoencoder.encode(x)
         decoded = autoencoder.decode(mean)
     measured = [mean.double().mean(), mean.double().abs().mean(), logvar.double().mean(), decoded.double().mean(),
                 decoded.double().abs().mean()]
-    pinned = [-0.417469, 0.772567, -13.593243, -0.156665, 0.657378]          # recorded when it shipped
-    assert [float(v) for v in measured] == pytest.approx(pinned, abs=5e-5)
+    assert [float(v) for v in measured] == pytest.approx(PINNED_AUTOENCODERS[name], abs=5e-5)
 
 
 def test_every_class_is_a_model():

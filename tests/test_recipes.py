@@ -16,7 +16,7 @@ from lesson_lib import pretrained, train
 from lesson_lib.cards import check_card
 from lesson_lib.evaluation.judges import load_classifier
 from lesson_lib.recipes import RECIPES, recipe_of, run_recipe
-from lesson_lib.recipes import autoencoder, cascade, noisy_classifier
+from lesson_lib.recipes import cascade, noisy_classifier
 
 DATA_DIR = os.environ.get("DDPM_DATA_DIR")
 needs_data = pytest.mark.skipif(not DATA_DIR, reason="set DDPM_DATA_DIR to the prepared datasets")
@@ -37,15 +37,10 @@ def load_back(card, weights_dir):
 
 # --- every recipe, from end to end ----------------------------------------------------------
 
-# Recipes written before their weights ship (so not registered yet): the same end-to-end check. (cifar10_latent
-# needs the shipped cifar10_autoencoder, so it joins when that ships.)
-PENDING = {r.name: r for r in (autoencoder.CIFAR10,)}
-
-
 @needs_data
-@pytest.mark.parametrize("name", list(RECIPES) + list(PENDING))
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_each_recipe_runs_its_ci_profile_and_its_export_loads_back(name, tmp_path):
-    weights, made = tmp_path / "weights", RECIPES.get(name) or PENDING[name]
+    weights, made = tmp_path / "weights", RECIPES[name]
     run, _, cards = run_recipe(made, "ci", tmp_path / "run", weights, data_dir=DATA_DIR, device="cpu",
                                progress=False, log=lambda line: None)
     assert [card["name"] for card in cards] == list(made.ships)
@@ -88,7 +83,7 @@ def test_the_cascade_recipes_run_as_a_pair_and_the_sr_export_runs_the_base_besid
 
 def test_every_shipped_card_fits_the_schema_and_names_the_recipe_that_makes_it():
     names = pretrained.available(None)
-    assert len(names) == 18
+    assert len(names) == 20
     for name in names:
         card = json.loads((pretrained.WEIGHTS_DIR / f"{name}.json").read_text())
         check_card(card)

@@ -19,8 +19,8 @@ Read them in this order:
     consistency       mnist_consistency: consistency distillation of mnist_v_teacher
     noisy_classifier  mnist_noisy_classifier: the guide of lesson 5
     classifiers       mnist_classifier and cifar10_classifier: the judges and FID's features (SGD, one-cycle)
-    autoencoder       mnist_autoencoder: the first stage of latent diffusion (squared error + KL)
-    latent            mnist_latent: class-conditional latent diffusion on mnist_autoencoder's latents
+    autoencoder       mnist_autoencoder and cifar10_autoencoder: the first stage of latent diffusion (squared error + KL)
+    latent            mnist_latent, mnist_latent_flow and cifar10_latent: class-conditional models on those latents
     cascade           mnist_base14 and mnist_sr: lesson 12's cascade, a 14-px base and a 14 -> 28 SR model
 """
 
