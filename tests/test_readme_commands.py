@@ -27,6 +27,7 @@ SMALLEST = {
     "-m lesson_lib.sample --pretrained mnist_cond --sampler ddim --steps 50 --out digits.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_consistency --steps 2 --out two_calls.png": ["--n", "10"],
     "-m lesson_lib.sample --pretrained mnist_latent --guidance 2 --out latent.png": ["--n", "10", "--steps", "2"],
+    "-m lesson_lib.sample --pretrained cifar10_latent --guidance 4 --out cifar10.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_cond --sampler dpmpp2m --steps 10 --out ode.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_dit --guidance 2 --out dit.png": ["--n", "10", "--steps", "2"],
     "-m lesson_lib.sample --pretrained mnist_sr --out cascade.png": ["--n", "10", "--steps", "2"],
