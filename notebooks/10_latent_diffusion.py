@@ -19,7 +19,7 @@
 # | section 4: the scale factor, and why the latents must have unit variance | encoding 10,000 training digits | about 10 s |
 # | section 5: the shipped latent diffusion model `mnist_latent`: samples, guidance, and why $\hat x_0$ is never clipped | 100 guided and 2 × 500 unguided latent samples of 50 DDIM steps, decoded; FID of the 500s | about 40 s |
 # | section 6: what latent diffusion buys, measured | read from the models' cards and `docs/latent_table.json` (`benchmarks/latent.py`, not run here) | — |
-# | section 8: colour, the shipped `cifar10_autoencoder` and `cifar10_latent` | 10 CIFAR-10 images reconstructed; 80 guided latent samples of 25 DDIM steps, decoded; the rest from their cards | about 10 s |
+# | section 8: colour, the shipped `cifar10_autoencoder` and `cifar10_latent` | 10 CIFAR-10 images reconstructed; 80 guided latent samples of 25 DDIM steps, decoded; the rest from their cards | 10–20 s |
 # | the whole notebook | | `ci` (the stored outputs): as its last cell prints |
 #
 # **Study time:** about 1 h 15 min of reading, and about 1 h for the exercise (`exercises/10_latent_diffusion.ipynb`).
