@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Lesson 10's table: what the downsampling factor f of latent diffusion costs and buys, on MNIST.
+"""Lesson 10's table: what the downsampling factor f of latent diffusion costs and buys, on MNIST (and its speed on CIFAR-10).
 
     OMP_NUM_THREADS=1 python benchmarks/latent.py speed        --json docs/latent_table.json   # minutes
+    OMP_NUM_THREADS=1 python benchmarks/latent.py speed --dataset cifar10 --json docs/latent_table.json   # minutes
     OMP_NUM_THREADS=1 python benchmarks/latent.py autoencoders --json docs/latent_table.json   # about 20 min
     OMP_NUM_THREADS=1 python benchmarks/latent.py generation   --json docs/latent_table.json   # about 1 h
 
@@ -13,7 +14,10 @@ For f in {1 (pixels), 2, 4}, with c = 4 latent channels at f = 2 and 4:
                   The U-Nets are one family: the pixel U-Net "mnist" (widths 32-64-64 at 28, 14, 7 pixels,
                   attention at 7) without its outer levels, so f = 2 keeps 64-64 at 14 and 7, and f = 4 keeps
                   64 at 7 (mnist_latent's). The training figure leaves out encoding, which happens once per
-                  dataset (its images/s is reported beside it).
+                  dataset (its images/s is reported beside it). With ``--dataset cifar10`` (section
+                  ``speed_cifar10``): f in {1, 4} only, the U-Net of cifar10_latent (widths 64-128 at 8 and 4)
+                  on 8x8x8 latents, decoded by the shipped cifar10_autoencoder, against the same U-Net with
+                  two outer levels of width 64 (at 32 and 16 pixels) on 32x32x3 images.
 ``autoencoders``  an autoencoder for f = 2 and for f = 4 trained by the recipe mnist_autoencoder's settings for
                   ``--steps`` each (the same for both), measured as the recipe measures the shipped one
                   (PSNR, reconstruction FID against the floor at n = 2,000); the shipped f = 4 autoencoder's
@@ -44,7 +48,7 @@ from lesson_lib.models.autoencoder import autoencoder_preset
 from lesson_lib.models.unet import UNet, unet_preset
 from lesson_lib.pretrained import load_autoencoder
 from lesson_lib.recipes import autoencoder as autoencoder_recipe
-from lesson_lib.recipes.latent import UNET as LATENT_UNET
+from lesson_lib.recipes.latent import CIFAR10_UNET, UNET as LATENT_UNET
 from lesson_lib.sample import generate
 from lesson_lib.training.trainer import TrainConfig, Trainer
 
@@ -55,8 +59,12 @@ from tables import read_table, timed, write_section
 MARK = "benchmarks/latent.py"
 
 
-def unet_at(factor, **overrides):
+def unet_at(factor, dataset="mnist", **overrides):
     """The class-conditional diffusion U-Net of factor f (module docstring): the pixel preset without its outer levels."""
+    if dataset == "cifar10":             # cifar10_latent's U-Net at f = 4; with two outer levels of width 64 at f = 1
+        levels, channels = {1: ((1, 1, 1, 2), 3), 4: ((1, 2), 8)}[factor]
+        return UNet(in_channels=channels, image_size=32 // factor, num_classes=10,
+                    **{**CIFAR10_UNET, "channel_mults": levels, **overrides})
     if factor == 1:
         return unet_preset("mnist", num_classes=10, **overrides)
     levels = {2: (1, 1), 4: (1,)}[factor]
@@ -72,12 +80,12 @@ def autoencoder_at(factor):
     return autoencoder_preset("mnist", factor=factor, channel_mults=AUTOENCODER_LEVELS[factor])
 
 
-def speed(batch=128, train_steps=20, sample_batch=100, log=print):
+def speed(batch=128, train_steps=20, sample_batch=100, dataset="mnist", log=print):
     schedule, rows = NoiseSchedule.linear(1000), []
-    images, labels, _ = load_dataset("mnist", "train", as_uint8=True)
-    for f in FACTORS:
+    images, labels, _ = load_dataset(dataset, "train", as_uint8=True)
+    for f in FACTORS if dataset == "mnist" else (1, 4):
         torch.manual_seed(0)
-        model = unet_at(f)
+        model = unet_at(f, dataset)
         shape = model.data_shape
         data = torch.randn(2048, *shape)
         trainer = Trainer(model, data, LSimple(schedule, class_dropout=0.1),
@@ -86,7 +94,7 @@ def speed(batch=128, train_steps=20, sample_batch=100, log=print):
         step_s = timed(lambda: trainer.run(trainer.step + 1, progress=False), train_steps)
         decode, encode_per_s = None, None
         if f > 1:
-            autoencoder = autoencoder_at(f).eval()
+            autoencoder = autoencoder_at(f).eval() if dataset == "mnist" else load_autoencoder("cifar10_autoencoder")[0]
             decode = latent_decoder(autoencoder, 1.0)
             encode_per_s = 2000 / timed(lambda: encode_means(autoencoder, images[:2000]), 1)
         y = torch.arange(10).repeat_interleave(sample_batch // 10)
@@ -152,17 +160,22 @@ def main():
     p.add_argument("--steps", type=int, default=2000, help="autoencoders: training steps of each")
     p.add_argument("--minutes", type=float, default=15.0, help="generation: wall-clock minutes of training per arm")
     p.add_argument("--n", type=int, default=None, help="samples / test images to measure (default 2000, generation 1000)")
+    p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist",
+                   help="speed: mnist (f = 1, 2, 4) or cifar10 (f = 1, 4; written as the section speed_cifar10)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     read_table(args.json, MARK)                   # refuse another benchmark's file before any work
+    if args.dataset != "mnist" and args.part != "speed":
+        p.error(f"--dataset {args.dataset} goes with the speed part only; the other parts measure MNIST")
+    name = args.part if args.dataset == "mnist" else f"{args.part}_{args.dataset}"
     if args.part == "speed":
-        section = speed()
+        section = speed(dataset=args.dataset)
     elif args.part == "autoencoders":
         section = autoencoders(args.steps, args.n or 2000)
     else:
         section = generation(args.minutes, args.n or 1000)
-    write_section(args.json, MARK, args.part, section)
-    print(f"wrote the {args.part} section of {args.json}")
+    write_section(args.json, MARK, name, section)
+    print(f"wrote the {name} section of {args.json}")
 
 
 if __name__ == "__main__":
