@@ -29,6 +29,15 @@ def test_a_shipped_latent_card_names_its_autoencoder_and_its_scale(name):
     check_card(card)
 
 
+def test_cifar10_latent_is_measured_at_the_n_of_its_reconstruction_floor():
+    """Lesson 10 compares cifar10_latent's FIDs with cifar10_autoencoder's reconstruction FID "at the same n"."""
+    evaluation = pretrained.model_card("cifar10_latent")["evaluation"]
+    rows = [evaluation[key] for key in evaluation if key.startswith("guidance_")]
+    assert len(rows) == 3 and {row["n"] for row in rows} == {evaluation["reconstruction_n"]} == {5000}
+    autoencoder = pretrained.model_card("cifar10_autoencoder")["evaluation"]
+    assert (autoencoder["n"], autoencoder["reconstruction_fid"]) == (5000, evaluation["reconstruction_fid"])
+
+
 def test_a_card_with_a_malformed_latent_is_refused():
     card = pretrained.model_card("mnist_latent")
     for bad in ({"autoencoder": "mnist_autoencoder"}, {"autoencoder": 3, "scale_factor": 1.0},
