@@ -3,11 +3,13 @@
 
     OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim [--n 500] [--steps 10 20 50]
         [--etas 0 0.5 1] [--no-strided] [--json docs/fast_sampling_table.json]
-    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim --n 5000 --steps 2 3 5 10 \\
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim --n 5000 --steps 2 3 5 10 20 \\
         --json docs/fast_sampling_table_n5000.json
+    OMP_NUM_THREADS=1 python benchmarks/fast_sampling.py --table ddim --model mnist_vlb --n 5000 --steps 5 10 \\
+        --etas --json docs/likelihood_fid_n5000_mnist_vlb.json   # lesson 8: strided DDPM, learned variance
 
 ``--table ddim`` (Song et al. 2021, Table 1 analogue): for every step count S and every eta,
-``n`` samples of ``mnist_cond`` (n/10 per class) with DDIM (Eq. 12) on the course's default
+``n`` samples of ``mnist_cond`` (or ``--model``; n/10 per class) with DDIM (Eq. 12) on the course's default
 spacing (``timesteps.spaced(T, S, "linspace")``), plus one row per S of strided DDPM (Nichol &
 Dhariwal 2021: ancestral steps on the same sub-sequence with beta_{t->s} = 1 - alpha-bar_t /
 alpha-bar_s). Every cell starts from the same x_T (and stochastic cells draw their step noise
@@ -32,7 +34,8 @@ entry in ``TABLES`` (e.g. the distillation ladder of a run of the recipe ``mnist
 command line, the JSON writer and the header are shared.
 
 Recorded figures: docs/benchmarks.md, docs/fast_sampling_table.json (n = 200, read by lesson 6; rows of
-FID and samples/s only, written before this script measured more) and docs/fast_sampling_table_n5000.json.
+FID and samples/s only, written before this script measured more) and docs/fast_sampling_table_n5000.json;
+lesson 8's learned variances at n = 5,000 in docs/likelihood_fid_n5000_MODEL.json.
 """
 import argparse
 import json
@@ -84,7 +87,7 @@ def table_ddim(model, schedule, args, log=print, partial=lambda result: None):
     result = dict(table="ddim", floor_fid=round(floor["fid"], 3), floor=rounded(floor), spacing="linspace",
                   clip_x0=True, rows=rows)
     for sampler, S, eta in cells:
-        key = f"mnist_cond-{sampler}{S}-eta{eta}-n{args.n}-seed{args.seed}-batch{args.batch}"
+        key = f"{args.model}-{sampler}{S}-eta{eta}-n{args.n}-seed{args.seed}-batch{args.batch}"
         images, _, seconds = cached(key, lambda: (draw(model, schedule, args.n, sampler, S, eta, args.seed,
                                                        args.device, batch=args.batch), labels))
         row = dict(sampler=sampler, S=S, eta=eta, **measure(images, labels, reference, seconds))
@@ -111,7 +114,7 @@ def table_ode(model, schedule, args, log=print, partial=lambda result: None):
     labels = torch.arange(10).repeat(args.n // 10 + 1)[:args.n]
     m, clip = args.reference_n, not args.no_clip
     tag = "" if clip else "-noclip"
-    exact, _, _ = cached(f"mnist_cond-ddim1000-eta0.0-n{m}-seed{args.seed}-batch{args.batch}{tag}",
+    exact, _, _ = cached(f"{args.model}-ddim1000-eta0.0-n{m}-seed{args.seed}-batch{args.batch}{tag}",
                          lambda: (draw(model, schedule, m, "ddim", 1000, 0.0, args.seed, args.device, batch=args.batch,
                                        clip=clip), labels[:m]))
     rows = []
@@ -122,7 +125,7 @@ def table_ode(model, schedule, args, log=print, partial=lambda result: None):
             S = (nfe + 1) // 2 if solver == "heun" else nfe
             if S < 2:
                 continue
-            key = f"mnist_cond-{solver}{S}-eta0.0-n{args.n}-seed{args.seed}-batch{args.batch}{tag}"
+            key = f"{args.model}-{solver}{S}-eta0.0-n{args.n}-seed{args.seed}-batch{args.batch}{tag}"
             images, _, seconds = cached(key, lambda: (draw(model, schedule, args.n, solver, S, 0.0, args.seed,
                                                            args.device, batch=args.batch, clip=clip), labels))
             distance = (images[:m] - exact).pow(2).flatten(1).mean(1).sqrt().mean().item()
@@ -147,6 +150,9 @@ TABLES = {"ddim": table_ddim, "ode": table_ode, "distillation": table_distillati
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", choices=sorted(TABLES), default="ddim")
+    p.add_argument("--model", default="mnist_cond",
+                   help="the shipped class-conditional MNIST model to sample (a learned-variance model's strided-DDPM "
+                        "rows use its own variance: lesson 8)")
     p.add_argument("--n", type=int, default=500, help="samples per cell (a multiple of 10)")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000], help="step counts S")
     p.add_argument("--etas", type=float, nargs="*", default=[0.0, 0.5, 1.0], help="DDIM eta values (none: strided DDPM only)")
@@ -175,10 +181,10 @@ def main(argv=None):
     machine = hardware(args.device)
     start = time.perf_counter()
     print(f"table {args.table}: n = {args.n} per cell, seed {args.seed}, {machine}", flush=True)
-    model, schedule = load_pretrained("mnist_cond", device=args.device)
+    model, schedule = load_pretrained(args.model, device=args.device)
 
     def write(result, complete=False):
-        result.update(n=args.n, seed=args.seed, batch=args.batch, model="mnist_cond", hardware=machine, complete=complete,
+        result.update(n=args.n, seed=args.seed, batch=args.batch, model=args.model, hardware=machine, complete=complete,
                       feature_network=FEATURES, torch=torch.__version__, wall_time_s=round(time.perf_counter() - start))
         if args.json:
             with open(args.json, "w") as f:

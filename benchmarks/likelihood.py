@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -258,8 +259,9 @@ def fid(args):
 
 
 def cards(args):
-    """Write the stored measurements (``--json`` of ``table``, ``--fid-json`` of ``fid``) into the
-    ``evaluation`` of each shipped learned-variance model's card; the weights are not touched."""
+    """Write the stored measurements (``--json`` of ``table``, ``--fid-json`` of ``fid``, and where it exists
+    ``docs/likelihood_fid_n5000_NAME.json``) into the ``evaluation`` of each shipped learned-variance model's
+    card; the weights are not touched."""
     table = json.load(open(args.json or "docs/likelihood_table.json"))
     fids = json.load(open(args.fid_json))
     for name in LEARNED:
@@ -289,6 +291,15 @@ def cards(args):
                     "by_steps": {str(S): [r["fid"] for r in own if r["steps"] == S]
                                  for S in sorted({r["steps"] for r in own})}},
         }
+        large = Path(f"docs/likelihood_fid_n5000_{name}.json")     # benchmarks/fast_sampling.py --model NAME
+        if large.exists():
+            large = json.loads(large.read_text())
+            card["evaluation"]["fid_n5000"] = {
+                "what": "the same sampler at n = 5,000, one x_T seed, references drawn at random from the test split, "
+                        "with FID extrapolated to infinite n (benchmarks/fast_sampling.py --model; docs/benchmarks.md §10)",
+                "n": large["n"], "floor": large["floor"]["fid"], "floor_fid_infinity": large["floor"]["fid_infinity"],
+                "by_steps": {str(r["S"]): {"fid": r["fid"], "fid_infinity": r["fid_infinity"], "kid": r["kid"],
+                                           "accuracy": r["accuracy"]} for r in large["rows"]}}
         card["description"] = DESCRIPTIONS[name] + " EMA weights stored in float16."
         print(name, write_card(path, card)["sha256"])
 

@@ -12,7 +12,7 @@
 # | profile | what runs | runtime on 2 CPU cores |
 # |---|---|---|
 # | ci, cpu, gpu (the same) | 10 samples per sampler at S = 10, inversion of 2 test images, one interpolation | about 2 min |
-# | the full FID table | `benchmarks/fast_sampling.py` (not run here; its stored table is read from `docs/fast_sampling_table.json`) | see docs/benchmarks.md |
+# | the full FID tables | `benchmarks/fast_sampling.py` (not run here; its stored tables are read from `docs/fast_sampling_table.json`, n = 200, and `docs/fast_sampling_table_n5000.json`) | see docs/benchmarks.md |
 #
 # **Study time:** about 1 h of reading, and about 40 min for the exercise (`exercises/06_fast_sampling.ipynb`).
 #
@@ -179,6 +179,23 @@ for S_grid in (2, 3, 5, 10):
 print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule.alpha_bars_with_0[1]):.5f}")
 
 # %% [markdown]
+# At $n = 200$ the floor is 1.18, and a sampler within a few tenths of it cannot be told from the data *at that n*: the
+# floor's own spread between draws is about 0.2. The same script measured the cells of $S \le 20$ again at
+# $n = 5{,}000$, where the floor falls to 0.049 (docs/benchmarks.md §10 explains why a small $n$ flatters samples less
+# diverse than the data). Beside FID it prints FID extrapolated to infinite $n$ (FID$_\infty$, a fit of
+# FID$(n)$ = FID$_\infty + k/n$ over subsets) and the class accuracy of the course classifier, which took no part:
+
+# %%
+large = json.loads((Path("..") / "docs" / "fast_sampling_table_n5000.json").read_text())
+floor = large["floor"]
+print(f"n = {large['n']} per cell, seed {large['seed']}, the same x_T in every cell; real-data floor at n = {large['n']}: "
+      f"FID {floor['fid']:.3f}, FID_inf {floor['fid_infinity']:.3f}")
+print(f"{'sampler':>13} {'S':>3} {'eta':>4} {'FID':>8} {'x floor':>8} {'FID_inf':>8} {'accuracy':>9}")
+for r in large["rows"]:
+    print(f"{r['sampler']:>13} {r['S']:>3} {'-' if r['eta'] is None else r['eta']:>4} {r['fid']:>8.3f} "
+          f"{r['fid'] / floor['fid']:>7.1f}x {r['fid_infinity']:>8.3f} {r['accuracy']:>9.1%}")
+
+# %% [markdown]
 # How to read the FID table. The floor is what two samples of *real* digits score against each other at this $n$, so a
 # cell at or under it is as close to the test set as real data can be shown to be here.
 #
@@ -196,14 +213,20 @@ print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule
 #   $\sigma(\eta = 1) = 0.9601$ of a noise level of 0.9603: $\eta = 1$ replaces almost all of the deterministic
 #   direction $\hat\epsilon$ (its coefficient falls to 0.0210) by fresh noise, and one step is left to remove it. At
 #   $S = 3$, $\eta = 0$ scores below $\eta = 1$ for every $x_T$ seed, by 0.1 to 0.3.
-# * **From $S = 5$ on every DDIM cell is at the floor of $n = 200$**, and from $S = 10$ the order even reverses ($\eta = 1$
-#   below $\eta = 0$ for every seed), but only below the floor, where $n = 200$ cannot call one sampler better. A larger
-#   $n$ can (docs/benchmarks.md §10: $n = 2{,}000$, the floor at the same $n$, references drawn at random): the floor
-#   falls to 0.194, $S = 5$ scores 0.472 ($\eta = 0$) and 0.541 ($\eta = 1$), 2.4× and 2.8× the floor, and $S = 10$ scores
-#   0.222 and 0.247 (1.1× and 1.3×). $\eta = 0$ beats $\eta = 1$ at $S = 3$, 5 and 10 there, on FID and on FID
-#   extrapolated to infinite $n$: there is no reversal, only a small $n$. $\eta = 0.5$ lies between them at $S = 3$ and 5
-#   and is best at $S = 10$ (0.210): a little fresh noise starts to help from about ten steps. At $S = 2$ the three are
-#   34.11, 34.14 and 34.32, as the 1% noise predicts. Song et al.'s large gaps are on CIFAR-10 and CelebA.
+# * **From $S = 5$ every DDIM cell of the $n = 200$ table is at its floor; at $n = 5{,}000$ none is.** There the floor
+#   is 0.049, and $S = 5$ scores 0.433, 0.439 and 0.527 ($\eta$ = 0, 0.5 and 1: 8.9 to 10.8× the floor), $S = 10$ 0.180,
+#   0.167 and 0.220 (3.4 to 4.5×), $S = 20$ 0.160, 0.147 and 0.138 (2.8 to 3.3×); FID$_\infty$ stays 0.05 to 0.45 above the
+#   floor's 0.001. The same samples cut into random subsets of 200 average 1.75 to 1.80 at $S = 5$, against the floor's
+#   1.17 ± 0.19 over draws: one draw of $n = 200$ cannot tell them from the data.
+# * **Which $\eta$ is best depends on $S$, and $n = 200$ had it backwards at $S = 10$.** At $S = 3$ and 5, $\eta = 0$ is
+#   best and $\eta = 1$ worst (2.71 against 2.95; 0.433 against 0.527): the paper's ordering. At $S = 10$, $\eta = 0.5$ is
+#   best (0.167) and $\eta = 1$ still worst (0.220, against 0.180 for $\eta = 0$), where the $n = 200$ table put $\eta = 1$
+#   lowest for every seed. At $S = 20$ the order has turned: $\eta = 1$ scores 0.138, $\eta = 0.5$ 0.147 and $\eta = 0$ 0.160,
+#   and KID and FID$_\infty$ agree (every cell starts from the same $x_T$). Fresh noise can wash out part of the error
+#   that earlier steps made, once the remaining steps are small enough to remove that noise again. On CIFAR-10 this comes
+#   much later: Song et al.'s Table 1 has $\eta = 0$ best at every $S$ up to 1,000 (6.84 against 18.36 for $\eta = 1$ at 20
+#   steps), and only the large-variance DDPM beats it, at 1,000 steps (3.17 against 4.04). At $S = 2$ the three are 34.60,
+#   34.63 and 34.81, as the 1% noise predicts.
 # * **The strided-DDPM row is the variant with $\sigma^2 = \beta_{t\to s}$**, Song et al.'s $\hat\sigma$ row. Its other
 #   variant, $\sigma^2 = \tilde\beta_{t\to s}$, *is* the $\eta = 1$ row (the same step, tested in `tests/test_steps.py`),
 #   so the gap between the two rows is the variance, not the striding. The two variances differ most on the step into
@@ -211,7 +234,8 @@ print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule
 #   $\beta_{t\to 0} = 1 - \bar\alpha_t/\bar\alpha_0$ is nearly the whole noise level at $t$. The strided chain therefore
 #   arrives at $t = 0$, where the network expects noise of 0.01, carrying fresh noise of standard deviation 1.0000,
 #   0.9603, 0.6918 and 0.3554 at $S = 2$, 3, 5 and 10 (the cell above; at $S = 2$, $\sigma^2 = \beta_{999\to 0} = 0.99996$),
-#   and the last call cannot remove it: FID 129, 100, 59 and 15.6. It reaches the floor only from $S = 50$.
+#   and the last call cannot remove it: FID 129, 100, 59 and 15.6 at $n = 200$; 127, 97, 57, 14.2 and 1.90 on
+#   $S = 2$ to 20 at $n = 5{,}000$. At $n = 200$ it reaches the floor from $S = 50$ (not measured at $n = 5{,}000$).
 
 # %% [markdown]
 # ## 6. DDIM inversion: encode, then decode
@@ -341,10 +365,10 @@ show_grid(torch.stack([originals] + paths), row_labels=["originals", "slerp", "l
 # ## What to take away
 #
 # * A network trained on T steps samples on S steps without retraining: only the step's two alpha-bars change.
-# * DDIM's $\eta$ chooses how much fresh noise each step adds. The paper's ordering (at few steps, $\eta = 0$ beats
-#   $\eta = 1$) shows on MNIST only at $S = 3$ (linspace grid $[999, 500, 0]$); at $S = 2$ ($[999, 0]$) $\eta$ only
-#   swaps 1% noise. From 5 steps every DDIM cell of the stored table ($n = 200$) is at the floor, but at $n = 2{,}000$ $\eta = 0$
-#   still beats $\eta = 1$ at $S = 5$ and 10, and $S = 5$ is 2.4× the floor.
+# * DDIM's $\eta$ chooses how much fresh noise each step adds. At few steps $\eta = 0$ beats $\eta = 1$ (the paper's ordering,
+#   on MNIST at $S = 3$, 5 and 10 at $n = 5{,}000$); at 20 steps the order turns and $\eta = 1$ is best. At $S = 2$
+#   ($[999, 0]$) $\eta$ only swaps 1% noise. From 5 steps every DDIM cell of the $n = 200$ table is at the floor; at
+#   $n = 5{,}000$ none is ($S = 5$ is about 9× the floor, $S = 20$ about 3×): a small $n$ hides what the large one ranks.
 # * $\eta = 0$ is an invertible map (up to discretisation): inversion is DDIM climbing, and it fails with clipping and
 #   strong guidance.
 # * Draws of $\mathcal N(0, I_d)$ live on a shell of radius $\sqrt d$; a straight-line midpoint of two of them lies inside

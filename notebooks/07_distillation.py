@@ -5,8 +5,8 @@
 #
 # A DDPM sampler (Algorithm 2 of Ho et al. 2020) calls the network T = 1000 times per sample. Lesson 6 cut that to
 # tens of calls without retraining: DDIM is a discretisation of an ODE, and on the shipped MNIST model it stays at the
-# FID floor of n = 200 down to S = 5 (lesson 6's linspace grid; at n = 2,000 that S = 5 is 2.4× the floor, S = 10 1.1×,
-# docs/benchmarks.md §10). On 1 or 2 steps it does not: each DDIM step moves along a straight line from an
+# FID floor of n = 200 down to S = 5 (lesson 6's linspace grid; at n = 5,000, where the floor is 0.049, that S = 5 is
+# 8.9× the floor and S = 10 3.7×, docs/benchmarks.md §10). On 1 or 2 steps it does not: each DDIM step moves along a straight line from an
 # estimate $\hat x_0$ that, at high noise, is a blurred average of many digits (sections 4 and 5 show it). **Progressive distillation** (Salimans & Ho 2022)
 # retrains the network so that one DDIM step of a *student* does what two DDIM steps of its *teacher* do, then lets the
 # student teach the next student: 128 → 64 → 32 → 16 → 8 → 4 → 2 → 1 steps.
