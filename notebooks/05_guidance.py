@@ -31,6 +31,8 @@ if "google.colab" in sys.modules:
 
 # %%
 import functools
+import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -339,7 +341,7 @@ print("classifier-free guidance at w = 4 is at least as accurate as the conditio
 bench = card["guidance_benchmark"]
 rows = bench["rows"]
 print(f"n = {bench['n']} per row ({bench['n'] // 10} per class), {bench['sampler']}, seed {bench['seed']}, "
-      f"{bench['device']} ({bench['threads']} thread); FID floor {bench['fid_floor']:.2f}, KID floor {bench['kid_floor']:.4f}, "
+      f"{bench['device']} ({bench['threads']} torch thread{'s' if bench['threads'] > 1 else ''}); FID floor {bench['fid_floor']:.2f}, KID floor {bench['kid_floor']:.4f}, "
       f"real diversity {bench['real_diversity']:.2f}")
 print(f"{'method':<46} {'strength':>8} {'FID':>7} {'KID':>8} {'accuracy':>8} {'diversity':>9}")
 for r in rows:
@@ -350,22 +352,13 @@ for r in rows:
 # the classifier, $\tilde\epsilon = \epsilon_\theta(x_t, y) - s\sqrt{1-\bar\alpha_t}\,\nabla_x \log f_\phi(y \mid x_t, t)$: in the
 # library `ClassifierGuidance(..., condition_model=True)`. By Bayes' rule the conditional model already holds the class
 # term once, so on the shared axis ADM-G at scale $s$ sits at $1 + s$, like CFG at $1 + w$: the same extra push, from the
-# separate classifier instead of the model's own. Its rows were measured with the settings of the table above (n = 200,
-# the same seed, $x_T$ and labels; the real-data floor at n = 200 came out at the same 1.18) and are written out here:
-
-# %%
-# ClassifierGuidance(d, guide, s, dataset="mnist", condition_model=True) with the code and settings of
-# benchmarks/guidance.py (DDIM-25, eta = 0, x0 clipped after guidance, seed 0, n = 200, 20 per class), on a 2-core
-# Intel Xeon cloud CPU shared with other jobs, one torch thread, torch 2.14.1: 17 min for the four rows, floor included.
-adm_g_rows = [dict(method="classifier, s, conditional model (ADM-G)", strength=s, fid=f, kid=k, accuracy=a, diversity=d)
-              for s, f, k, a, d in [(1.0, 1.098, -0.0038, 0.985, 2.344), (2.0, 1.082, -0.0041, 0.995, 2.164),
-                                    (4.0, 1.086, -0.0040, 1.000, 2.027), (8.0, 1.127, -0.0037, 1.000, 1.938)]]
-for r in adm_g_rows:
-    print(f"{r['method']:<46} {r['strength']:>8.2f} {r['fid']:>7.2f} {r['kid']:>8.4f} {r['accuracy']:>8.3f} {r['diversity']:>9.2f}")
+# separate classifier instead of the model's own. The sweep measured it with the same settings (the same seed, $x_T$
+# and labels) and stored its rows with the others, in the table above; the figure draws them beside the two methods:
 
 # %%
 cfg_rows = [r for r in rows if r["method"].startswith("classifier-free")]
 cg_rows = [r for r in rows if r["method"] == "classifier, s, unconditional model"]
+adm_g_rows = [r for r in rows if r["method"] == "classifier, s, conditional model (ADM-G)"]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharex=True)
 for key, ax, ylabel in zip(("accuracy", "fid", "diversity"), axes, ("class accuracy (clean judge)", "FID (course features)", "within-class feature distance")):
     ax.plot([scale_from_w(r["strength"]) for r in cfg_rows], [r[key] for r in cfg_rows], "o-", label="classifier-free, s = 1 + w")
@@ -378,8 +371,23 @@ axes[2].axhline(bench["real_diversity"], color="gray", ls=":", label="real test 
 axes[0].legend(fontsize=7, loc="lower right")
 for ax in axes[1:]:
     ax.legend(handles=ax.lines[-1:], fontsize=7, loc="upper right")       # the grey reference line
-plt.suptitle(f"MNIST, mnist_cond, n = {bench['n']} per point, same seeds; stored by benchmarks/guidance.py (ADM-G: this lesson)")
+plt.suptitle(f"MNIST, mnist_cond, n = {bench['n']} per point, same seeds; stored by benchmarks/guidance.py")
 plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# At $n = 200$ the floor is 1.18 and moves by about 0.2 between draws, so most rows above cannot be told apart, nor
+# from the data. The same script measured six of them again at $n = 5{,}000$, where the floor is 0.049
+# (`benchmarks/guidance.py --large`; docs/benchmarks.md §10), with FID extrapolated to infinite $n$ (FID$_\infty$) beside FID:
+
+# %%
+large = json.loads((Path("..") / "docs" / "guidance_table_n5000.json").read_text())
+print(f"n = {large['n']} per row, {large['sampler']}, seed {large['seed']}; real-data floor at n = {large['n']}: "
+      f"FID {large['fid_floor']:.3f}, FID_inf {large['floor']['fid_infinity']:.3f}; real digits' within-class spread "
+      f"{large['real_diversity']:.2f}")
+print(f"{'method':<42} {'strength':>8} {'FID':>7} {'x floor':>8} {'FID_inf':>8} {'accuracy':>9} {'diversity':>9}")
+for r in large["rows"]:
+    print(f"{r['method']:<42} {r['strength']:>8.2f} {r['fid']:>7.3f} {r['fid'] / large['fid_floor']:>7.1f}x "
+          f"{r['fid_infinity']:>8.3f} {r['accuracy']:>9.1%} {r['diversity']:>9.2f}")
 
 # %% [markdown]
 # **What the numbers show** (n = 200 per point, so read FID differences of a few tenths as noise: the floor
@@ -387,31 +395,33 @@ plt.tight_layout(); plt.show()
 #
 # * **Accuracy rises and diversity falls with the scale, for both methods.** Classifier guidance takes the
 #   unconditional model from chance (11%) to about 96% at $s = 4$; classifier-free guidance starts from the
-#   conditional model's 97.5% and reaches 100% at $w = 0.5$. (At $s = 0$ the label is ignored, so the
+#   conditional model's 98% and reaches 100% at $w = 0.5$. (At $s = 0$ the label is ignored, so the
 #   "within-class" spread there is that of all digits together.)
-# * **The unguided conditional model's FID is already at the floor of $n = 200$** (about 1.15 against 1.18): MNIST digits
-#   are easy, and this model is good. A larger $n$ confirms it on these 25 steps: at $n = 2{,}000$ (floor 0.194,
-#   docs/benchmarks.md §10) the unguided model scores 0.174, FID extrapolated to infinite $n$ −0.004 against the floor's
-#   0.006, while on 8 steps it is 3.8× the floor at $n = 5{,}000$. At $n = 200$ the guided arms' differences of a few
-#   tenths are unresolved; at $n = 2{,}000$ (the same sampler and seed, docs/benchmarks.md §10,
-#   `docs/guidance_table_n2000.json`) they are not: CFG at $w = 1$ scores 0.333 (1.7× the floor) with 99.95% accuracy,
-#   $w = 4$ scores 0.771 (4.0×) with 100%, both with a within-class spread below the real digits' (1.85 and 1.61
-#   against 2.36). So guidance buys accuracy with FID at this $n$, and narrows each class: guidance cannot improve
-#   FID here, and $w = 4$ is clearly worse. Classifier guidance of the unconditional model at $s = 4$ scores 0.528
-#   (2.7×) with 94.5% accuracy at $n = 2{,}000$ (about 96% at $n = 200$), still below the unguided conditional model.
-# * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (3.3 against 2.4 unguided),
+# * **The unguided conditional model is at the floor of $n = 200$ (1.16 against 1.18), but not at $n = 5{,}000$.** There it
+#   scores 0.148, 3.0× the floor of 0.049, with FID$_\infty$ 0.073 against the floor's 0.001: about where lesson 6's DDIM
+#   on 20 steps stands (0.160). At $n = 2{,}000$ it had looked level with the floor (0.174 against 0.194; the same
+#   samples' random subsets of 2,000 average 0.221 against the floor's 0.154). MNIST digits are easy and this model is
+#   good, but not indistinguishable from the data.
+# * **Guidance buys accuracy with FID and narrows each class.** At $n = 5{,}000$ CFG at $w = 1$ scores 0.323 (6.6× the
+#   floor, FID$_\infty$ 0.221) with 99.98% accuracy, against 0.148 and 97.1% unguided, and its within-class spread falls to
+#   1.85 against the real digits' 2.37: fewer kinds of each digit. At $n = 2{,}000$ (docs/benchmarks.md §10, not repeated
+#   at 5,000) $w = 4$ scores 0.771 (4.0× the floor there) with 100% and a spread of 1.61, and classifier guidance of the
+#   unconditional model at $s = 4$ scores 0.528 (2.7×) with 94.5% accuracy, still below the unguided conditional model.
+#   Guidance cannot improve FID here: the conditional model is already the closest to the data.
+# * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (2.9 against 2.5 unguided),
 #   as Dhariwal & Nichol found on ImageNet: a learned classifier's gradient at scale 1 is not the exact Bayes term
 #   of section 2, and it takes a larger scale (4–8) to match the conditional model's accuracy.
 # * The x-axis is shared, but the two methods are not the same at the same $s$: CFG's "classifier" is the model
 #   itself, classifier guidance's is a separate 0.24M-parameter network.
-# * **Guiding the conditional model works best of the classifier arms.** ADM-G keeps FID at or below the
-#   conditional model's at every scale measured (1.08–1.13 against 1.15), and reaches 100% accuracy at $s = 4$, where
-#   guiding the unconditional model gets 96% at FID 1.45. Its diversity falls the same way as CFG's (2.34 at $s = 1$ to
-#   1.94 at $s = 8$, against 2.36 for real digits). Beside CFG it is no better: CFG at $w = 0.5$ gives FID 1.01 and 100%
-#   without a second network. At n = 200 these FID differences are within the noise (a few tenths); the accuracies and
-#   the diversity trend are the robust part. At $n = 2{,}000$ ADM-G at $s = 1$ is level with the unguided model (FID
-#   0.179 against 0.174, both below the floor's 0.194) at 99.5% accuracy, and classifier guidance of the unconditional
-#   model at $s = 1$ is far from the data (1.620, 8.3× the floor, 61.6% accuracy).
+# * **Guiding the conditional model works best of the classifier arms.** At $n = 200$ ADM-G's FID stays within the noise
+#   of the conditional model's at every scale (1.09 to 1.19 against 1.16), and it reaches 100% accuracy from $s = 2$,
+#   where guiding the unconditional model gets 95.5% at $s = 4$ (FID 1.47). Its diversity falls the same way as CFG's
+#   (2.30 at $s = 1$ to 1.98 at $s = 8$, against 2.36 for real digits). Beside CFG it is no better: CFG at $w = 0.5$
+#   gives FID 1.09 and 100% without a second network. At $n = 5{,}000$ ADM-G at $s = 1$ is level with the unguided model
+#   on FID (0.150 against 0.148; FID$_\infty$ 0.068 against 0.073) at 99.6% accuracy against 97.1%, with a narrower
+#   spread (2.22 against 2.68): a push of one unit from the separate classifier costs no measurable FID here, where one
+#   unit of CFG ($w = 1$) doubles it. Classifier guidance of the unconditional model at $s = 1$ is far from the data
+#   ($n = 2{,}000$: 1.620, 8.3× the floor, 61.6% accuracy).
 # * **Negative KIDs are not a bug.** KID is an *unbiased* estimate of a squared distance (the MMD² between the feature
 #   distributions, `docs/metrics.md`): its mean over repeated draws is the true value, which is $\ge 0$, but one estimate
 #   scatters around it and goes below 0 when the true value is smaller than its noise. The floor itself, real
