@@ -376,7 +376,7 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # At $n = 200$ the floor is 1.18 and moves by about 0.2 between draws, so most rows above cannot be told apart, nor
-# from the data. The same script measured six of them again at $n = 5{,}000$, where the floor is 0.049
+# from the data. The same script measured four of them again at $n = 5{,}000$, where the floor is 0.049
 # (`benchmarks/guidance.py --large`; docs/benchmarks.md §10), with FID extrapolated to infinite $n$ (FID$_\infty$) beside FID:
 
 # %%
@@ -404,9 +404,10 @@ for r in large["rows"]:
 #   good, but not indistinguishable from the data.
 # * **Guidance buys accuracy with FID and narrows each class.** At $n = 5{,}000$ CFG at $w = 1$ scores 0.323 (6.6× the
 #   floor, FID$_\infty$ 0.221) with 99.98% accuracy, against 0.148 and 97.1% unguided, and its within-class spread falls to
-#   1.85 against the real digits' 2.37: fewer kinds of each digit. At $n = 2{,}000$ (docs/benchmarks.md §10, not repeated
-#   at 5,000) $w = 4$ scores 0.771 (4.0× the floor there) with 100% and a spread of 1.61, and classifier guidance of the
-#   unconditional model at $s = 4$ scores 0.528 (2.7×) with 94.5% accuracy, still below the unguided conditional model.
+#   1.85 against the real digits' 2.37: fewer kinds of each digit. $w = 4$ goes further: 0.783 (16.0× the floor)
+#   with a spread of 1.60. At $n = 2{,}000$ (docs/benchmarks.md §10, not repeated at 5,000) classifier guidance of the
+#   unconditional model at $s = 4$ scores 0.528 (2.7× the floor there) with 94.5% accuracy, still below the unguided
+#   conditional model.
 #   Guidance cannot improve FID here: the conditional model is already the closest to the data.
 # * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (2.9 against 2.5 unguided),
 #   as Dhariwal & Nichol found on ImageNet: a learned classifier's gradient at scale 1 is not the exact Bayes term
