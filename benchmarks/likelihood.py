@@ -291,9 +291,9 @@ def cards(args):
                     "by_steps": {str(S): [r["fid"] for r in own if r["steps"] == S]
                                  for S in sorted({r["steps"] for r in own})}},
         }
-        large = Path(f"docs/likelihood_fid_n5000_{name}.json")     # benchmarks/fast_sampling.py --model NAME
-        if large.exists():
-            large = json.loads(large.read_text())
+        large_path = Path(f"docs/likelihood_fid_n5000_{name}.json")     # benchmarks/fast_sampling.py --model NAME
+        if large_path.exists():
+            large = json.loads(large_path.read_text())
             card["evaluation"]["fid_n5000"] = {
                 "what": "the same sampler at n = 5,000, one x_T seed, references drawn at random from the test split, "
                         "with FID extrapolated to infinite n (benchmarks/fast_sampling.py --model; docs/benchmarks.md §10)",

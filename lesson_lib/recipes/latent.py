@@ -14,8 +14,9 @@ The U-Net is the pixel model's innermost level: the preset "mnist" runs 28 -> 14
 latents are not confined to [-1, 1]).
 
 ``cifar10_latent`` is the same recipe on ``cifar10_autoencoder``'s 8x8x8 latents, with a U-Net of two
-levels (8 -> 4, widths 64-128, attention at 4x4, no dropout: 13 epochs do not overfit). Flipping a latent is not flipping its image, so the
-training set is encoded twice, as it is and flipped left to right (the flips the pixel models take).
+levels (8 -> 4, widths 64-128, attention at 4x4, no dropout: 13 epochs do not overfit). Flipping a latent
+is not flipping its image, so the training set is encoded twice, as it is and flipped left to right (the
+flips the pixel models take).
 
 ``mnist_latent_flow`` (lesson 13) is mnist_latent's recipe with flow matching for L_simple: the same U-Net
 (built to predict a velocity), data and Trainer, the objective :class:`~lesson_lib.diffusion.flow_matching.FlowMatching`
