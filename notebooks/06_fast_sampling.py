@@ -29,12 +29,11 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import math
-from importlib import resources
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import show_grid
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.denoiser import ClipX0, Denoiser, Prediction
@@ -133,7 +132,7 @@ show_grid(torch.stack(list(rows.values())), row_labels=list(rows), col_labels=[s
 # `benchmarks/fast_sampling.py` on a 2-core CPU; what it covers (and what it leaves out, for CPU time) is printed with it.
 
 # %%
-path = Path("..") / "docs" / "fast_sampling_table.json"
+path = course_file("docs/fast_sampling_table.json")
 table = json.loads(path.read_text())
 print(f"n = {table['n']} per cell, seed {table['seed']}, spacing {table['spacing']}, x0_hat clipped: {table['clip_x0']}")
 print(f"real-data floor at n = {table['n']}: FID {table['floor_fid']:.2f}")
@@ -186,7 +185,7 @@ print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule
 # FID$(n)$ = FID$_\infty + k/n$ over subsets) and the class accuracy of the course classifier, which took no part:
 
 # %%
-large = json.loads((Path("..") / "docs" / "fast_sampling_table_n5000.json").read_text())
+large = json.loads(course_file("docs/fast_sampling_table_n5000.json").read_text())
 floor = large["floor"]
 print(f"n = {large['n']} per cell, seed {large['seed']}, the same x_T in every cell; real-data floor at n = {large['n']}: "
       f"FID {floor['fid']:.3f}, FID_inf {floor['fid_infinity']:.3f}")

@@ -39,11 +39,11 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import scatter_2d, show_grid
 from lesson_lib.data.images import load_mnist
 from lesson_lib.data.toy import swiss_roll
@@ -360,7 +360,7 @@ show_grid(torch.stack(columns, dim=1), row_labels=[str(k) for k in range(10)], c
 # samples. The table is stored in `docs/distillation_table.json`.
 
 # %%
-table = json.loads((Path("..") / "docs" / "distillation_table.json").read_text())
+table = json.loads(course_file("docs/distillation_table.json").read_text())
 floor_fid = table["floor"]
 rows = {r["calls"]: r for r in table["rows"]}
 print(f"n = {table['n']} samples per cell; real-vs-real FID floor at n = {table['n']}: {floor_fid:.2f}")

@@ -32,11 +32,11 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import show_images
 from lesson_lib.data.images import load_mnist
 from lesson_lib.diffusion.denoiser import Denoiser
@@ -50,7 +50,6 @@ profile = current_profile()
 SIZE = {"ci": dict(n=64, K=4), "cpu": dict(n=256, K=8), "gpu": dict(n=1000, K=16)}[profile]
 device = "cuda" if profile == "gpu" and torch.cuda.is_available() else "cpu"
 print("profile:", profile, SIZE)
-DOCS = Path("..") / "docs"
 fixed, schedule = load_pretrained("mnist_cond")
 learned, _ = load_pretrained("mnist_learned_variance")
 vlb, _ = load_pretrained("mnist_vlb")
@@ -243,7 +242,7 @@ for (name, variance), r in live.items():
 # scored again with **every** timestep ($T$ network calls per image, another seed), which leaves little Monte Carlo noise.
 
 # %%
-ext = json.loads((DOCS / "likelihood_table.json").read_text())["extremes"]
+ext = json.loads(course_file("docs/likelihood_table.json").read_text())["extremes"]
 show_images(x_test[ext["index"]], nrow=6,
             titles=[f"K = 32: {k:.2f}\nall t: {a:.2f}" for k, a in zip(ext["K_estimate"], ext["all_timesteps"])],
             suptitle=f"bits/dim of six test digits, {ext['model']} / {ext['variance']} "
@@ -267,7 +266,7 @@ print("every timestep:      ", [f"{v:.2f}" for v in ext["all_timesteps"]])
 # histogram shared by all pixels, both with a Laplace pseudo-count of 1), and published MNIST figures of normalizing flows.
 
 # %%
-table = json.loads((DOCS / "likelihood_table.json").read_text())
+table = json.loads(course_file("docs/likelihood_table.json").read_text())
 print(f"the first n test images (n below, baselines on {table['n']}), K = {table['K']}, seed {table['seed']}, "
       f"x0_hat clipped: {table['clip_x0']}, {table['conditioning']}")
 print(f"{'model':24s} {'variance':10s} {'n':>5s} {'bits/dim':>8s} {'+-SE':>6s} {'L_0':>6s} {'sum L_t':>8s} {'prior L_T':>10s} "
@@ -480,7 +479,7 @@ print(f"the floor (edge means free) is 0.1 bits/dim or less up to sigma = {wides
 # the course feature network against S, per seed, beside the real-data floor at the same n).
 
 # %%
-fid = json.loads((DOCS / "likelihood_fid.json").read_text())
+fid = json.loads(course_file("docs/likelihood_fid.json").read_text())
 fig, ax = plt.subplots(figsize=(7, 4))
 arms = sorted({(r["model"], r["variance"]) for r in fid["rows"]})
 for model_name, variance in arms:
@@ -512,11 +511,11 @@ plt.tight_layout(); plt.show()
 # the model's own variance), from the same $x_T$:
 
 # %%
-n5000 = json.loads((DOCS / "fast_sampling_table_n5000.json").read_text())
+n5000 = json.loads(course_file("docs/fast_sampling_table_n5000.json").read_text())
 arms_n5000 = {"mnist_cond, beta": [r for r in n5000["rows"] if r["sampler"] == "strided_ddpm"],
               "mnist_cond, beta_tilde": [r for r in n5000["rows"] if r["sampler"] == "ddim" and r["eta"] == 1.0]}
 for name in ("mnist_learned_variance", "mnist_vlb"):
-    arms_n5000[f"{name}, learned"] = json.loads((DOCS / f"likelihood_fid_n5000_{name}.json").read_text())["rows"]
+    arms_n5000[f"{name}, learned"] = json.loads(course_file(f"docs/likelihood_fid_n5000_{name}.json").read_text())["rows"]
 floor_5000 = n5000["floor"]
 print(f"n = {n5000['n']} per cell; real-data floor at n = {n5000['n']}: FID {floor_5000['fid']:.3f}, "
       f"FID_inf {floor_5000['fid_infinity']:.3f}")

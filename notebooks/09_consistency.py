@@ -35,11 +35,11 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import scatter_2d, show_grid
 from lesson_lib.data.toy import swiss_roll
 from lesson_lib.diffusion.consistency import (ConsistencyDistillation, boundary_scalings, consistency_function,
@@ -395,7 +395,7 @@ show_grid(torch.stack(columns, dim=1), row_labels=[str(k) for k in range(10)], c
 # the same classifier's, which took no part in training any of them.
 
 # %%
-table = json.loads((Path("..") / "docs" / "distillation_table_n5000.json").read_text())
+table = json.loads(course_file("docs/distillation_table_n5000.json").read_text())
 floor_fid = table["floor"]["fid"]
 rows = {r["calls"]: r for r in table["rows"]}
 arms = {"ddim_mnist_cond": "DDIM of mnist_cond (eps)", "ddim_v_teacher": "DDIM of mnist_v_teacher",

@@ -39,11 +39,11 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import show_grid
 from lesson_lib.data.images import load_dataset, uint8_to_float
 from lesson_lib.data.latents import encode_dataset, encode_means, latent_decoder, scale_factor
@@ -369,7 +369,7 @@ print(f"the autoencoder's reconstruction FID (the latent model's floor): {le['re
 # The autoencoders of $f = 2$ and $f = 4$ trained 2,000 steps each with the same settings; the shipped one 12,000.
 
 # %%
-table = json.loads((Path("..") / "docs" / "latent_table.json").read_text())
+table = json.loads(course_file("docs/latent_table.json").read_text())
 speed = {row["factor"]: row for row in table["speed"]["rows"]}
 autoencoders = {row["factor"]: row for row in table["autoencoders"]["rows"]}
 print(f"{'f':>2} {'latent':>8} {'PSNR':>8} {'rec. FID':>9} {'train img/s':>12} {'sample img/s':>13}")

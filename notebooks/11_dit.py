@@ -51,12 +51,12 @@ if "google.colab" in sys.modules:
 import json
 import math
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import show_grid
 from lesson_lib.data.images import load_dataset, uint8_to_float
 from lesson_lib.diffusion.forward import q_sample, v_from_x0_eps
@@ -445,8 +445,8 @@ for r, b in enumerate((0, len(dit.blocks) - 1)):
     for ax in axes[r]:
         ax.set_xticks([])
         ax.set_yticks([])
-fig.suptitle(f"where one query token (red square, +) looks: its attention weights over the 49 patches of x_t "
-             f"(drawn over the clean digit)", fontsize=10)
+fig.suptitle("where one query token (red square, +) looks: its attention weights over the 49 patches of x_t "
+             "(drawn over the clean digit)", fontsize=10)
 plt.show()
 
 # %% [markdown]
@@ -500,7 +500,7 @@ for b, w in enumerate(weights):
 # samples without guidance (every class equally often) beside the real-data floor at the same $n$.
 
 # %%
-table = json.loads((Path("..") / "docs" / "dit_table.json").read_text())
+table = json.loads(course_file("docs/dit_table.json").read_text())
 patch_rows = table["patches"]["rows"]
 print(f"{table['patches']['settings']}; {table['patches']['sampler']}; {table['patches']['hardware']}")
 print(f"{'arm':<19} {'tokens':>6} {'parameters':>11} {'GFLOPs':>7} {'FID':>7} {'floor':>6} {'KID':>8} {'accuracy':>9}")

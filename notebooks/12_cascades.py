@@ -45,13 +45,13 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import show_grid
 from lesson_lib.data.images import load_dataset, uint8_to_float
 from lesson_lib.diffusion.cascade import (AugmentedLSimple, LowResCondition, aug_steps, augment, cascade_sample,
@@ -64,7 +64,6 @@ torch.set_num_threads(1)
 profile = current_profile()
 print("profile:", profile)
 started = time.time()
-DOCS = Path("..") / "docs"
 STEPS = {"ci": 20, "cpu": 50, "gpu": 50}[profile]     # DDIM steps per stage for the live cascade (section 3)
 LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)
 test_images, test_labels, _ = load_dataset("mnist", "test", as_uint8=True)
@@ -363,7 +362,7 @@ for s in (0.0, 0.2):
 # %%
 ROWS = ["SR of real 14-px test digits (s = 0)", "cascade, SR trained without augmentation",
         *[f"cascade, SR with augmentation, sampled at s = {s:g}" for s in LEVELS], "direct 28-px model (mnist_cond)"]
-measured = json.loads((DOCS / "cascade_table.json").read_text())
+measured = json.loads(course_file("docs/cascade_table.json").read_text())
 part = measured["table"]
 rows = {r["row"]: r for r in part["rows"]}
 print(f"{part['sampler']}; n = {part['n']:,}; real-data floor FID {part['fid_floor']:.3f}; {part['hardware']}; "
@@ -490,7 +489,7 @@ for name in (ROWS[1], "cascade, SR with augmentation, sampled at s = 0", ROWS[-1
 # SR arm; the direct model's row (last) is other digits of the same classes.
 
 # %%
-kept = dict(np.load(DOCS / "cascade_samples.npz"))
+kept = dict(np.load(course_file("docs/cascade_samples.npz")))
 to_float = lambda a: torch.from_numpy(a).float() / 127.5 - 1
 arms = [("base 14-px samples", "base sample\n14 px (doubled)"), (ROWS[1], "SR without\naugmentation")]
 arms += [(f"cascade, SR with augmentation, sampled at s = {s:g}", f"SR with aug.\ns = {s:g}") for s in LEVELS]

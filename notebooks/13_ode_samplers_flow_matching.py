@@ -53,11 +53,11 @@ import inspect
 import json
 import math
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.course.plotting import show_grid
 from lesson_lib.diffusion.denoiser import Denoiser, Prediction
 from lesson_lib.diffusion.flow_matching import (FlowGrid, flow_euler_step, flow_sample, flow_time, logit_normal,
@@ -77,13 +77,14 @@ torch.set_num_threads(1)
 profile = current_profile()
 print("profile:", profile)
 started = time.time()
-DOCS = Path("..") / "docs"
 
 
 def read_table(name):
     """A measured table from docs/, or None while the benchmark has not written it."""
-    table = DOCS / name
-    return json.loads(table.read_text()) if table.exists() else None
+    try:
+        return json.loads(course_file(f"docs/{name}").read_text())
+    except FileNotFoundError:
+        return None
 
 # %% [markdown]
 # ## 1. The probability-flow ODE, and DDIM as its Euler step

@@ -87,3 +87,57 @@ def test_sync_readme_rewrites_only_the_badge_links(tmp_path):
     assert readme.read_text() == "# course\n" + line.replace(
         "https://colab.research.google.com/github/old/name/blob/dev/notebooks/01_forward_process.ipynb",
         colab.badge_url("notebooks/01_forward_process.ipynb"))
+
+
+def test_course_file_prefers_the_checkout(tmp_path):
+    (tmp_path / "repo" / "docs").mkdir(parents=True)
+    (tmp_path / "repo" / "docs" / "t.json").write_text("{}")
+    found = colab.course_file("docs/t.json", checkout=tmp_path / "repo", base_url="file:///nonexistent",
+                              cache=tmp_path / "cache")
+    assert found == tmp_path / "repo" / "docs" / "t.json"
+    assert not (tmp_path / "cache").exists()                       # nothing fetched
+
+
+def test_course_file_without_a_checkout_fetches_once_and_keeps_it(tmp_path):
+    remote = tmp_path / "remote"
+    (remote / "docs").mkdir(parents=True)
+    (remote / "docs" / "t.json").write_text('{"n": 5000}')
+    ask = lambda: colab.course_file("docs/t.json", checkout=tmp_path / "nowhere",        # noqa: E731
+                                    base_url=remote.as_uri(), cache=tmp_path / "cache")
+    first = ask()
+    assert first == tmp_path / "cache" / "docs" / "t.json" and first.read_text() == '{"n": 5000}'
+    (remote / "docs" / "t.json").unlink()                          # the second call reads the kept copy
+    assert ask().read_text() == '{"n": 5000}'
+    assert [p.name for p in (tmp_path / "cache" / "docs").iterdir()] == ["t.json"]   # no partial file left
+
+
+def test_course_file_names_both_places_and_the_fix_when_neither_has_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"docs/missing\.json.*clone of https://github\.com/"):
+        colab.course_file("docs/missing.json", checkout=tmp_path, base_url=(tmp_path / "remote").as_uri(),
+                          cache=tmp_path / "cache")
+
+
+def test_course_file_fetches_from_the_repository_and_branch_of_the_constants(tmp_path, monkeypatch):
+    asked = []
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        raise colab.urllib.error.URLError("offline")
+    monkeypatch.setattr(colab.urllib.request, "urlopen", urlopen)
+    with pytest.raises(FileNotFoundError):
+        colab.course_file("docs/t.json", checkout=tmp_path, cache=tmp_path / "cache")
+    assert asked == [f"https://raw.githubusercontent.com/{colab.REPOSITORY}/{colab.BRANCH}/docs/t.json"]
+
+
+def test_every_file_a_notebook_reads_from_the_repository_exists_and_goes_through_course_file():
+    """A lesson on Colab has no checkout: what it reads from docs/ must come through course_file (which fetches it),
+    and must be committed under the name it asks for."""
+    import re
+    asked = set()
+    for path in sorted((ROOT / "notebooks").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"""Path\(["']\.\.["']\)""", text), f"{path.name} reads the checkout directly"
+        asked |= set(re.findall(r"""course_file\(f?["']([^"'{]+)["']\)""", text))
+    assert asked, "no notebook reads a stored file: this test would check nothing"
+    missing = sorted(name for name in asked if not (ROOT / name).exists())
+    assert not missing, missing

@@ -20,12 +20,19 @@ URL change, in place, byte for byte; outputs are untouched, so no notebook needs
 ``sync`` then leaves ``python -m lesson_lib.course.assignments check`` passing, since the same
 edit is made to a solution and to the exercise generated from it. A notebook in ``notebooks/``
 must carry a badge in its first markdown cell; solutions and exercises may carry none.
+
+Colab installs ``lesson_lib`` alone, without the repository around it, so a lesson that reads a
+measured table from ``docs/`` asks :func:`course_file` for it: the checkout's copy where the notebook
+sits in one, else a copy fetched once from the same repository and branch.
 """
 
 import argparse
 import json
+import os
 import re
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPOSITORY = "ddpm-course/ddpm-course"
@@ -57,6 +64,36 @@ def install_spec(repository=None, branch=None):
     branch = branch or BRANCH
     ref = "" if branch == DEFAULT_BRANCH else f"@{branch}"
     return f"lesson_lib @ git+https://github.com/{repository or REPOSITORY}{ref}"
+
+
+def course_file(relative, checkout="..", base_url=None, cache=None):
+    """The local path of the repository's file ``relative`` (e.g. ``"docs/dit_table.json"``).
+
+    A notebook runs in a folder of the checkout (``notebooks/``), so the file is first looked for under
+    ``checkout`` (``..``). Without a checkout (Colab) it is fetched once from ``base_url`` (default: the raw
+    files of ``REPOSITORY`` at ``BRANCH`` on GitHub) into ``cache`` (default: ``~/.cache/lesson_lib/course``,
+    as :func:`lesson_lib.data.images.default_cache_dir` says) and read from there afterwards. Raises
+    FileNotFoundError, naming both places and the fix, when neither has it."""
+    local = Path(checkout) / relative
+    if local.exists():
+        return local
+    from ..data.images import default_cache_dir
+    kept = Path(cache or Path(default_cache_dir()) / "course") / relative
+    if kept.exists():
+        return kept
+    url = (base_url or f"https://raw.githubusercontent.com/{REPOSITORY}/{BRANCH}/").rstrip("/") + "/" + relative
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            content = response.read()
+    except (urllib.error.URLError, OSError) as error:
+        raise FileNotFoundError(f"{relative} is neither in the checkout ({local.resolve()}) nor to be fetched from "
+                                f"{url} ({error}). Run the notebook from the notebooks/ folder of a clone of "
+                                f"https://github.com/{REPOSITORY}, or connect to the internet.") from error
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    partial = kept.with_name(kept.name + f".{os.getpid()}.part")     # a cut-short fetch never looks complete
+    partial.write_bytes(content)
+    partial.replace(kept)
+    return kept
 
 
 def install_cell(repository=None, branch=None):
