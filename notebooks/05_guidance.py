@@ -32,11 +32,11 @@ if "google.colab" in sys.modules:
 # %%
 import functools
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from lesson_lib.course.colab import course_file
 from lesson_lib.data.images import load_dataset, make_grid_image
 from lesson_lib.diffusion.denoiser import Denoiser
 from lesson_lib.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, scale_from_w, w_from_scale
@@ -376,11 +376,11 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # At $n = 200$ the floor is 1.18 and moves by about 0.2 between draws, so most rows above cannot be told apart, nor
-# from the data. The same script measured four of them again at $n = 5{,}000$, where the floor is 0.049
+# from the data. The same script measured six of them again at $n = 5{,}000$, where the floor is 0.049
 # (`benchmarks/guidance.py --large`; docs/benchmarks.md §10), with FID extrapolated to infinite $n$ (FID$_\infty$) beside FID:
 
 # %%
-large = json.loads((Path("..") / "docs" / "guidance_table_n5000.json").read_text())
+large = json.loads(course_file("docs/guidance_table_n5000.json").read_text())
 print(f"n = {large['n']} per row, {large['sampler']}, seed {large['seed']}; real-data floor at n = {large['n']}: "
       f"FID {large['fid_floor']:.3f}, FID_inf {large['floor']['fid_infinity']:.3f}; real digits' within-class spread "
       f"{large['real_diversity']:.2f}")
@@ -405,9 +405,9 @@ for r in large["rows"]:
 # * **Guidance buys accuracy with FID and narrows each class.** At $n = 5{,}000$ CFG at $w = 1$ scores 0.323 (6.6× the
 #   floor, FID$_\infty$ 0.221) with 99.98% accuracy, against 0.148 and 97.1% unguided, and its within-class spread falls to
 #   1.85 against the real digits' 2.37: fewer kinds of each digit. $w = 4$ goes further: 0.783 (16.0× the floor)
-#   with a spread of 1.60. At $n = 2{,}000$ (docs/benchmarks.md §10, not repeated at 5,000) classifier guidance of the
-#   unconditional model at $s = 4$ scores 0.528 (2.7× the floor there) with 94.5% accuracy, still below the unguided
-#   conditional model.
+#   with a spread of 1.60. Classifier guidance of the unconditional model at $s = 4$ scores 0.502 (10.3× the floor)
+#   with 94.0% accuracy: behind the unguided conditional model on both. Its within-class spread (3.09) lies *above* the
+#   real digits' 2.37, because the 6% of samples that are drawn into another class widen the class they were asked for.
 #   Guidance cannot improve FID here: the conditional model is already the closest to the data.
 # * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (2.9 against 2.5 unguided),
 #   as Dhariwal & Nichol found on ImageNet: a learned classifier's gradient at scale 1 is not the exact Bayes term
@@ -421,8 +421,8 @@ for r in large["rows"]:
 #   gives FID 1.09 and 100% without a second network. At $n = 5{,}000$ ADM-G at $s = 1$ is level with the unguided model
 #   on FID (0.150 against 0.148; FID$_\infty$ 0.068 against 0.073) at 99.6% accuracy against 97.1%, with a narrower
 #   spread (2.22 against 2.68): a push of one unit from the separate classifier costs no measurable FID here, where one
-#   unit of CFG ($w = 1$) doubles it. Classifier guidance of the unconditional model at $s = 1$ is far from the data
-#   ($n = 2{,}000$: 1.620, 8.3× the floor, 61.6% accuracy).
+#   unit of CFG ($w = 1$) doubles it. Classifier guidance of the unconditional model at $s = 1$ is far from the data:
+#   1.646, 34× the floor, with 60.4% accuracy.
 # * **Negative KIDs are not a bug.** KID is an *unbiased* estimate of a squared distance (the MMD² between the feature
 #   distributions, `docs/metrics.md`): its mean over repeated draws is the true value, which is $\ge 0$, but one estimate
 #   scatters around it and goes below 0 when the true value is smaller than its noise. The floor itself, real
