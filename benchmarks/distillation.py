@@ -20,7 +20,11 @@ steps, the consistency model ``mnist_consistency`` (lesson 9) on 1, 2, 4 and 8 c
 same nested grid, every arm from the same x_T, with FID, KID, FID_inf, FID against n and class accuracy beside
 the floor at the same n (benchmarks/sample_size.py; docs/benchmarks.md, section 10). Lesson 9's headline
 figure reads the table. The samples of each arm are kept (``$SAMPLE_SIZE_CACHE``) under a key that holds the
-first digits of the shipped weights' sha256, so a re-made model is sampled afresh.
+first digits of the shipped weights' sha256, so a re-made model is sampled afresh. One column at other step
+counts, the v teacher on the 128 steps it was distilled from (lesson 7's aim (b)):
+
+    python benchmarks/distillation.py shipped --n 5000 --threads 2 --students --consistency-steps \
+        --mnist-cond-steps --v-teacher-steps 128 --json docs/distillation_v_teacher128_n5000.json
 """
 
 import argparse
@@ -56,9 +60,10 @@ def distillation_table(out="runs/mnist_distilled-full", n=500, calls=(1, 2, 4, 8
 
 
 def shipped_table(n=5000, seed=0, batch=100, data_dir=None, json_path=None, students=STUDENTS,
-                  mnist_cond_steps=MNIST_COND_STEPS, log=print):
+                  consistency_steps=CALLS, v_teacher_steps=CALLS, mnist_cond_steps=MNIST_COND_STEPS, log=print):
     """The ladder of the shipped students and of DDIM of mnist_cond on the nested grid, at n samples per arm
-    (labels 0..9 in turn, one generator seeded with ``seed`` per arm, so every arm starts from the same x_T)."""
+    (labels 0..9 in turn, one generator seeded with ``seed`` per arm, so every arm starts from the same x_T).
+    Each ``*_steps`` (and ``students``) names the step counts of one column; an empty one leaves it out."""
     start = time.perf_counter()
     reference = Reference(data_dir)
     floor = reference.floor(n)
@@ -66,8 +71,8 @@ def shipped_table(n=5000, seed=0, batch=100, data_dir=None, json_path=None, stud
         f"FID_inf {floor['fid_infinity']:.3f}")
     labels = torch.arange(n) % 10
     arms = [("student", steps, f"mnist_distilled_{steps}") for steps in sorted(students)]
-    arms += [("consistency", steps, "mnist_consistency") for steps in CALLS]
-    arms += [("ddim_v_teacher", steps, "mnist_v_teacher") for steps in CALLS]
+    arms += [("consistency", steps, "mnist_consistency") for steps in consistency_steps]
+    arms += [("ddim_v_teacher", steps, "mnist_v_teacher") for steps in v_teacher_steps]
     arms += [("ddim_mnist_cond", steps, "mnist_cond") for steps in mnist_cond_steps]
     rows = {}
     result = dict(table="distillation and consistency, shipped models", n=n, seed=seed, batch=batch, floor=floor, rows=[],
@@ -105,8 +110,13 @@ def main(argv=None):
                    "10, default 5000)")
     p.add_argument("--seed", type=int, default=0, help="shipped: the seed of x_T (the same for every arm)")
     p.add_argument("--data", default=None, help="shipped: directory holding mnist.npz (else $DDPM_DATA_DIR)")
-    p.add_argument("--mnist-cond-steps", type=int, nargs="+", default=list(MNIST_COND_STEPS),
-                   help="shipped: the step counts of DDIM of mnist_cond on the nested grid (default: 1 2 4 8 16)")
+    p.add_argument("--students", type=int, nargs="*", default=sorted(STUDENTS),
+                   help=f"shipped: the students, by their steps (default: {' '.join(map(str, sorted(STUDENTS)))}; none: "
+                   "leave them out)")
+    for column, steps in (("consistency", CALLS), ("v-teacher", CALLS), ("mnist-cond", MNIST_COND_STEPS)):
+        p.add_argument(f"--{column}-steps", type=int, nargs="*", default=list(steps),
+                       help=f"shipped: the calls of the {column} column on the nested grid (default: "
+                       f"{' '.join(map(str, steps))}; none: leave it out)")
     p.add_argument("--calls", type=int, nargs="+", default=None,
                    help="only these rows of the ladder (default: every student and the teacher)")
     p.add_argument("--json", default="table.json", help="table: file name under --out for the table; "
@@ -118,8 +128,12 @@ def main(argv=None):
         n = 5000 if args.n is None else args.n
         if n < 10 or n % 10:
             p.error(f"--n must be a positive multiple of 10 (n/10 samples per class), got --n {n}")
+        if set(args.students) - set(STUDENTS):
+            p.error(f"--students: the shipped students take {sorted(STUDENTS)} steps, got {args.students}")
         return shipped_table(n, args.seed, data_dir=args.data, json_path=None if args.json == "table.json" else args.json,
-                             mnist_cond_steps=tuple(args.mnist_cond_steps), log=lambda line: print(line, flush=True))
+                             students=args.students, consistency_steps=args.consistency_steps,
+                             v_teacher_steps=args.v_teacher_steps, mnist_cond_steps=args.mnist_cond_steps,
+                             log=lambda line: print(line, flush=True))
     distillation_table(args.out, 500 if args.n is None else args.n, **({} if args.calls is None else {"calls": args.calls}),
                        json_name=args.json, threads=args.threads)
 
