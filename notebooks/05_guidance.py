@@ -376,7 +376,7 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # At $n = 200$ the floor is 1.18 and moves by about 0.2 between draws, so most rows above cannot be told apart, nor
-# from the data. The same script measured six of them again at $n = 5{,}000$, where the floor is 0.049
+# from the data. The same script measured nine of them again at $n = 5{,}000$, where the floor is 0.049
 # (`benchmarks/guidance.py --large`; docs/benchmarks.md §10), with FID extrapolated to infinite $n$ (FID$_\infty$) beside FID:
 
 # %%
@@ -402,27 +402,31 @@ for r in large["rows"]:
 #   on 20 steps stands (0.160). At $n = 2{,}000$ it had looked level with the floor (0.174 against 0.194; the same
 #   samples' random subsets of 2,000 average 0.221 against the floor's 0.154). MNIST digits are easy and this model is
 #   good, but not indistinguishable from the data.
-# * **Guidance buys accuracy with FID and narrows each class.** At $n = 5{,}000$ CFG at $w = 1$ scores 0.323 (6.6× the
-#   floor, FID$_\infty$ 0.221) with 99.98% accuracy, against 0.148 and 97.1% unguided, and its within-class spread falls to
-#   1.85 against the real digits' 2.37: fewer kinds of each digit. $w = 4$ goes further: 0.783 (16.0× the floor)
+# * **Guidance buys accuracy with FID and narrows each class.** At $n = 5{,}000$ CFG at $w = 0.5$ already scores 0.182
+#   (3.7× the floor) with 99.8% accuracy, against 0.148 and 97.1% unguided; $w = 1$ scores 0.323 (6.6×, FID$_\infty$
+#   0.221) with 99.98%. The within-class spread falls to 2.06 and 1.85 against the real digits' 2.37: fewer kinds of
+#   each digit. $w = 4$ goes further: 0.783 (16.0× the floor)
 #   with a spread of 1.60. Classifier guidance of the unconditional model at $s = 4$ scores 0.502 (10.3× the floor)
 #   with 94.0% accuracy: behind the unguided conditional model on both. Its within-class spread (3.09) lies *above* the
 #   real digits' 2.37, because the 6% of samples that are drawn into another class widen the class they were asked for.
 #   Guidance cannot improve FID here: the conditional model is already the closest to the data.
-# * **Classifier guidance at scale 1 on the unconditional model makes FID worse** (2.9 against 2.5 unguided),
-#   as Dhariwal & Nichol found on ImageNet: a learned classifier's gradient at scale 1 is not the exact Bayes term
-#   of section 2, and it takes a larger scale (4–8) to match the conditional model's accuracy.
+# * **Classifier guidance at scale 1 on the unconditional model makes FID worse**: 1.646 against 1.464 unguided at
+#   $n = 5{,}000$ (34× and 30× the floor; 2.9 against 2.5 at $n = 200$), as Dhariwal & Nichol found on ImageNet: a
+#   learned classifier's gradient at scale 1 is not the exact Bayes term of section 2, and it takes a larger scale
+#   (4–8) to approach the conditional model's accuracy. At $s = 4$ FID falls to 0.502, a third of the unguided
+#   model's, still more than three times the conditional model's 0.148.
 # * The x-axis is shared, but the two methods are not the same at the same $s$: CFG's "classifier" is the model
 #   itself, classifier guidance's is a separate 0.24M-parameter network.
 # * **Guiding the conditional model works best of the classifier arms.** At $n = 200$ ADM-G's FID stays within the noise
 #   of the conditional model's at every scale (1.09 to 1.19 against 1.16), and it reaches 100% accuracy from $s = 2$,
 #   where guiding the unconditional model gets 95.5% at $s = 4$ (FID 1.47). Its diversity falls the same way as CFG's
-#   (2.30 at $s = 1$ to 1.98 at $s = 8$, against 2.36 for real digits). Beside CFG it is no better: CFG at $w = 0.5$
-#   gives FID 1.09 and 100% without a second network. At $n = 5{,}000$ ADM-G at $s = 1$ is level with the unguided model
-#   on FID (0.150 against 0.148; FID$_\infty$ 0.068 against 0.073) at 99.6% accuracy against 97.1%, with a narrower
-#   spread (2.22 against 2.68): a push of one unit from the separate classifier costs no measurable FID here, where one
-#   unit of CFG ($w = 1$) doubles it. Classifier guidance of the unconditional model at $s = 1$ is far from the data:
-#   1.646, 34× the floor, with 60.4% accuracy.
+#   (2.30 at $s = 1$ to 1.98 at $s = 8$, against 2.36 for real digits). At $n = 200$ it looked no better than CFG, whose
+#   $w = 0.5$ gives FID 1.09 and 100% without a second network. **At $n = 5{,}000$ it is the cheaper push.** ADM-G at
+#   $s = 1$ is level with the unguided model on FID (0.150 against 0.148; FID$_\infty$ 0.068 against 0.073) at 99.6%
+#   accuracy against 97.1%, with a narrower spread (2.22 against 2.68), where CFG at $w = 0.5$ pays 0.182 for 99.8%.
+#   At $s = 4$ ADM-G scores 0.285 (5.8× the floor) at 99.9%, where CFG at $w = 1$ pays 0.323 for 99.98%: at the same
+#   accuracy, the separate classifier's push costs less FID on this model than the model's own. Classifier guidance
+#   of the unconditional model at $s = 1$ is far from the data: 1.646, 34× the floor, with 60.4% accuracy.
 # * **Negative KIDs are not a bug.** KID is an *unbiased* estimate of a squared distance (the MMD² between the feature
 #   distributions, `docs/metrics.md`): its mean over repeated draws is the true value, which is $\ge 0$, but one estimate
 #   scatters around it and goes below 0 when the true value is smaller than its noise. The floor itself, real
