@@ -72,12 +72,12 @@ def course_file(relative, checkout="..", base_url=None, cache=None):
     A notebook runs in a folder of the checkout (``notebooks/``), so the file is first looked for under
     ``checkout`` (``..``). Without a checkout (Colab) it is fetched once from ``base_url`` (default: the raw
     files of ``REPOSITORY`` at ``BRANCH`` on GitHub) into ``cache`` (default: ``~/.cache/lesson_lib/course``,
-    as :func:`lesson_lib.data.images.default_cache_dir` says) and read from there afterwards. Raises
-    FileNotFoundError, naming both places and the fix, when neither has it."""
+    as :func:`lesson_lib.data.images.default_cache_dir` says) and read from there afterwards (delete the copy to
+    fetch a newer one). Raises FileNotFoundError, naming both places and the fix, when neither has it."""
     local = Path(checkout) / relative
     if local.exists():
         return local
-    from ..data.images import default_cache_dir
+    from ..data.images import default_cache_dir      # here, not above: it imports torch, which sync and check need not
     kept = Path(cache or Path(default_cache_dir()) / "course") / relative
     if kept.exists():
         return kept
