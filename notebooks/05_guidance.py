@@ -405,10 +405,10 @@ for r in large["rows"]:
 # * **Guidance buys accuracy with FID and narrows each class.** At $n = 5{,}000$ CFG at $w = 0.5$ already scores 0.182
 #   (3.7× the floor) with 99.8% accuracy, against 0.148 and 97.1% unguided; $w = 1$ scores 0.323 (6.6×, FID$_\infty$
 #   0.221) with 99.98%. The within-class spread falls to 2.06 and 1.85 against the real digits' 2.37: fewer kinds of
-#   each digit. $w = 4$ goes further: 0.783 (16.0× the floor)
-#   with a spread of 1.60. Classifier guidance of the unconditional model at $s = 4$ scores 0.502 (10.3× the floor)
-#   with 94.0% accuracy: behind the unguided conditional model on both. Its within-class spread (3.09) lies *above* the
-#   real digits' 2.37, because the 6% of samples that are drawn into another class widen the class they were asked for.
+#   each digit. $w = 4$ goes further: 0.783 (16.0× the floor) with a spread of 1.60. Classifier guidance of the
+#   unconditional model at $s = 4$ scores 0.502 (10.3× the floor) with 94.0% accuracy: behind the unguided conditional
+#   model on both. Its within-class spread (3.09) lies *above* the real digits' 2.37, because the 6% of samples that
+#   are drawn into another class widen the class they were asked for.
 #   Guidance cannot improve FID here: the conditional model is already the closest to the data.
 # * **Classifier guidance at scale 1 on the unconditional model makes FID worse**: 1.646 against 1.464 unguided at
 #   $n = 5{,}000$ (34× and 30× the floor; 2.9 against 2.5 at $n = 200$), as Dhariwal & Nichol found on ImageNet: a

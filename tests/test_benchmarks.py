@@ -82,3 +82,18 @@ def test_a_benchmark_table_keeps_its_other_parts_and_refuses_another_benchmarks_
     with pytest.raises(SystemExit, match="was not written by benchmarks/b.py"):
         tables.write_section(path, "benchmarks/b.py", "speed", {"rows": [3]})
     assert json.loads(path.read_text()) == table
+
+
+def test_distillation_shipped_measures_the_columns_it_is_given_and_refuses_unknown_students(monkeypatch, capsys):
+    import distillation
+    asked = {}
+    monkeypatch.setattr(distillation, "shipped_table", lambda n, seed, **kwargs: asked.update(kwargs))
+    monkeypatch.setattr(distillation.torch, "set_num_threads", lambda threads: None)   # leave this worker's threads
+    distillation.main(["shipped", "--students", "--consistency-steps", "--mnist-cond-steps", "--v-teacher-steps", "128"])
+    assert (asked["students"], asked["consistency_steps"], asked["mnist_cond_steps"]) == ([], [], [])
+    assert asked["v_teacher_steps"] == [128]
+    distillation.main(["shipped"])                                  # the defaults: every column of the table
+    assert asked["students"] == sorted(distillation.STUDENTS) and asked["v_teacher_steps"] == list(distillation.CALLS)
+    with pytest.raises(SystemExit):
+        distillation.main(["shipped", "--students", "3"])
+    assert "--students: the shipped students take [1, 2, 4, 8] steps" in capsys.readouterr().err
