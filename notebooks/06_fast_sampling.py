@@ -182,8 +182,9 @@ print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule
 # floor's own spread between draws is about 0.2. The same script measured the cells of $S \le 20$ again at
 # $n = 5{,}000$, where the floor falls to 0.049 (docs/benchmarks.md §10 explains why a small $n$ flatters samples less
 # diverse than the data), and of the longer chains strided DDPM on 50 steps and DDIM ($\eta = 0$) on 100, from the same
-# $x_T$ (the last two rows; the other cells of $S \ge 50$ would take hours of CPU at this $n$). Beside FID it prints FID extrapolated to infinite $n$ (FID$_\infty$, a fit of
-# FID$(n)$ = FID$_\infty + k/n$ over subsets) and the class accuracy of the course classifier, which took no part:
+# $x_T$ (the last two rows; the other cells of $S \ge 50$ would take hours of CPU at this $n$). Beside FID it prints FID
+# extrapolated to infinite $n$ (FID$_\infty$, a fit of FID$(n)$ = FID$_\infty + k/n$ over subsets) and the class accuracy
+# of the course classifier, which took no part:
 
 # %%
 large = json.loads(course_file("docs/fast_sampling_table_n5000.json").read_text())
