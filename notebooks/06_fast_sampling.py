@@ -181,14 +181,14 @@ print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule
 # At $n = 200$ the floor is 1.18, and a sampler within a few tenths of it cannot be told from the data *at that n*: the
 # floor's own spread between draws is about 0.2. The same script measured the cells of $S \le 20$ again at
 # $n = 5{,}000$, where the floor falls to 0.049 (docs/benchmarks.md §10 explains why a small $n$ flatters samples less
-# diverse than the data), and of the longer chains strided DDPM on 50 steps and DDIM ($\eta = 0$) on 100, from the same
-# $x_T$ (the last two rows; the other cells of $S \ge 50$ would take hours of CPU at this $n$). Beside FID it prints FID
+# diverse than the data), and of the longer chains strided DDPM on 50 steps and DDIM ($\eta = 0$) on 50 and 100, from the
+# same $x_T$ (the last three rows; the other cells of $S \ge 50$ would take hours of CPU at this $n$). Beside FID it prints FID
 # extrapolated to infinite $n$ (FID$_\infty$, a fit of FID$(n)$ = FID$_\infty + k/n$ over subsets) and the class accuracy
 # of the course classifier, which took no part:
 
 # %%
 large = json.loads(course_file("docs/fast_sampling_table_n5000.json").read_text())
-for name in ("fast_sampling_strided50_n5000", "mnist_cond_ddim100_n5000"):
+for name in ("fast_sampling_strided50_n5000", "mnist_cond_ddim50_n5000", "mnist_cond_ddim100_n5000"):
     large["rows"] += json.loads(course_file(f"docs/{name}.json").read_text())["rows"]
 floor = large["floor"]
 print(f"n = {large['n']} per cell, seed {large['seed']}, the same x_T in every cell; real-data floor at n = {large['n']}: "
@@ -240,8 +240,8 @@ for r in large["rows"]:
 #   and the last call cannot remove it: FID 129, 100, 59 and 15.6 at $n = 200$; 127, 97, 57, 14.2, 1.90 and 0.261 on
 #   $S = 2$ to 50 at $n = 5{,}000$. At $n = 200$ it reaches the floor from $S = 50$; at $n = 5{,}000$ it is still 5.4×
 #   the floor there (FID$_\infty$ 0.162), behind DDIM on 10 steps.
-# * **Beyond 20 steps DDIM gains nothing measurable**: on 100 steps it scores 0.164, level with its 0.160 on 20 (lesson 4
-#   reads the same row as the shipped model's own gap to the data).
+# * **Beyond 20 steps DDIM gains nothing measurable**: on 50 steps it scores 0.162 and on 100 steps 0.164, level with
+#   its 0.160 on 20 (lesson 4 reads the last as the shipped model's own gap to the data).
 
 # %% [markdown]
 # ## 6. DDIM inversion: encode, then decode
