@@ -12,7 +12,7 @@
 # | profile | what runs | runtime on 2 CPU cores |
 # |---|---|---|
 # | ci, cpu, gpu (the same) | 10 samples per sampler at S = 10, inversion of 2 test images, one interpolation | about 2 min |
-# | the full FID tables | `benchmarks/fast_sampling.py` (not run here; its stored tables are read from `docs/fast_sampling_table.json`, n = 200, and `docs/fast_sampling_table_n5000.json` with two longer chains at n = 5,000) | see docs/benchmarks.md |
+# | the full FID tables | `benchmarks/fast_sampling.py` (not run here; its stored tables are read from `docs/fast_sampling_table.json`, n = 200, and `docs/fast_sampling_table_n5000.json` with three longer chains at n = 5,000) | see docs/benchmarks.md |
 #
 # **Study time:** about 1 h of reading, and about 40 min for the exercise (`exercises/06_fast_sampling.ipynb`).
 #
