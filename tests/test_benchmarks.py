@@ -97,3 +97,35 @@ def test_distillation_shipped_measures_the_columns_it_is_given_and_refuses_unkno
     with pytest.raises(SystemExit):
         distillation.main(["shipped", "--students", "3"])
     assert "--students: the shipped students take [1, 2, 4, 8] steps" in capsys.readouterr().err
+
+
+def test_distillation_shipped_update_replaces_the_measured_cells_and_keeps_the_others(monkeypatch, tmp_path):
+    import json
+
+    import distillation
+
+    class Reference:                                                # no data: a stub reference and measure
+        def __init__(self, data_dir):
+            pass
+
+        def floor(self, n):
+            return {"fid": 0.5, "kid": 0.0, "fid_infinity": 0.1}
+
+    monkeypatch.setattr(distillation, "Reference", Reference)
+    monkeypatch.setattr(distillation, "cached", lambda key, make: (*make(), 1.0))
+    monkeypatch.setattr(distillation, "measure", lambda images, labels, reference, seconds: {"fid": 0.25})
+    monkeypatch.setattr(distillation, "verdict", lambda arm, floor: "")
+    path = tmp_path / "table.json"
+    old = {"student": {"model": "mnist_distilled_1", "fid": 9.0}, "consistency": {"fid": 0.6},
+           "ddim_v_teacher": None, "ddim_mnist_cond": None}
+    path.write_text(json.dumps({"n": 10, "seed": 0, "hardware": "then", "torch": "old", "wall_time_s": 100.0,
+                                "rows": [{"calls": 1, **old}, {"calls": 2, **old}]}))
+    table = distillation.shipped_table(10, 0, batch=10, json_path=path, students=(1,), consistency_steps=(),
+                                       v_teacher_steps=(), mnist_cond_steps=(), update=True, log=lambda line: None)
+    assert json.loads(path.read_text()) == distillation.rounded(table)
+    one, two = table["rows"]
+    assert one["student"]["fid"] == 0.25 and one["consistency"] == {"fid": 0.6}     # re-measured; kept
+    assert two == {"calls": 2, **old} and table["hardware"] == "then" and table["wall_time_s"] > 100
+    assert table["updated"][0]["arms"] == ["student 1"]
+    with pytest.raises(ValueError, match="holds n = 10, seed 0, not n = 20, seed 0"):
+        distillation.shipped_table(20, 0, json_path=path, update=True, log=lambda line: None)

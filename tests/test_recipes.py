@@ -147,18 +147,44 @@ def test_a_run_killed_outright_keeps_its_clock_up_to_its_last_checkpoint(tmp_pat
 
 
 @needs_data
-def test_the_v_teacher_conversion_stops_early_on_the_full_runs_schedule_and_resumes(tmp_path):
-    from lesson_lib.recipes.distilled import RECIPE, convert
+def test_the_v_teacher_conversion_can_stop_before_its_learning_rate_schedule_ends_and_resumes(tmp_path):
+    from lesson_lib.recipes.distilled import TEACHER_RECIPE, convert
     from lesson_lib.recipes.run import Run
-    run = Run(RECIPE, "ci", tmp_path, DATA_DIR, "cpu", progress=False, log=lambda line: None)
+    run = Run(TEACHER_RECIPE, "ci", tmp_path, DATA_DIR, "cpu", progress=False, log=lambda line: None)
     run.check()
     run.start()
-    with pytest.raises(ValueError, match=r"stop_at must lie in 1\.\.2 \(the profile's convert_steps\), got stop_at=3"):
-        convert(run, stop_at=3)
-    cut = convert(run, stop_at=1)
+    run.settings["convert_steps"] = 3
+    with pytest.raises(ValueError, match=r"convert_steps must lie in 1\.\.lr_decay_steps \(2\), got convert_steps=3"):
+        convert(run)
+    run.settings["convert_steps"] = 1
+    cut = convert(run)
     assert cut.step == 1 and cut.config.lr_decay_steps == 2          # cut short, on the 2-step schedule
-    finished = convert(run)                                           # the same command without stop_at goes on
+    run.settings["convert_steps"] = 2
+    finished = convert(run)                                           # the same folder goes on from step 1
     assert finished.step == 2 and finished.config.lr_decay_steps == 2
+
+
+def test_the_students_are_distilled_from_the_shipped_teacher_that_lesson_9_distils_from_too():
+    from lesson_lib.recipes import consistency, distilled
+    for profile in ("full", "ci"):
+        assert distilled.SETTINGS[profile]["teacher"] == consistency.SETTINGS[profile]["teacher"] == distilled.TEACHER
+    card = pretrained.model_card(distilled.TEACHER)
+    assert card["settings"]["convert_steps"] == 750 and card["settings"]["lr_decay_steps"] == 1000
+    assert card["settings"] == json.loads(json.dumps(distilled.TEACHER_SETTINGS["full"]))
+
+
+@needs_data
+def test_the_ladder_of_a_students_run_reads_its_students_and_samples_the_shipped_teacher(tmp_path):
+    from lesson_lib.recipes.distilled import ladder
+    with pytest.raises(FileNotFoundError, match="holds no student_N.pt: run the recipe first"):
+        ladder(tmp_path, n=10)
+    run_recipe("mnist_distilled", "ci", tmp_path, data_dir=DATA_DIR, device="cpu", progress=False, log=lambda line: None)
+    shutil.copy(tmp_path / "student_1.pt", tmp_path / "student_1.prev.pt")     # a checkpoint's previous copy: not a student
+    table = ladder(tmp_path, n=10, calls=(1, 32), shipped_calls=(1,), data_dir=DATA_DIR, log=lambda line: None)
+    one, teacher_only = table["rows"]
+    assert one["calls"] == 1 and one["student"] and one["ddim"] and one["ddim_mnist_cond"]
+    assert teacher_only["calls"] == 32 and teacher_only["student"] is None and teacher_only["ddim_mnist_cond"] is None
+    assert teacher_only["ddim"]["steps"] == 32 and table["n"] == 10
 
 
 @needs_data

@@ -15,7 +15,8 @@ Read them in this order:
                       its clock, the files it shipped), and the fields every card takes from the run
     mnist_cond        mnist_cond: the class-conditional MNIST DDPM (L_simple, label dropout); mnist_dit, lesson 11's DiT
     likelihood        mnist_learned_variance (L_hybrid, from mnist_cond) and mnist_vlb (L_vlb, from it)
-    distilled         mnist_v_teacher and mnist_distilled_{1,2,4,8}: progressive distillation of mnist_cond
+    distilled         mnist_v_teacher (mnist_cond re-parameterised to predict v) and mnist_distilled_{1,2,4,8}
+                      (progressive distillation of mnist_v_teacher)
     consistency       mnist_consistency: consistency distillation of mnist_v_teacher
     noisy_classifier  mnist_noisy_classifier: the guide of lesson 5
     classifiers       mnist_classifier and cifar10_classifier: the judges and FID's features (SGD, one-cycle)
@@ -27,7 +28,8 @@ Read them in this order:
 from . import autoencoder, cascade, classifiers, consistency, distilled, latent, likelihood, mnist_cond, noisy_classifier
 from .run import Recipe, Run
 
-RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, mnist_cond.DIT, *likelihood.RECIPES, distilled.RECIPE, consistency.RECIPE,
+RECIPES = {recipe.name: recipe for recipe in (mnist_cond.RECIPE, mnist_cond.DIT, *likelihood.RECIPES,
+                                              distilled.TEACHER_RECIPE, distilled.RECIPE, consistency.RECIPE,
                                               noisy_classifier.RECIPE, *classifiers.RECIPES,
                                               *autoencoder.RECIPES, *latent.RECIPES, *cascade.RECIPES)}
 """Every recipe by the name ``--recipe`` takes."""
