@@ -21,7 +21,7 @@
 # | section 3: two halvings on the swiss roll, live | a v-prediction MLP teacher and its students; `ci`: 2,000 + 2 × 300 training steps; `cpu`/`gpu`: 4,000 + 3 × 400 | `ci`: 91 s in the stored run (shared CPU); `cpu`: about 1 min |
 # | section 4: the shipped MNIST students and their teacher | 10 samples per sampler at 1, 2, 4, 8 steps | seconds |
 # | section 5: the stored ladder | read from `docs/distillation_table.json` (`benchmarks/distillation.py`, not run here) | — |
-# | the whole notebook | | `ci` (the stored outputs): 139 s (as its last cell prints) on a 2-core CPU shared with other jobs |
+# | the whole notebook | | `ci` (the stored outputs): 42 s (as its last cell prints) on a 2-core CPU |
 #
 # **Study time:** about 1 h 15 min of reading, and about 1 h for the exercise (`exercises/07_distillation.ipynb`).
 #
@@ -302,18 +302,17 @@ for n, _ in students:
 # %% [markdown]
 # ## 4. The shipped MNIST students and their teacher
 #
-# `benchmarks/distillation.py` distilled the course's MNIST model on two CPU threads (61 min in all). `mnist_cond`
-# predicts $\epsilon$, whose $\hat x$ fails at few steps (section 2), so it was first re-parameterised: a v-prediction
-# U-Net of the same architecture (1.6M parameters) started from its weights and learned its $\hat x$ on the 128-step
-# grid (1,000 steps of `Distillation` with `teacher_steps=1`: the same denoiser with another output). That network is
-# the teacher on 128 DDIM steps; it was halved seven times, 128 → 64 → … → 1, with **512 training steps per halving** at
-# batch 32 (lr $10^{-4}$ annealed to 0, truncated-SNR weight). The paper trains each halving for about 50,000 steps
-# (CIFAR-10). The students on 8, 4, 2 and 1 steps ship as `mnist_distilled_8`, `_4`, `_2`, `_1`.
-#
-# The teacher ships as `mnist_v_teacher`. It is **re-made**: the run folder of the original conversion no longer
-# existed, so the first stage of the recipe `mnist_distilled` (the conversion only, the same settings and seeds) was
-# run again, on one thread of the shared 2-core CPU (its card, printed below, says how long it took). It is the same
-# recipe, not the same bits as the teacher the students were distilled from.
+# Two recipes made the course's MNIST teacher and students (`lesson_lib/recipes/distilled.py`). `mnist_cond` predicts
+# $\epsilon$, whose $\hat x$ fails at few steps (section 2), so the recipe `mnist_v_teacher` first re-parameterises it:
+# a v-prediction U-Net of the same architecture (1.6M parameters) starts from its weights and learns its $\hat x$ on the
+# 128-step grid (`Distillation` with `teacher_steps=1`: the same denoiser with another output), 750 steps at batch 32 on
+# a learning rate that anneals over 1,000 (the run was cut at 750 for the time available; about 49 min on one CPU
+# thread). That network, shipped as `mnist_v_teacher`, is the teacher on 128 DDIM steps. The recipe `mnist_distilled`
+# halves the shipped teacher seven times, 128 → 64 → … → 1, with **512 training steps per halving** at batch 32 (lr
+# $10^{-4}$ annealed to 0, truncated-SNR weight); the paper trains each halving for about 50,000 steps (CIFAR-10). The
+# students on 8, 4, 2 and 1 steps ship as `mnist_distilled_8`, `_4`, `_2`, `_1`. Lesson 9's consistency model is
+# distilled from the same shipped teacher, so every comparison with "the teacher" below is with the network the
+# students were distilled from.
 #
 # Below, each row is one class, and every image of a row starts from the same $x_T$, one network call per step, all on
 # the same nested grid: the students on 1, 2, 4 and 8 steps; DDIM of their v teacher on the same steps, the comparison
@@ -346,14 +345,13 @@ show_grid(torch.stack(columns, dim=1), row_labels=[str(k) for k in range(10)], c
 # $\hat x$, clipped: a blurred digit of the right class, which sharpens on 2 steps and is clean on 4 and 8. DDIM of
 # `mnist_cond` on 1 step is noise: the eps model's $\hat x$ failure of section 2, not a want of distillation; from 2
 # steps on it looks like the v teacher's. So the 1-step comparison that shows what distillation adds is the students
-# against the v teacher (blur against a sharp digit), not against `mnist_cond`. The teacher shown is the re-made one,
-# not the bits the students were distilled from.
+# against the v teacher (blur against a sharp digit), not against `mnist_cond`.
 
 # %% [markdown]
 # ## 5. The ladder: FID and class accuracy against network calls
 #
 # `python benchmarks/distillation.py table --n 500 --calls 1 2 4 8 16 128` (not run here) sampled n = 500 images (50 per
-# class) from the students on 1 to 16 steps, each on its own number of steps, and from the 128-step teacher with DDIM on
+# class) from the students on 1 to 16 steps, each on its own number of steps, and from their 128-step teacher with DDIM on
 # the same numbers of steps and nested grid: the fair comparison, the same network before distillation; on 1 to 8 steps
 # also from the shipped `mnist_cond`, the eps network the teacher was re-parameterised from. FID is on the course MNIST classifier's features
 # against 500 test images, beside the real-vs-real floor at the same n; class accuracy is the course classifier's on the
@@ -393,10 +391,9 @@ axes[1].set_title("class accuracy against network calls")
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
-# The teacher column of this table is the original v teacher, measured in the run that distilled the students. The
-# shipped, re-made `mnist_v_teacher` was measured when it was exported, at a larger n: DDIM on 1, 2, 4 and 8 steps of
-# the nested grid, n = 2,000 (200 per class), every arm from the same $x_T$, beside the real-vs-real floor at n = 2,000
-# (one thread of the shared 2-core CPU). Its card holds the figures:
+# The teacher was also measured when it was exported, at a larger n: DDIM on 1, 2, 4 and 8 steps of the nested grid,
+# n = 2,000 (200 per class), every arm from the same $x_T$, beside the real-vs-real floor at n = 2,000 (one thread of
+# the shared 2-core CPU). Its card holds the figures:
 
 # %%
 measured = teacher_card["evaluation"]
@@ -406,12 +403,11 @@ for arm in measured["ddim"]:
     print(f"  {arm['steps']} step{'s' if arm['steps'] > 1 else ' '}: FID {arm['fid']:>5.2f}, class accuracy {arm['accuracy']:.1%}")
 
 # %% [markdown]
-# The re-made teacher's DDIM is far from the floor on 1 and 2 steps (FID 6.16 and 2.77, against a floor of 0.19 at
-# n = 2,000), like the original teacher's 5.88 and 2.80 at n = 500 (FIDs at different n are not strictly comparable),
-# and close to it on 4 and 8 steps (0.59 and 0.28). Its class accuracy stays at 97.6–98.9%: the blurred 1-step digits
-# are still of their class. At n = 2,000 the floor is lower than at n = 500, and 4- and 8-step DDIM now sit above it,
-# where n = 500 could not tell them from the data. The students were not measured at n = 2,000 here (CPU time), so the
-# students against the teacher at this n is not shown; the stored ladder above compares them at n = 500.
+# The teacher's DDIM is far from the floor on 1 and 2 steps (FID 6.16 and 2.77, against a floor of 0.19 at n = 2,000),
+# as at n = 500 (6.25 and 2.80; FIDs at different n are not strictly comparable), and close to it on 4 and 8 steps
+# (0.59 and 0.28). Its class accuracy stays at 97.6–98.9%: the blurred 1-step digits are still of their class. At
+# n = 2,000 the floor is lower than at n = 500, and 4- and 8-step DDIM now sit above it, where n = 500 could not tell
+# them from the data. The students against the teacher at a large n come below, at n = 5,000.
 #
 # Three aims were set for this distillation before it ran: (a) the 4-step student's FID gap to the floor at most half
 # of 4-step DDIM's; (b) the 8-step student's gap within 1.5 × the teacher's; (c) class accuracy at least 90% at
@@ -434,29 +430,30 @@ for aim, holds in aims.items():
 # %% [markdown]
 # What the numbers show (n = 500 per cell, one seed; the floor is 0.76):
 #
-# * **The halvings kept the teacher.** The 128-step teacher scores FID 0.52 (96.4% class accuracy); its
-#   students score 0.54, 0.57, 0.60, 0.61 and 0.67 on 16, 8, 4, 2 and 1 steps, with 96–97% accuracy throughout: every
-#   one of them below the real-vs-real floor, so at n = 500 none can be told from the data.
-# * **Where DDIM breaks, the students win**: on 1 step DDIM of the same teacher scores 5.88 (93.2% accuracy) against
-#   the student's 0.67 (97.4%); on 2 steps 2.80 against 0.61. DDIM of `mnist_cond`, the eps network, scores 34.20 with
-#   28.2% accuracy on 1 step: the eps model's $\hat x$ failure of section 2, not a want of distillation.
-# * **On 4 steps and more, DDIM is at the floor too** (0.75 on 4 steps, 0.51 on 8): on MNIST a good model needs no
-#   distillation at 4 steps and more, and n = 500 cannot rank samplers that all sit at the floor.
-# * **The aims** hold, but (a) and (b) hold because every gap is 0: the 4-step student (0.60) and 4-step DDIM (0.75) are
-#   both below the floor, and so are the 8-step student (0.57) and the teacher. (c) holds: 96.0% of the 4-step student's
-#   samples are classified as their class. What n = 500 does show is the 1- and 2-step result above.
+# * **The halvings kept the teacher.** The 128-step teacher scores FID 0.50 (96.4% class accuracy); its
+#   students score 0.52, 0.55, 0.57, 0.60 and 0.64 on 16, 8, 4, 2 and 1 steps, with 95.6–97.4% accuracy: every one of
+#   them below the real-vs-real floor, so at n = 500 none can be told from the data.
+# * **Where DDIM breaks, the students win**: on 1 step DDIM of the same teacher scores 6.25 (a blurred digit, still
+#   98.2% of its class) against the student's 0.64 (97.4%); on 2 steps 2.80 against 0.60. DDIM of `mnist_cond`, the
+#   eps network, scores 34.20 with 28.2% accuracy on 1 step: the eps model's $\hat x$ failure of section 2, not a want
+#   of distillation.
+# * **On 4 steps and more, DDIM is at the floor too** (0.755 on 4 steps, just under the floor's 0.762; 0.50 on 8): on
+#   MNIST a good model needs no distillation at 4 steps and more, and n = 500 cannot rank samplers that all sit at the
+#   floor.
+# * **The aims** hold, but (a) and (b) hold because every gap is 0: the 4-step student (0.57) and 4-step DDIM (0.755)
+#   are both below the floor, and so are the 8-step student (0.55) and the teacher. (c) holds: 96.0% of the 4-step
+#   student's samples are classified as their class. What n = 500 does show is the 1- and 2-step result above.
 # * **At n = 5,000 the floor no longer hides them** (docs/benchmarks.md §10: the shipped students and DDIM of `mnist_cond`
 #   from the same $x_T$, the floor at the same n, references drawn at random). The floor falls to 0.049; the students
-#   score 0.347, 0.276, 0.248 and 0.229 on 1, 2, 4 and 8 steps (7.1× down to 4.7× the floor), ordered by steps in FID,
-#   KID and FID extrapolated to infinite n alike. On 4 steps the student beats DDIM of `mnist_cond` (0.248 against 0.446);
-#   on 8 steps DDIM wins (0.187 against 0.229, with 98.1% against 96.7% accuracy). So distillation pays on 1, 2 and 4 steps
-#   here, not on 8. The students' samples are less diverse than the data (feature covariance 0.87–0.92 of the test
+#   score 0.330, 0.263, 0.231 and 0.211 on 1, 2, 4 and 8 steps (6.8× down to 4.3× the floor), ordered by steps in FID,
+#   KID and FID extrapolated to infinite n alike. On 4 steps the student beats DDIM of `mnist_cond` (0.231 against 0.446);
+#   on 8 steps DDIM of `mnist_cond` wins (0.187 against 0.211, with 98.1% against 96.8% accuracy), though the student
+#   beats DDIM-8 of its own teacher (0.244). So against the best DDIM the course has, distillation pays on 1, 2 and 4
+#   steps here, not on 8. The students' samples are less diverse than the data (feature covariance 0.88–0.93 of the test
 #   set's), which is why a small n flattered them.
 #
 # The three aims again at n = 5,000, from the same tables (`python benchmarks/distillation.py shipped`; the teacher's
-# 128 steps with `--v-teacher-steps 128`). The teacher here is the shipped, re-made one (cut at 750 of its 1,000
-# conversion steps), not the one the students were distilled from, and aim (a) is read against DDIM-4 of both the v
-# teacher and `mnist_cond`:
+# 128 steps with `--v-teacher-steps 128`). Aim (a) is read against DDIM-4 of both the v teacher and `mnist_cond`:
 
 # %%
 large = json.loads(course_file("docs/distillation_table_n5000.json").read_text())
@@ -479,13 +476,13 @@ for aim, value, holds in [("(a) 4-step student's gap / DDIM-4's of the v teacher
 # %% [markdown]
 # At n = 5,000 the aims are decided by gaps, not by the floor:
 #
-# * **(a)** holds against DDIM-4 of the v teacher (0.39) and misses by a hair against DDIM-4 of `mnist_cond` (0.502
-#   against 0.5: `mnist_cond`'s DDIM is the better 4-step sampler of the two, 0.446 against 0.554).
-# * **(b)** holds: the 8-step student's gap is 1.24× the 128-step teacher's (0.229 against 0.194, 96.7% against 96.5%
-#   accuracy): 16 times fewer calls for about a quarter more distance to the data. The teacher measured is the re-made
-#   one, which sits above DDIM-50 of `mnist_cond` (0.162, lesson 9's table): against a teacher as good as `mnist_cond`
-#   the ratio would be 0.180 / 0.113 = 1.60, outside the aim. So (b) is read against a lenient teacher.
-# * **(c)** holds: 96.8% of the 4-step student's samples are of their class.
+# * **(a)** holds against DDIM-4 of the v teacher (0.36) and of `mnist_cond` (0.46; `mnist_cond`'s DDIM is the better
+#   4-step sampler of the two, 0.446 against 0.554).
+# * **(b)** holds: the 8-step student's gap is 1.12× the 128-step teacher's (0.211 against 0.194, 96.8% against 96.5%
+#   accuracy): 16 times fewer calls for about an eighth more distance to the data. The teacher, cut at 750 of its 1,000
+#   planned conversion steps, sits above DDIM-50 of `mnist_cond` (0.162, lesson 9's table); against that, a teacher as
+#   good as `mnist_cond`, the ratio is 0.162 / 0.113 = 1.44, inside the aim too.
+# * **(c)** holds: 96.9% of the 4-step student's samples are of their class.
 #
 # An earlier recipe distilled a smaller v network (0.41M parameters, trained from scratch on `mnist_cond`'s $\hat x$)
 # from 64 steps: its students scored 1.1–1.3 with 93% accuracy, and (a) failed. Starting the v teacher from
@@ -505,11 +502,11 @@ for aim, value, holds in [("(a) 4-step student's gap / DDIM-4's of the v teacher
 #   is several times worse (section 3).
 # * On MNIST, with 512 training steps per halving on two CPU threads, the students of `mnist_cond` (re-parameterised
 #   to $v$) sit at the FID floor of n = 500 from 16 steps down to 1, with 96–97% class accuracy, where DDIM of the same
-#   teacher scores 5.88 on 1 step and 2.80 on 2; the three aims hold at n = 500, (a) and (b) because every gap is 0 there.
-#   At n = 5,000 the students are 4.7–7.1× the floor, ordered by steps, ahead of DDIM of `mnist_cond` on 4 steps and
-#   behind it on 8; the 8-step student's gap is 1.24× that of the (re-made) teacher on 128 steps, so aim (b) holds
-#   there too (section 5).
-# * Beside the students, DDIM of their v teacher (shipped, re-made, as `mnist_v_teacher`) on 1 step is a blurred digit
+#   teacher scores 6.25 on 1 step and 2.80 on 2; the three aims hold at n = 500, (a) and (b) because every gap is 0 there.
+#   At n = 5,000 the students are 4.3–6.8× the floor, ordered by steps, ahead of DDIM of `mnist_cond` on 4 steps and
+#   behind it on 8; the 8-step student's gap is 1.12× that of the teacher on 128 steps, and all three aims hold there
+#   too (section 5).
+# * Beside the students, DDIM of their v teacher (shipped as `mnist_v_teacher`) on 1 step is a blurred digit
 #   (FID 6.16 at n = 2,000, floor 0.19), while DDIM of the eps model `mnist_cond` on 1 step is noise: that column shows
 #   the parameterisation, the v teacher's shows what distillation adds (section 4).
 
