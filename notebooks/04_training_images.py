@@ -339,8 +339,10 @@ print(f"the card, n = {ev['n']:,}: FID {ev['fid']:.3f} against the floor {ev['fi
 
 # %% [markdown]
 # At $n = 5{,}000$ the card's sampler is 3.4× the floor, with FID$_\infty$ 0.072 against the floor's 0.001, where the
-# card's own $n$ had put it close to its floor. 20 DDIM steps score 0.160 at the same $n$ (lesson 6), so what
-# remains on 100 steps is the model's error, not the sampler's. Lesson 7 shows what a larger $n$ separates.
+# card's own $n$ had put it close to its floor. 20 DDIM steps score 0.160 at the same $n$ (lesson 6): more steps of
+# the deterministic sampler buy nothing. Not all of what remains is the model's, though: DDIM with fresh noise
+# ($\eta = 1$) on 50 steps scores 0.123 (lesson 6), so part of the gap is the deterministic sampler's. Lesson 7 shows
+# what a larger $n$ separates.
 
 # %% [markdown]
 # ## 5. CIFAR-10

@@ -12,7 +12,7 @@
 # | profile | what runs | runtime on 2 CPU cores |
 # |---|---|---|
 # | ci, cpu, gpu (the same) | 10 samples per sampler at S = 10, inversion of 2 test images, one interpolation | about 2 min |
-# | the full FID tables | `benchmarks/fast_sampling.py` (not run here; its stored tables are read from `docs/fast_sampling_table.json`, n = 200, and `docs/fast_sampling_table_n5000.json` with three longer chains at n = 5,000) | see docs/benchmarks.md |
+# | the full FID tables | `benchmarks/fast_sampling.py` (not run here; its stored tables are read from `docs/fast_sampling_table.json`, n = 200, and `docs/fast_sampling_table_n5000.json` with five longer-chain cells at n = 5,000) | see docs/benchmarks.md |
 #
 # **Study time:** about 1 h of reading, and about 40 min for the exercise (`exercises/06_fast_sampling.ipynb`).
 #
@@ -181,8 +181,9 @@ print(f"beta_(999 -> 0) = {float(1 - schedule.alpha_bars_with_0[1000] / schedule
 # At $n = 200$ the floor is 1.18, and a sampler within a few tenths of it cannot be told from the data *at that n*: the
 # floor's own spread between draws is about 0.2. The same script measured the cells of $S \le 20$ again at
 # $n = 5{,}000$, where the floor falls to 0.049 (docs/benchmarks.md §10 explains why a small $n$ flatters samples less
-# diverse than the data), and of the longer chains strided DDPM on 50 steps and DDIM ($\eta = 0$) on 50 and 100, from the
-# same $x_T$ (the last three rows; the other cells of $S \ge 50$ would take hours of CPU at this $n$). Beside FID it prints FID
+# diverse than the data), and of the longer chains strided DDPM on 50 steps, DDIM on 50 steps at the three $\eta$ and
+# DDIM ($\eta = 0$) on 100, from the same $x_T$ (the last five rows; the other cells of $S \ge 100$ would take half an
+# hour to five hours of CPU each at this $n$). Beside FID it prints FID
 # extrapolated to infinite $n$ (FID$_\infty$, a fit of FID$(n)$ = FID$_\infty + k/n$ over subsets) and the class accuracy
 # of the course classifier, which took no part:
 
@@ -240,8 +241,12 @@ for r in large["rows"]:
 #   and the last call cannot remove it: FID 129, 100, 59 and 15.6 at $n = 200$; 127, 97, 57, 14.2, 1.90 and 0.261 on
 #   $S = 2$ to 50 at $n = 5{,}000$. At $n = 200$ it reaches the floor from $S = 50$; at $n = 5{,}000$ it is still 5.4×
 #   the floor there (FID$_\infty$ 0.162), behind DDIM on 10 steps.
-# * **Beyond 20 steps DDIM gains nothing measurable**: on 50 steps it scores 0.162 and on 100 steps 0.164, level with
-#   its 0.160 on 20 (lesson 4 reads the last as the shipped model's own gap to the data).
+# * **Beyond 20 steps deterministic DDIM gains nothing measurable; stochastic DDIM still does.** With $\eta = 0$, 50
+#   steps score 0.162 and 100 steps 0.164, level with 0.160 on 20. With $\eta = 0.5$ and 1, 50 steps score 0.134 and
+#   0.123 (2.8× and 2.5× the floor, FID$_\infty$ 0.049 and 0.029; 97.5% and 98.0% accuracy), below every other cell of
+#   the table, and the order of $S = 20$ holds: $\eta = 1$ best, $\eta = 0$ worst. So the shipped model's gap to the
+#   data is not all its own: on 50 steps the $\eta = 0$ ODE keeps an error that fresh noise washes out. (On 100 steps
+#   only $\eta = 0$ was measured at this $n$: 32 min per cell on this CPU.)
 
 # %% [markdown]
 # ## 6. DDIM inversion: encode, then decode
@@ -372,7 +377,8 @@ show_grid(torch.stack([originals] + paths), row_labels=["originals", "slerp", "l
 #
 # * A network trained on T steps samples on S steps without retraining: only the step's two alpha-bars change.
 # * DDIM's $\eta$ chooses how much fresh noise each step adds. At few steps $\eta = 0$ beats $\eta = 1$ (the paper's ordering,
-#   on MNIST at $S = 3$, 5 and 10 at $n = 5{,}000$); at 20 steps the order turns and $\eta = 1$ is best. At $S = 2$
+#   on MNIST at $S = 3$, 5 and 10 at $n = 5{,}000$); at 20 and 50 steps the order turns and $\eta = 1$ is best (on 50
+#   steps 0.123 against 0.162 for $\eta = 0$, which gains nothing beyond 20 steps). At $S = 2$
 #   ($[999, 0]$) $\eta$ only swaps 1% noise. From 5 steps every DDIM cell of the $n = 200$ table is at the floor; at
 #   $n = 5{,}000$ none is ($S = 5$ is about 9× the floor, $S = 20$ about 3×): a small $n$ hides what the large one ranks.
 # * $\eta = 0$ is an invertible map (up to discretisation): inversion is DDIM climbing, and it fails with clipping and
