@@ -746,12 +746,12 @@ else:
 
 # %% [markdown]
 # The fastest route to 64 class-correct digits on 2 threads is `mnist_latent_flow` with 4 Euler steps and no
-# guidance: 0.123 s for 64 digits, 0.990 of them classified as asked, 0.124 s per 64 correct ones. **The aim, 64
+# guidance: 0.161 s for 64 digits, 0.990 of them classified as asked, 0.163 s per 64 correct ones. **The aim, 64
 # class-correct digits in under 1 second on 2 CPU cores, holds**, and for six more routes: the one-step distilled
-# student (0.165 s), the consistency model (0.175 s), the flow model with guidance $w = 2$ (0.205 s at 4 steps, every
-# digit correct), the two-step student (0.341 s), and the flow model at 8 guided steps and `mnist_latent` with
-# DPM-Solver++(2M) at 8 guided steps (0.382 s and 0.385 s). Only the pixel model `mnist_cond` misses it (3.189 s at 8
-# guided steps): a latent model's U-Net runs on 7×7×4 latents, 7.1 times cheaper per call (lesson 10), and the decoder
+# student (0.200 s), the consistency model (0.240 s), the flow model with guidance $w = 2$ (0.258 s at 4 steps, every
+# digit correct), the two-step student (0.396 s), and `mnist_latent` with DPM-Solver++(2M) and the flow model, both at
+# 8 guided steps (0.513 s and 0.527 s). Only the pixel model `mnist_cond` misses it (3.689 s at 8 guided steps): a
+# latent model's U-Net runs on 7×7×4 latents, 7.1 times cheaper per call (lesson 10), and the decoder
 # runs once. The fastest route's samples are also close to the data: the same model and sampler at 4 calls measured
 # FID 0.232 against the floor's 0.194 in the table of section 6 ($n = 2{,}000$, one thread).
 #
