@@ -36,7 +36,8 @@ command line, the JSON writer and the header are shared.
 Recorded figures: docs/benchmarks.md, docs/fast_sampling_table.json (n = 200, read by lesson 6; rows of
 FID and samples/s only, written before this script measured more) and docs/fast_sampling_table_n5000.json, with
 its longer chains in docs/fast_sampling_strided50_n5000.json, docs/mnist_cond_ddim50_n5000.json (eta = 0, 0.5
-and 1) and docs/mnist_cond_ddim100_n5000.json (eta = 0); lesson 8's variances at n = 5,000 in docs/likelihood_fid_n5000_MODEL.json.
+and 1) and docs/mnist_cond_ddim100_n5000.json (eta = 0); lesson 8's variances at n = 5,000 in
+docs/likelihood_fid_n5000_MODEL.json.
 """
 import argparse
 import json
