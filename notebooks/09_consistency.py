@@ -34,6 +34,7 @@ if "google.colab" in sys.modules:
 
 # %%
 import json
+import math
 import time
 
 import matplotlib.pyplot as plt
@@ -439,7 +440,9 @@ plt.tight_layout(); plt.show()
 
 # %%
 cm = {c: rows[c]["consistency"] for c in calls}
-ladder_steps = 7 * 512                                   # lesson 7: seven halvings of 512 steps, batch 32
+ladder = model_card("mnist_distilled_1")                  # lesson 7's last student: its card holds the whole ladder's run
+halvings = round(math.log2(ladder["settings"]["teacher_steps"]))     # 128 -> 64 -> ... -> 1: seven halvings
+ladder_steps = halvings * ladder["settings"]["train_steps"]          # of 512 steps each, batch 32
 ladder_evaluations, cm_evaluations = 5 * ladder_steps, 5 * card["steps"]
 aims = {
     "1 call: class accuracy >= 96%": cm[1]["accuracy"] >= 0.96,
@@ -449,9 +452,8 @@ aims = {
 }
 print(f"1 call: FID {cm[1]['fid']:.3f} = {cm[1]['fid'] / ddim50['fid']:.2f} x DDIM-50's {ddim50['fid']:.3f}; "
       f"the 1-step student: {rows[1]['student']['fid'] / ddim50['fid']:.2f} x")
-ladder_minutes = model_card("mnist_distilled_1")["wall_time_s"] / 60       # the whole ladder's run, from the shipped teacher
 print(f"progressive distillation: {ladder_steps:,} steps, {ladder_evaluations:,} network evaluations, "
-      f"{ladder_minutes:.0f} min")
+      f"{ladder['wall_time_s'] / 60:.0f} min")
 print(f"consistency distillation: {card['steps']:,} steps, {cm_evaluations:,} network evaluations "
       f"({cm_evaluations / ladder_evaluations:.2f} x), {card['wall_time_s'] / 60:.0f} min")
 for aim, holds in aims.items():

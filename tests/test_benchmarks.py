@@ -97,6 +97,9 @@ def test_distillation_shipped_measures_the_columns_it_is_given_and_refuses_unkno
     with pytest.raises(SystemExit):
         distillation.main(["shipped", "--students", "3"])
     assert "--students: the shipped students take [1, 2, 4, 8] steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        distillation.main(["shipped", "--update", "--json", "no_such_table.json"])
+    assert "--update keeps the cells of an existing table: --json must name one" in capsys.readouterr().err
 
 
 def test_distillation_shipped_update_replaces_the_measured_cells_and_keeps_the_others(monkeypatch, tmp_path):
